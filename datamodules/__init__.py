@@ -1,0 +1,1 @@
+"""First-party datamodule plugins, corruption engines and OOD sets."""

@@ -1,0 +1,5 @@
+import sys
+
+from uqbench.cli import main
+
+sys.exit(main())

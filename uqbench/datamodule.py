@@ -1,0 +1,88 @@
+"""The datamodule contract: the splits every protocol needs.
+
+- ``train``: fits the model. ``dev``: 10% of the training portion, stratified, fixed by
+  ``split_seed`` (never by the training seed); every post-training fit and every tuning choice
+  uses it. ``test``: the in-distribution (ID) test split.
+- CID: the ID test split under each corruption type at severities 1-5.
+- OOD: inputs from another distribution, prepared exactly like the ID inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """One evaluation set. ``name``: ``id``, ``cid/<corruption>/<severity>`` or ``ood``."""
+
+    name: str
+    kind: Literal["id", "cid", "ood"]
+    dataset: Dataset
+    corruption: str | None = None
+    severity: int | None = None
+
+
+class UQDataModule(LightningDataModule):
+    """Base class of every datamodule.
+
+    Subclasses set the class attributes, build ``train_set``, ``dev_set`` and ``test_set`` in
+    ``setup``, and implement ``cid_set`` and ``ood_set``. Each dataset yields ``(x, y)`` with
+    ``x`` a float tensor of ``input_shape`` and ``y`` an int class index (-1 for OOD).
+
+    Args:
+        batch_size: examples per batch for every loader.
+        num_workers: DataLoader worker processes.
+        split_seed: fixes the train/dev/test split, the corruptions and the OOD set; it does
+            not change with the training seed, so every run sees the same evaluation sets.
+    """
+
+    num_classes: int
+    input_shape: tuple[int, ...]
+    default_backbone: str
+    default_max_epochs: int = 20
+    corruptions: tuple[str, ...] = ()
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+
+    def __init__(self, batch_size: int = 64, num_workers: int = 0, split_seed: int = 0) -> None:
+        super().__init__()
+        self.batch_size, self.num_workers, self.split_seed = batch_size, num_workers, split_seed
+        self.train_set: Dataset
+        self.dev_set: Dataset
+        self.test_set: Dataset
+
+    def cid_set(self, corruption: str, severity: int) -> Dataset:
+        raise NotImplementedError
+
+    def ood_set(self) -> Dataset:
+        raise NotImplementedError
+
+    def loader(self, dataset: Dataset, shuffle: bool = False) -> DataLoader:
+        return DataLoader(
+            dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader(self.dev_set)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader(self.test_set)
+
+    def eval_sets(self) -> Iterator[EvalSet]:
+        """ID test, then every (corruption, severity), then OOD; built lazily, one at a time."""
+        yield EvalSet("id", "id", self.test_set)
+        for corruption in self.corruptions:
+            for severity in self.severities:
+                yield EvalSet(
+                    f"cid/{corruption}/{severity}", "cid",
+                    self.cid_set(corruption, severity), corruption, severity,
+                )
+        yield EvalSet("ood", "ood", self.ood_set())

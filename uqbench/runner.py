@@ -1,0 +1,240 @@
+"""``uqbench fit`` and ``uqbench test``: resolve, train (or reuse), calibrate, evaluate, record.
+
+Everything the user typed is resolved and checked (:func:`resolve`) before any data is loaded or
+any folder is written, so a typo costs a second, not a training run.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from uqbench import cache, registry
+from uqbench.config import RunConfig, bind
+from uqbench.errors import ConfigError, RunDirError
+from uqbench.evaluation import EvalRecord, compute_metrics, predict
+from uqbench.records import (
+    CHECKPOINT, CONFIG, METRICS, SCHEMA_VERSION, SCORES, RunFolder, atomic_write_json, read_run,
+)
+
+# Trainer arguments the runner owns; the user cannot override them with trainer.*.
+_RUNNER_OWNED = ("logger", "default_root_dir", "enable_checkpointing", "callbacks")
+
+
+@dataclass
+class Resolved:
+    """A run configuration with every plugin loaded and every argument checked."""
+
+    config: RunConfig
+    method_cls: Any
+    data_cls: Any
+    backbone: str
+    backbone_factory: Any
+    method_args: dict[str, Any]
+    data_args: dict[str, Any]
+    backbone_args: dict[str, Any]
+    trainer_args: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "method": c.method, "data": c.data, "backbone": self.backbone, "seed": c.seed,
+            "logger": c.logger, "method_args": self.method_args, "data_args": self.data_args,
+            "backbone_args": self.backbone_args, "trainer_args": self.trainer_args,
+        }
+
+
+def resolve(config: RunConfig) -> Resolved:
+    """Load the plugins named in ``config`` and check every override against their schemas."""
+    from lightning.pytorch import Trainer
+
+    from uqbench.datamodule import UQDataModule
+    from uqbench.method import UQMethod
+
+    method_cls = registry.load("method", config.method)
+    if not (isinstance(method_cls, type) and issubclass(method_cls, UQMethod)):
+        raise ConfigError(f"method {config.method!r} is not a uqbench.UQMethod subclass")
+    data_cls = registry.load("data", config.data)
+    if not (isinstance(data_cls, type) and issubclass(data_cls, UQDataModule)):
+        raise ConfigError(f"data {config.data!r} is not a uqbench.UQDataModule subclass")
+    backbone = config.backbone or data_cls.default_backbone
+    factory = registry.load("backbone", backbone)
+    owned = [k for k in config.trainer_args if k in _RUNNER_OWNED]
+    if owned:
+        raise ConfigError(
+            f"trainer.{owned[0]} is set by uqbench itself; use logger= for the logger"
+        )
+    trainer_args = {"max_epochs": data_cls.default_max_epochs}
+    trainer_args.update(bind(Trainer, config.trainer_args, "trainer", fill_defaults=False))
+    return Resolved(
+        config, method_cls, data_cls, backbone, factory,
+        method_args=bind(method_cls, config.method_args, "method", skip=("backbone",)),
+        data_args=bind(data_cls, config.data_args, "data"),
+        backbone_args=bind(factory, config.backbone_args, "backbone",
+                           skip=("num_classes", "input_shape")),
+        trainer_args=trainer_args,
+    )
+
+
+def _build(resolved: Resolved) -> tuple[Any, Any]:
+    """The set-up datamodule and the method (with its backbone) for ``resolved``."""
+    datamodule = resolved.data_cls(**resolved.data_args)
+    datamodule.setup("fit")
+    backbone = resolved.backbone_factory(
+        num_classes=datamodule.num_classes, input_shape=datamodule.input_shape,
+        **resolved.backbone_args,
+    )
+    return datamodule, resolved.method_cls(backbone=backbone, **resolved.method_args)
+
+
+def _logger(resolved: Resolved, folder: Path, name: str) -> Any:
+    kind = resolved.config.logger
+    if kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(folder), name="", version="logs")
+    if kind == "wandb":
+        import os
+
+        from lightning.pytorch.loggers import WandbLogger
+
+        return WandbLogger(
+            project=os.environ.get("WANDB_PROJECT", "uqbench"), name=name, save_dir=str(folder),
+            offline=os.environ.get("WANDB_MODE") == "offline", config=resolved.to_dict(),
+        )
+    return False
+
+
+def _trainer(resolved: Resolved, logger: Any) -> Any:
+    from lightning.pytorch import Trainer
+
+    options = {
+        "accelerator": "cpu", "devices": 1, "enable_progress_bar": False,
+        "enable_model_summary": False, "num_sanity_val_steps": 0, "log_every_n_steps": 5,
+    }
+    options.update(resolved.trainer_args)
+    return Trainer(logger=logger, enable_checkpointing=False, **options)
+
+
+def base_spec(resolved: Resolved, method: Any) -> dict[str, Any]:
+    """What determines a trained base classifier: backbone, data, seed, training config."""
+    return {
+        "backbone": resolved.backbone, "backbone_args": resolved.backbone_args,
+        "data": resolved.config.data, "data_args": resolved.data_args,
+        "seed": resolved.config.seed, "training": method.training_config,
+        "trainer": resolved.trainer_args, "torch": torch.__version__,
+    }
+
+
+def _train(resolved: Resolved, method: Any, datamodule: Any, trainer: Any) -> dict[str, Any]:
+    """Train ``method``, or for a post-hoc method load the cached base (training it once)."""
+    if not method.posthoc:
+        trainer.fit(method, datamodule=datamodule)
+        return {"trained": True}
+    spec = base_spec(resolved, method)
+    key = cache.base_key(spec)
+    state = cache.load_base(key)
+    if state is not None:
+        method.backbone.load_state_dict(state)
+        return {"trained": False, "base_key": key, "base_reused": True}
+    trainer.fit(method, datamodule=datamodule)
+    cache.save_base(key, method.backbone.state_dict(), spec)
+    return {"trained": True, "base_key": key, "base_reused": False}
+
+
+def _document(resolved: Resolved, method: Any, record: EvalRecord, **extra: Any) -> dict[str, Any]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "method": resolved.config.method, "data": resolved.config.data,
+        "backbone": resolved.backbone, "seed": resolved.config.seed,
+        "metrics": compute_metrics(record),
+        "tuned": method.tuned(),
+        "cost": method.cost_facts().to_dict(),
+        **extra,
+    }
+
+
+def fit(config: RunConfig) -> tuple[Path, dict[str, Any]]:
+    """Train (or reuse), calibrate on dev, evaluate, and write one run folder atomically."""
+    from lightning.pytorch import seed_everything
+
+    resolved = resolve(config)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = config.name or f"{config.method}-{config.data}-s{config.seed}-{stamp}"
+    folder = RunFolder.create(Path(config.out), name)
+    try:
+        seed_everything(config.seed, workers=True, verbose=False)
+        started = time.perf_counter()
+        datamodule, method = _build(resolved)
+        logger = _logger(resolved, folder.path, name)
+        training = _train(resolved, method, datamodule, _trainer(resolved, logger))
+        trained = time.perf_counter()
+        method.calibrate(datamodule.val_dataloader())
+        record = predict(method, datamodule)
+        evaluated = time.perf_counter()
+        document = _document(
+            resolved, method, record, training=training,
+            seconds={"train": trained - started, "calibrate_and_evaluate": evaluated - trained},
+        )
+        if logger:
+            logger.log_metrics(_flatten({"final": document["metrics"]}))
+            logger.finalize("success")
+            if config.logger == "wandb":
+                import wandb
+
+                wandb.finish()
+        config_doc = resolved.to_dict() | {
+            "schema_version": SCHEMA_VERSION, "uqbench_command": "fit",
+            "versions": {"torch": torch.__version__, "python": platform.python_version()},
+        }
+        atomic_write_json(folder.path / CONFIG, config_doc)
+        record.save(folder.path / SCORES)
+        torch.save({"state_dict": method.state_dict()}, folder.path / CHECKPOINT)
+        atomic_write_json(folder.path / METRICS, document)  # last: its presence means complete
+        return folder.commit(), document
+    except BaseException:
+        folder.abort()
+        raise
+
+
+def test(run: Path) -> dict[str, Any]:
+    """Rebuild a finished run from its config, load its checkpoint safely, evaluate it again and
+    rewrite its ``metrics.json`` atomically."""
+    saved, checkpoint = read_run(run)
+    config = RunConfig(
+        method=saved["method"], data=saved["data"], backbone=saved["backbone"],
+        seed=saved["seed"], logger="none",
+        method_args=saved["method_args"], data_args=saved["data_args"],
+        backbone_args=saved["backbone_args"], trainer_args=saved["trainer_args"],
+    )
+    resolved = resolve(config)
+    datamodule, method = _build(resolved)
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+        method.load_state_dict(state)
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets the same message
+        raise RunDirError(f"cannot load checkpoint {checkpoint}: {exc}") from exc
+    started = time.perf_counter()
+    record = predict(method, datamodule)
+    document = _document(
+        resolved, method, record, seconds={"evaluate": time.perf_counter() - started}
+    )
+    atomic_write_json(run / METRICS, document)
+    return document
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    flat: dict[str, float] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "/"))
+        elif isinstance(value, (int, float)) and value == value:  # skips NaN
+            flat[name] = float(value)
+    return flat
