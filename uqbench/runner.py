@@ -111,9 +111,22 @@ def _logger(resolved: Resolved, folder: Path, name: str) -> Any:
     return False
 
 
+def _quiet_lightning() -> None:
+    """Keep the run's output to the report: Lightning's info lines and tips go to debug."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*number of training batches.*")
+
+
 def _trainer(resolved: Resolved, logger: Any) -> Any:
     from lightning.pytorch import Trainer
 
+    _quiet_lightning()
     options = {
         "accelerator": "cpu", "devices": 1, "enable_progress_bar": False,
         "enable_model_summary": False, "num_sanity_val_steps": 0, "log_every_n_steps": 5,
