@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
+from uqbench.datamodules.corruptions import CORRUPTIONS, corrupt
 
 from uqbench.datamodule import UQDataModule
-from uqbench.datamodules.corruptions import CORRUPTIONS, corrupt
 
 TEST_FRACTION = 0.2
 DEV_FRACTION = 0.1
@@ -43,7 +43,9 @@ def photo_patches(count: int, seed: int) -> Tensor:
     """``count`` grayscale 8x8 patches with 17 ink levels in [0, 1] from scikit-learn's photos."""
     from sklearn.datasets import load_sample_images
 
-    photos = [torch.tensor(p, dtype=torch.float32).mean(-1) / 255.0 for p in load_sample_images().images]
+    photos = [
+        torch.tensor(p, dtype=torch.float32).mean(-1) / 255.0 for p in load_sample_images().images
+    ]
     gen = torch.Generator().manual_seed(seed)
     patches = []
     for _ in range(count):

@@ -34,8 +34,12 @@ def test_fold_batchnorm_counts_one_bias_per_channel():
 
 @pytest.mark.parametrize(
     "factory,shape",
-    [(digits_cnn, (1, 28, 28)), (resnet8, (3, 32, 32)), (ds_cnn, (1, 49, 10)),
-     (timm_factory("resnet10t"), (1, 28, 28))],
+    [
+        (digits_cnn, (1, 28, 28)),
+        (resnet8, (3, 32, 32)),
+        (ds_cnn, (1, 49, 10)),
+        (timm_factory("resnet10t"), (1, 28, 28)),
+    ],
 )
 def test_forward_exposes_taps_in_depth_order(factory, shape):
     model = factory(num_classes=7, input_shape=shape).eval()

@@ -10,8 +10,15 @@ from uqbench.errors import ConfigError
 
 def test_parse_overrides_splits_top_level_and_prefixed_keys():
     cfg = parse_overrides(
-        ["method=msp", "data=digits", "backbone=digits-cnn", "seed=17",
-         "trainer.max_epochs=30", "method.lr=1e-3", "data.batch_size=32"]
+        [
+            "method=msp",
+            "data=digits",
+            "backbone=digits-cnn",
+            "seed=17",
+            "trainer.max_epochs=30",
+            "method.lr=1e-3",
+            "data.batch_size=32",
+        ]
     )
     assert (cfg.method, cfg.data, cfg.backbone, cfg.seed) == ("msp", "digits", "digits-cnn", 17)
     assert cfg.trainer_args == {"max_epochs": "30"}
@@ -51,8 +58,12 @@ def test_schema_follows_kwargs_up_the_mro():
 
 
 def test_bind_coerces_and_fills_defaults():
-    bound = bind(_Child, {"rank": "32", "lr": "5e-4", "taps": "[mid,penultimate]"}, "method",
-                 skip=("backbone",))
+    bound = bind(
+        _Child,
+        {"rank": "32", "lr": "5e-4", "taps": "[mid,penultimate]"},
+        "method",
+        skip=("backbone",),
+    )
     assert bound == {"rank": 32, "lr": 5e-4, "taps": ("mid", "penultimate"), "optimizer": "adam"}
     assert bind(_Child, {"rank": "8"}, "method", skip=("backbone",), fill_defaults=False) == {
         "rank": 8

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-
 from uqbench.datamodules.corruptions import CORRUPTIONS, corrupt
 from uqbench.datamodules.digits import Digits, to_28x28
 

@@ -188,8 +188,12 @@ def test_metric_classes_accumulate_batches_like_the_functions():
         for chunk in np.array_split(np.arange(300), 7):
             metric.update(torch.tensor(scores[chunk]), torch.tensor(targets[chunk]))
         assert metric.compute().item() == pytest.approx(expected, abs=1e-12)
-    for metric, fn in [(M.NLL(), M.nll), (M.BrierScore(), M.brier),
-                       (M.AdaptiveECE(), M.adaptive_ece), (M.Accuracy(), M.accuracy)]:
+    for metric, fn in [
+        (M.NLL(), M.nll),
+        (M.BrierScore(), M.brier),
+        (M.AdaptiveECE(), M.adaptive_ece),
+        (M.Accuracy(), M.accuracy),
+    ]:
         for chunk in np.array_split(np.arange(300), 4):
             metric.update(torch.tensor(p[chunk]), torch.tensor(y[chunk]))
         assert metric.compute().item() == pytest.approx(fn(p, y), abs=1e-12)

@@ -26,7 +26,8 @@ overrides (key=value):
 A wrong key lists the valid ones with their types.
 
 example:
-  uqbench fit method=msp data=digits backbone=digits-cnn seed=13 trainer.max_epochs=30 method.lr=1e-3
+  uqbench fit method=msp data=digits backbone=digits-cnn seed=13 \
+      trainer.max_epochs=30 method.lr=1e-3
 """
 
 
@@ -37,13 +38,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     fit = commands.add_parser(
-        "fit", help="train (or reuse a cached base), calibrate, evaluate, write a run folder",
+        "fit",
+        help="train (or reuse a cached base), calibrate, evaluate, write a run folder",
         description="Train, calibrate on dev, evaluate on ID/CID/OOD and print the report.",
-        epilog=_OVERRIDES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_OVERRIDES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     fit.add_argument("overrides", nargs="*", metavar="key=value")
     test = commands.add_parser(
-        "test", help="evaluate a saved run folder again: uqbench test run=runs/<name>",
+        "test",
+        help="evaluate a saved run folder again: uqbench test run=runs/<name>",
         description="Rebuild a finished run from its config.json and checkpoint.pt, evaluate "
         "it and rewrite its metrics.json.",
     )
@@ -86,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
             from uqbench.runner import test
 
             if config.run is None:
-                raise UQBenchError("uqbench test needs the run folder: uqbench test run=runs/<name>")
+                raise UQBenchError(
+                    "uqbench test needs the run folder: uqbench test run=runs/<name>"
+                )
             document = test(Path(config.run))
             print(format_report(document, config.run))
         return 0

@@ -14,6 +14,7 @@ YAML tree, and every error must name the plugin's own parameters. The override g
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import types
 import typing
@@ -58,7 +59,8 @@ def parse_overrides(overrides: list[str]) -> RunConfig:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(
-                f"malformed override {item!r}: expected key=value, e.g. method=msp or method.lr=1e-3"
+                f"malformed override {item!r}: expected key=value, "
+                "e.g. method=msp or method.lr=1e-3"
             )
         head, dot, rest = key.partition(".")
         if dot:
@@ -85,9 +87,11 @@ def schema(target: Any, skip: tuple[str, ...] = ()) -> dict[str, inspect.Paramet
     that only adds ``rank: int = 64`` still accepts the base class's ``lr``.
     """
     params: dict[str, inspect.Parameter] = {}
-    callables = [c.__init__ for c in target.__mro__ if "__init__" in vars(c)] if (
-        isinstance(target, type)
-    ) else [target]
+    callables = (
+        [c.__init__ for c in target.__mro__ if "__init__" in vars(c)]
+        if (isinstance(target, type))
+        else [target]
+    )
     for fn in callables:
         sig = inspect.signature(fn)
         hints = _type_hints(fn)
@@ -127,10 +131,16 @@ def bind(
     bound: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in params:
+            close = difflib.get_close_matches(key, list(params), n=1)
+            hint = f" Did you mean {prefix}.{close[0]}?" if close else ""
             raise ConfigError(
-                f"unknown key {prefix}.{key} for {name}. Valid keys: "
-                + (", ".join(f"{prefix}.{k} ({_type_name(p.annotation)})" for k, p in params.items())
-                   or "none (it takes no options)")
+                f"unknown key {prefix}.{key} for {name}.{hint} Valid keys: "
+                + (
+                    ", ".join(
+                        f"{prefix}.{k} ({_type_name(p.annotation)})" for k, p in params.items()
+                    )
+                    or "none (it takes no options)"
+                )
             )
         bound[key] = coerce(value, params[key].annotation, f"{prefix}.{key}")
     for key, p in params.items():

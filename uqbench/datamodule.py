@@ -82,7 +82,10 @@ class UQDataModule(LightningDataModule):
         for corruption in self.corruptions:
             for severity in self.severities:
                 yield EvalSet(
-                    f"cid/{corruption}/{severity}", "cid",
-                    self.cid_set(corruption, severity), corruption, severity,
+                    f"cid/{corruption}/{severity}",
+                    "cid",
+                    self.cid_set(corruption, severity),
+                    corruption,
+                    severity,
                 )
         yield EvalSet("ood", "ood", self.ood_set())

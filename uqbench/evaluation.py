@@ -47,7 +47,11 @@ class EvalRecord:
     def save(self, path: Path) -> None:
         with open(path, "wb") as handle:
             np.savez_compressed(
-                handle, probs=self.probs, score=self.score, label=self.label, group=self.group,
+                handle,
+                probs=self.probs,
+                score=self.score,
+                label=self.label,
+                group=self.group,
                 group_names=np.array(self.group_names),
             )
 
@@ -55,7 +59,10 @@ class EvalRecord:
     def load(cls, path: Path) -> EvalRecord:
         with np.load(path, allow_pickle=False) as data:
             return cls(
-                data["probs"], data["score"], data["label"], data["group"],
+                data["probs"],
+                data["score"],
+                data["label"],
+                data["group"],
                 [str(n) for n in data["group_names"]],
             )
 
@@ -74,8 +81,11 @@ def predict(method: UQMethod, datamodule: UQDataModule) -> EvalRecord:
             labels.append(y.numpy())
             groups.append(np.full(len(y), index, dtype=np.int32))
     return EvalRecord(
-        np.concatenate(probs), np.concatenate(scores), np.concatenate(labels).astype(np.int64),
-        np.concatenate(groups), names,
+        np.concatenate(probs),
+        np.concatenate(scores),
+        np.concatenate(labels).astype(np.int64),
+        np.concatenate(groups),
+        names,
     )
 
 
@@ -108,7 +118,9 @@ def compute_metrics(record: EvalRecord) -> dict[str, Any]:
 
     result: dict[str, Any] = {
         "counts": {
-            "id": int(is_id.sum()), "cid": int(is_cid.sum()), "ood": int(is_ood.sum()),
+            "id": int(is_id.sum()),
+            "cid": int(is_cid.sum()),
+            "ood": int(is_ood.sum()),
             "id_errors": int((is_id & ~correct).sum()),
             "id_cid_errors": int((id_or_cid & ~correct).sum()),
         },

@@ -94,8 +94,11 @@ class UQMethod(LightningModule):
             raise ConfigError("method.weight_decay and method.min_lr must be >= 0")
         self.backbone = backbone
         self.training_config = {
-            "lr": lr, "weight_decay": weight_decay, "optimizer": optimizer,
-            "schedule": schedule, "min_lr": min_lr,
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "optimizer": optimizer,
+            "schedule": schedule,
+            "min_lr": min_lr,
         }
 
     # ----------------------------------------------------------------- inference

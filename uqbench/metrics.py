@@ -43,7 +43,9 @@ def _vector(values: ArrayLike, name: str, what: str) -> Tensor:
 def _binary(values: ArrayLike, name: str) -> Tensor:
     t = torch.as_tensor(values).detach().flatten()
     if t.numel() and not ((t == 0) | (t == 1)).all():
-        raise ValueError(f"{name}: targets must be 0/1 or bool, got values {t.unique()[:5].tolist()}")
+        raise ValueError(
+            f"{name}: targets must be 0/1 or bool, got values {t.unique()[:5].tolist()}"
+        )
     return t.to(torch.bool)
 
 
@@ -135,7 +137,7 @@ def fpr_at_tpr(scores: ArrayLike, positives: ArrayLike, tpr: float = 0.95) -> fl
 
 # --------------------------------------------------------------------------- selective prediction
 def _acceptance_order(scores: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Sort by ascending uncertainty; return (order, tie-block index per sorted item, block sizes)."""
+    """Ascending uncertainty: (order, tie-block index of each sorted item, block sizes)."""
     order = torch.argsort(scores, stable=True)
     _, block, sizes = torch.unique_consecutive(
         scores[order], return_inverse=True, return_counts=True
@@ -405,7 +407,9 @@ class SelectiveNLL(Metric):
         if not self.scores:
             raise ValueError("SelectiveNLL: received no examples; call update() first")
         value = selective_nll(
-            dim_zero_cat(self.scores), dim_zero_cat(self.probs), dim_zero_cat(self.labels),
+            dim_zero_cat(self.scores),
+            dim_zero_cat(self.probs),
+            dim_zero_cat(self.labels),
             self.coverage,
         )
         return torch.tensor(value, dtype=torch.float64)

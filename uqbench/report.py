@@ -38,9 +38,7 @@ def format_report(document: dict[str, Any], folder: str | None = None) -> str:
     for key, label in tasks:
         if key in m:
             r = m[key]
-            lines.append(
-                f"  {label:<24} {_f(r['auroc'])}   {_f(r['auprc'])}   {_f(r['fpr95'])}"
-            )
+            lines.append(f"  {label:<24} {_f(r['auroc'])}   {_f(r['auprc'])}   {_f(r['fpr95'])}")
     by_sev = m.get("id_vs_error_by_severity", {})
     if by_sev:
         lines.append(
@@ -65,7 +63,9 @@ def format_report(document: dict[str, Any], folder: str | None = None) -> str:
             f"+{cost['extra_params']} params, +{cost['extra_macs']} MACs"
         )
     if document.get("tuned"):
-        lines.append("Tuned on dev      " + ", ".join(f"{k}={v}" for k, v in document["tuned"].items()))
+        lines.append(
+            "Tuned on dev      " + ", ".join(f"{k}={v}" for k, v in document["tuned"].items())
+        )
     seconds = document.get("seconds", {})
     if seconds:
         lines.append("Wall time         " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))

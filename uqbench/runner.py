@@ -20,7 +20,14 @@ from uqbench.config import RunConfig, bind
 from uqbench.errors import ConfigError, RunDirError
 from uqbench.evaluation import EvalRecord, compute_metrics, predict
 from uqbench.records import (
-    CHECKPOINT, CONFIG, METRICS, SCHEMA_VERSION, SCORES, RunFolder, atomic_write_json, read_run,
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    SCHEMA_VERSION,
+    SCORES,
+    RunFolder,
+    atomic_write_json,
+    read_run,
 )
 
 # Trainer arguments the runner owns; the user cannot override them with trainer.*.
@@ -44,9 +51,15 @@ class Resolved:
     def to_dict(self) -> dict[str, Any]:
         c = self.config
         return {
-            "method": c.method, "data": c.data, "backbone": self.backbone, "seed": c.seed,
-            "logger": c.logger, "method_args": self.method_args, "data_args": self.data_args,
-            "backbone_args": self.backbone_args, "trainer_args": self.trainer_args,
+            "method": c.method,
+            "data": c.data,
+            "backbone": self.backbone,
+            "seed": c.seed,
+            "logger": c.logger,
+            "method_args": self.method_args,
+            "data_args": self.data_args,
+            "backbone_args": self.backbone_args,
+            "trainer_args": self.trainer_args,
         }
 
 
@@ -73,11 +86,16 @@ def resolve(config: RunConfig) -> Resolved:
     trainer_args = {"max_epochs": data_cls.default_max_epochs}
     trainer_args.update(bind(Trainer, config.trainer_args, "trainer", fill_defaults=False))
     return Resolved(
-        config, method_cls, data_cls, backbone, factory,
+        config,
+        method_cls,
+        data_cls,
+        backbone,
+        factory,
         method_args=bind(method_cls, config.method_args, "method", skip=("backbone",)),
         data_args=bind(data_cls, config.data_args, "data"),
-        backbone_args=bind(factory, config.backbone_args, "backbone",
-                           skip=("num_classes", "input_shape")),
+        backbone_args=bind(
+            factory, config.backbone_args, "backbone", skip=("num_classes", "input_shape")
+        ),
         trainer_args=trainer_args,
     )
 
@@ -87,7 +105,8 @@ def _build(resolved: Resolved) -> tuple[Any, Any]:
     datamodule = resolved.data_cls(**resolved.data_args)
     datamodule.setup("fit")
     backbone = resolved.backbone_factory(
-        num_classes=datamodule.num_classes, input_shape=datamodule.input_shape,
+        num_classes=datamodule.num_classes,
+        input_shape=datamodule.input_shape,
         **resolved.backbone_args,
     )
     return datamodule, resolved.method_cls(backbone=backbone, **resolved.method_args)
@@ -105,8 +124,11 @@ def _logger(resolved: Resolved, folder: Path, name: str) -> Any:
         from lightning.pytorch.loggers import WandbLogger
 
         return WandbLogger(
-            project=os.environ.get("WANDB_PROJECT", "uqbench"), name=name, save_dir=str(folder),
-            offline=os.environ.get("WANDB_MODE") == "offline", config=resolved.to_dict(),
+            project=os.environ.get("WANDB_PROJECT", "uqbench"),
+            name=name,
+            save_dir=str(folder),
+            offline=os.environ.get("WANDB_MODE") == "offline",
+            config=resolved.to_dict(),
         )
     return False
 
@@ -128,8 +150,12 @@ def _trainer(resolved: Resolved, logger: Any) -> Any:
 
     _quiet_lightning()
     options = {
-        "accelerator": "cpu", "devices": 1, "enable_progress_bar": False,
-        "enable_model_summary": False, "num_sanity_val_steps": 0, "log_every_n_steps": 5,
+        "accelerator": "cpu",
+        "devices": 1,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "log_every_n_steps": 5,
     }
     options.update(resolved.trainer_args)
     return Trainer(logger=logger, enable_checkpointing=False, **options)
@@ -138,10 +164,14 @@ def _trainer(resolved: Resolved, logger: Any) -> Any:
 def base_spec(resolved: Resolved, method: Any) -> dict[str, Any]:
     """What determines a trained base classifier: backbone, data, seed, training config."""
     return {
-        "backbone": resolved.backbone, "backbone_args": resolved.backbone_args,
-        "data": resolved.config.data, "data_args": resolved.data_args,
-        "seed": resolved.config.seed, "training": method.training_config,
-        "trainer": resolved.trainer_args, "torch": torch.__version__,
+        "backbone": resolved.backbone,
+        "backbone_args": resolved.backbone_args,
+        "data": resolved.config.data,
+        "data_args": resolved.data_args,
+        "seed": resolved.config.seed,
+        "training": method.training_config,
+        "trainer": resolved.trainer_args,
+        "torch": torch.__version__,
     }
 
 
@@ -164,8 +194,10 @@ def _train(resolved: Resolved, method: Any, datamodule: Any, trainer: Any) -> di
 def _document(resolved: Resolved, method: Any, record: EvalRecord, **extra: Any) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
-        "method": resolved.config.method, "data": resolved.config.data,
-        "backbone": resolved.backbone, "seed": resolved.config.seed,
+        "method": resolved.config.method,
+        "data": resolved.config.data,
+        "backbone": resolved.backbone,
+        "seed": resolved.config.seed,
         "metrics": compute_metrics(record),
         "tuned": method.tuned(),
         "cost": method.cost_facts().to_dict(),
@@ -192,7 +224,10 @@ def fit(config: RunConfig) -> tuple[Path, dict[str, Any]]:
         record = predict(method, datamodule)
         evaluated = time.perf_counter()
         document = _document(
-            resolved, method, record, training=training,
+            resolved,
+            method,
+            record,
+            training=training,
             seconds={"train": trained - started, "calibrate_and_evaluate": evaluated - trained},
         )
         if logger:
@@ -203,7 +238,8 @@ def fit(config: RunConfig) -> tuple[Path, dict[str, Any]]:
 
                 wandb.finish()
         config_doc = resolved.to_dict() | {
-            "schema_version": SCHEMA_VERSION, "uqbench_command": "fit",
+            "schema_version": SCHEMA_VERSION,
+            "uqbench_command": "fit",
             "versions": {"torch": torch.__version__, "python": platform.python_version()},
         }
         atomic_write_json(folder.path / CONFIG, config_doc)
@@ -221,10 +257,15 @@ def test(run: Path) -> dict[str, Any]:
     rewrite its ``metrics.json`` atomically."""
     saved, checkpoint = read_run(run)
     config = RunConfig(
-        method=saved["method"], data=saved["data"], backbone=saved["backbone"],
-        seed=saved["seed"], logger="none",
-        method_args=saved["method_args"], data_args=saved["data_args"],
-        backbone_args=saved["backbone_args"], trainer_args=saved["trainer_args"],
+        method=saved["method"],
+        data=saved["data"],
+        backbone=saved["backbone"],
+        seed=saved["seed"],
+        logger="none",
+        method_args=saved["method_args"],
+        data_args=saved["data_args"],
+        backbone_args=saved["backbone_args"],
+        trainer_args=saved["trainer_args"],
     )
     resolved = resolve(config)
     datamodule, method = _build(resolved)

@@ -1,10 +1,10 @@
 """A small CNN for 28x28 grayscale digits (digits, MNIST, Fashion-MNIST).
 
-    input 1x28x28
-    stem   conv3x3(16) BN ReLU, maxpool2        -> 16x14x14   tap "stem"
-    block  conv3x3(32) BN ReLU, maxpool2        -> 32x7x7     tap "mid"
-    block  conv3x3(64) BN ReLU                  -> 64x7x7     tap "penultimate"
-    global average pool -> 64 -> linear -> classes
+input 1x28x28
+stem   conv3x3(16) BN ReLU, maxpool2        -> 16x14x14   tap "stem"
+block  conv3x3(32) BN ReLU, maxpool2        -> 32x7x7     tap "mid"
+block  conv3x3(64) BN ReLU                  -> 64x7x7     tap "penultimate"
+global average pool -> 64 -> linear -> classes
 """
 
 from __future__ import annotations

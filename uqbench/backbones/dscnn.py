@@ -25,9 +25,7 @@ def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 class DSCNN(Backbone):
     tap_names = ("stem", "block1", "mid", "block3", "penultimate")
 
-    def __init__(
-        self, num_classes: int, input_shape: tuple[int, ...], filters: int = 64
-    ) -> None:
+    def __init__(self, num_classes: int, input_shape: tuple[int, ...], filters: int = 64) -> None:
         super().__init__()
         self.num_classes, self.input_shape = num_classes, tuple(input_shape)
         c, h, w = input_shape

@@ -1,0 +1,87 @@
+"""The command line: every bad input gets a clear message, exit status 2, and writes nothing."""
+
+import subprocess
+import sys
+
+import pytest
+
+from uqbench.cli import main
+
+FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["method=mps"], "unknown method 'mps'. Did you mean 'msp'? Valid method names: msp"),
+        (["data=digts"], "unknown data 'digts'. Did you mean 'digits'?"),
+        (["backbone=resnet9"], "unknown backbone 'resnet9'. Did you mean 'resnet8'?"),
+        (["method.lr"], "malformed override 'method.lr': expected key=value"),
+        (["epochs=3"], "unknown key 'epochs'"),
+        (["method.lrr=0.1"], "unknown key method.lrr for MSP. Did you mean method.lr?"),
+        (["method.lr=fast"], "method.lr: expected float, got 'fast'"),
+        (
+            ["trainer.max_epoch=3"],
+            "unknown key trainer.max_epoch for Trainer. Did you mean trainer.max_epochs?",
+        ),
+        (["trainer.max_epochs=ten"], "trainer.max_epochs: expected Optional[int], got 'ten'"),
+        (["data.batch_size=1.5"], "data.batch_size: expected int, got '1.5'"),
+        (["method.lr=-1"], "method.lr must be > 0"),
+        (["trainer.logger=false"], "trainer.logger is set by uqbench itself"),
+    ],
+)
+def test_bad_fit_input_exits_2_with_a_clear_message(capsys, tmp_path, args, message):
+    code, out, err = run(capsys, "fit", f"out={tmp_path}", *args)
+    assert code == 2
+    assert message in err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_non_writable_output_folder(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, _, err = run(capsys, "fit", f"out={blocker}/runs", *FAST)
+    assert code == 2 and "cannot write run folder under" in err and "out=<path>" in err
+
+
+def test_missing_run_and_missing_checkpoint(capsys, tmp_path):
+    code, _, err = run(capsys, "test", f"run={tmp_path / 'nope'}")
+    assert code == 2 and "is not a run folder" in err
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.json").write_text("{}")
+    code, _, err = run(capsys, "test", f"run={tmp_path / 'r'}")
+    assert code == 2 and "checkpoint missing" in err
+    code, _, err = run(capsys, "test")
+    assert code == 2 and "uqbench test run=runs/<name>" in err
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_writes_nothing(capsys, tmp_path, monkeypatch):
+    import torch
+    from uqbench.methods.msp import MSP
+
+    monkeypatch.setattr(MSP, "classification_loss", lambda self, z, y: z.sum() * torch.nan)
+    code, _, err = run(capsys, "fit", f"out={tmp_path}", *FAST)
+    assert code == 2
+    assert "non-finite training loss (nan) at epoch 0, step 0" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_help_and_list_run_as_commands():
+    for args in (["--help"], ["fit", "--help"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "uqbench", *args], capture_output=True, text=True, check=True
+        )
+        assert "uqbench" in done.stdout
+    done = subprocess.run(
+        [sys.executable, "-m", "uqbench", "fit", "--help"], capture_output=True, text=True
+    )
+    assert "method.KEY=VALUE" in done.stdout and "trainer.max_epochs=30" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "uqbench", "list"], capture_output=True, text=True)
+    assert done.returncode == 0
+    assert "msp" in done.stdout and "digits" in done.stdout and "resnet8" in done.stdout

@@ -1,0 +1,93 @@
+"""End to end: `uqbench fit` on digits writes a complete run folder, atomically."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from uqbench.cli import main
+from uqbench.evaluation import EvalRecord, compute_metrics
+from uqbench.records import json_safe
+
+FAST = ["trainer.max_epochs=3", "seed=13"]
+
+
+def _fit(capsys, tmp_path, *args, name="run"):
+    code = main(["fit", f"out={tmp_path}", f"name={name}", *FAST, *args])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return tmp_path / name, out
+
+
+def test_fit_writes_a_complete_run_folder_and_prints_the_report(capsys, tmp_path):
+    folder, out = _fit(capsys, tmp_path)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "checkpoint.pt",
+        "config.json",
+        "logs",
+        "metrics.json",
+        "scores.npz",
+    ]
+    assert not (tmp_path / "run.partial").exists()
+    for heading in ("Accuracy", "ID ok | ID err", "ID ok | OOD", "AURC", "ECE", "s5"):
+        assert heading in out
+
+    document = json.loads((folder / "metrics.json").read_text())
+    assert document["schema_version"] == 1
+    m = document["metrics"]
+    assert m["counts"] == {**m["counts"], "id": 360, "cid": 40 * 360, "ood": 360}
+    assert 0.5 < m["accuracy"]["id"] <= 1.0
+    for task in ("id_vs_error", "id_vs_ood"):
+        assert 0.0 <= m[task]["auroc"] <= 1.0 and 0.0 <= m[task]["auprc"] <= 1.0
+    assert 0 <= m["selective"]["id"]["aurc"] <= 1 and 0 <= m["calibration"]["ece"] <= 1
+    assert m["accuracy"]["cid"]["5"] < m["accuracy"]["id"]
+    assert document["cost"]["forward_passes"] == 1
+
+    # The per-example record recomputes every metric exactly.
+    record = EvalRecord.load(folder / "scores.npz")
+    assert json_safe(compute_metrics(record)) == m
+    assert record.probs.shape == (360 * 42, 10)
+    np.testing.assert_allclose(record.probs.sum(1), 1, atol=1e-5)
+
+    config = json.loads((folder / "config.json").read_text())
+    assert config["method_args"]["lr"] == 1e-3 and config["trainer_args"]["max_epochs"] == 3
+    state = torch.load(folder / "checkpoint.pt", weights_only=True)["state_dict"]
+    assert any(k.startswith("backbone.") for k in state)
+    assert (folder / "logs" / "metrics.csv").is_file()
+
+
+def test_posthoc_reuses_the_cached_base_and_test_reproduces_metrics(capsys, tmp_path):
+    first, _ = _fit(capsys, tmp_path, name="a")
+    second, out = _fit(capsys, tmp_path, name="b")
+    a = json.loads((first / "metrics.json").read_text())
+    b = json.loads((second / "metrics.json").read_text())
+    assert a["training"]["base_reused"] is False and b["training"]["base_reused"] is True
+    assert "reused from cache" in out
+    assert a["metrics"] == b["metrics"]
+    # A different training seed is a different base model.
+    third, _ = _fit(capsys, tmp_path, "seed=17", name="c")
+    assert json.loads((third / "metrics.json").read_text())["training"]["base_reused"] is False
+
+    assert main(["test", f"run={first}"]) == 0
+    out = capsys.readouterr().out
+    assert "ID ok | ID err" in out
+    assert json.loads((first / "metrics.json").read_text())["metrics"] == a["metrics"]
+
+
+def test_a_run_that_fails_midway_leaves_no_result(capsys, tmp_path, monkeypatch):
+    import uqbench.runner
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(uqbench.runner, "predict", boom)
+    with pytest.raises(KeyboardInterrupt):
+        main(["fit", f"out={tmp_path}", "name=x", *FAST])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wandb_logger_offline(capsys, tmp_path):
+    folder, _ = _fit(capsys, tmp_path, "logger=wandb", name="w")
+    assert (folder / "wandb").is_dir()
+    assert (folder / "metrics.json").is_file()
