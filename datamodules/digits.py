@@ -12,6 +12,8 @@ How every set is made (all of it fixed by ``split_seed``, none of it by the trai
 - **CID.** The test split under each of 8 corruptions (gaussian/shot/impulse noise, gaussian and
   motion blur, contrast, brightness, pixelate) at severities 1-5, computed on tensors in batches
   with a generator seeded by (split_seed, corruption, severity): 40 sets of 360 images.
+- **Shifted dev.** Each dev image once more under one corruption and severity drawn uniformly
+  (seeded by split_seed + 1): the CID half of the dev mix that error-predicting maps fit on.
 - **OOD.** 360 square patches (side 24-160 px, uniform) cut at random from the two photos
   scikit-learn ships (``load_sample_images``: a temple in China and a flower), converted to
   grayscale, averaged down to 8x8 and quantized to 17 levels, the digits' native form, then
@@ -93,6 +95,7 @@ class Digits(UQDataModule):
         self.dev_set = TensorDataset(self.normalize(x[dev]), labels[dev])
         self.test_set = TensorDataset(self.normalize(x[test]), labels[test])
         self._test_images, self._test_labels = x[test], labels[test]
+        self._dev_images, self._dev_labels = x[dev], labels[dev]
 
     def normalize(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
@@ -101,6 +104,21 @@ class Digits(UQDataModule):
         self.setup()
         x = corrupt(self._test_images, corruption, severity, self.split_seed)
         return TensorDataset(self.normalize(x), self._test_labels)
+
+    def dev_shift_set(self) -> Dataset:
+        """Each dev image once more, under a corruption and severity drawn uniformly at random
+        (generator seeded by split_seed)."""
+        self.setup()
+        gen = torch.Generator().manual_seed(self.split_seed + 1)
+        kinds = torch.randint(len(self.corruptions), (len(self._dev_images),), generator=gen)
+        levels = torch.randint(1, 6, (len(self._dev_images),), generator=gen)
+        x = self._dev_images.clone()
+        for k, name in enumerate(self.corruptions):
+            for severity in range(1, 6):
+                chosen = (kinds == k) & (levels == severity)
+                if chosen.any():
+                    x[chosen] = corrupt(x[chosen], name, severity, self.split_seed + 1)
+        return TensorDataset(self.normalize(x), self._dev_labels)
 
     def ood_set(self) -> Dataset:
         self.setup()

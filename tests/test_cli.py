@@ -63,9 +63,10 @@ def test_missing_run_and_missing_checkpoint(capsys, tmp_path):
 
 def test_nan_loss_stops_with_epoch_and_step_and_writes_nothing(capsys, tmp_path, monkeypatch):
     import torch
-    from uqbench.methods.msp import MSP
 
-    monkeypatch.setattr(MSP, "classification_loss", lambda self, z, y: z.sum() * torch.nan)
+    from uqbench.method import UQMethod
+
+    monkeypatch.setattr(UQMethod, "classification_loss", lambda self, z, y: z.sum() * torch.nan)
     code, _, err = run(capsys, "fit", f"out={tmp_path}", *FAST)
     assert code == 2
     assert "non-finite training loss (nan) at epoch 0, step 0" in err

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,17 @@ class UQDataModule(LightningDataModule):
 
     def ood_set(self) -> Dataset:
         raise NotImplementedError
+
+    def dev_shift_set(self) -> Dataset | None:
+        """The dev split under shift (e.g. each image corrupted once), or None if unavailable."""
+        return None
+
+    def dev_mix_dataloader(self) -> DataLoader:
+        """Dev + shifted dev (ID + CID): what error-predicting maps are fitted on."""
+        shifted = self.dev_shift_set()
+        return self.loader(
+            self.dev_set if shifted is None else ConcatDataset([self.dev_set, shifted])
+        )
 
     def loader(self, dataset: Dataset, shuffle: bool = False) -> DataLoader:
         return DataLoader(

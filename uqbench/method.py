@@ -9,6 +9,7 @@ Every method, first-party or plugin, subclasses :class:`UQMethod`. The runner kn
 - ``cost_facts()``: what the method costs at inference beyond the backbone.
 - ``posthoc = True`` marks a method that does not train: the runner loads (or trains once and
   caches) the base classifier for the (backbone, data, seed, training config) and reuses it.
+  A method that trains on top of a frozen base overrides ``uses_base_model`` and ``trains``.
 
 A post-hoc method implements only ``score(out)`` on a :class:`BackboneOutput`, so it can score
 from a recorded forward pass.
@@ -16,7 +17,6 @@ from a recorded forward pass.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor
+from torch.utils.data import DataLoader
 
 from uqbench.backbones.base import Backbone, BackboneOutput
 from uqbench.errors import ConfigError, TrainingError
@@ -101,6 +102,14 @@ class UQMethod(LightningModule):
             "min_lr": min_lr,
         }
 
+    def uses_base_model(self) -> bool:
+        """Load the cached base classifier (training it once if missing) before anything else."""
+        return self.posthoc
+
+    def trains(self) -> bool:
+        """Run ``trainer.fit`` on this method (after loading the base model, if it uses one)."""
+        return not self.posthoc
+
     # ----------------------------------------------------------------- inference
     def score(self, out: BackboneOutput) -> Tensor:
         """Uncertainty [B] from one backbone pass; higher = more uncertain."""
@@ -123,9 +132,9 @@ class UQMethod(LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
-        out = self(x)
-        self.log("dev/nll", F.nll_loss(out.probs.clamp_min(1e-12).log(), y), prog_bar=True)
-        self.log("dev/accuracy", (out.probs.argmax(-1) == y).float().mean(), prog_bar=True)
+        logits = self.backbone(x).logits
+        self.log("dev/nll", F.cross_entropy(logits, y), prog_bar=True)
+        self.log("dev/accuracy", (logits.argmax(-1) == y).float().mean(), prog_bar=True)
 
     def check_finite(self, value: Tensor, what: str) -> None:
         """Stop training with the epoch and step named when ``value`` is NaN or infinite."""
@@ -153,11 +162,13 @@ class UQMethod(LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
     # ----------------------------------------------------------------- after training
-    def calibrate(self, dev_loader: Any) -> None:
-        """Fit post-training state on the dev split (temperature, statistics, maps).
+    def calibrate(self, dev: DataLoader, dev_mix: DataLoader) -> None:
+        """Fit post-training state on dev data (temperature, statistics, maps).
 
-        The default fits nothing. Fitted state must live in buffers or parameters so that it is
-        saved in the run's checkpoint.
+        ``dev``: the clean dev split. ``dev_mix``: the dev split plus a shifted copy of it (ID +
+        CID, for maps that learn to predict errors under shift); equal to ``dev`` when the
+        datamodule has no shifted dev set. The default fits nothing. Fitted state must live in
+        buffers or parameters so that it is saved in the run's checkpoint.
         """
         return None
 
@@ -170,6 +181,6 @@ class UQMethod(LightningModule):
         return CostFacts()
 
 
-def finite_or_none(value: float) -> float | None:
-    """JSON has no NaN: undefined metrics are written as null."""
-    return None if value is None or not math.isfinite(value) else float(value)
+class BaseClassifier(UQMethod):
+    """The plain cross-entropy classifier every post-hoc method starts from (trains a backbone
+    in place; the runner caches the result)."""

@@ -175,20 +175,26 @@ def base_spec(resolved: Resolved, method: Any) -> dict[str, Any]:
     }
 
 
-def _train(resolved: Resolved, method: Any, datamodule: Any, trainer: Any) -> dict[str, Any]:
-    """Train ``method``, or for a post-hoc method load the cached base (training it once)."""
-    if not method.posthoc:
-        trainer.fit(method, datamodule=datamodule)
-        return {"trained": True}
-    spec = base_spec(resolved, method)
-    key = cache.base_key(spec)
-    state = cache.load_base(key)
-    if state is not None:
-        method.backbone.load_state_dict(state)
-        return {"trained": False, "base_key": key, "base_reused": True}
-    trainer.fit(method, datamodule=datamodule)
-    cache.save_base(key, method.backbone.state_dict(), spec)
-    return {"trained": True, "base_key": key, "base_reused": False}
+def _train(resolved: Resolved, method: Any, datamodule: Any, logger: Any) -> dict[str, Any]:
+    """Load (or train once and cache) the base classifier if the method uses one, then train
+    the method itself if it trains."""
+    from uqbench.method import BaseClassifier
+
+    done: dict[str, Any] = {"trained": method.trains()}
+    if method.uses_base_model():
+        spec = base_spec(resolved, method)
+        key = cache.base_key(spec)
+        state = cache.load_base(key)
+        if state is None:
+            base = BaseClassifier(method.backbone, **method.training_config)
+            _trainer(resolved, logger).fit(base, datamodule=datamodule)
+            cache.save_base(key, method.backbone.state_dict(), spec)
+        else:
+            method.backbone.load_state_dict(state)
+        done.update(base_key=key, base_reused=state is not None)
+    if method.trains():
+        _trainer(resolved, logger).fit(method, datamodule=datamodule)
+    return done
 
 
 def _document(resolved: Resolved, method: Any, record: EvalRecord, **extra: Any) -> dict[str, Any]:
@@ -218,9 +224,9 @@ def fit(config: RunConfig) -> tuple[Path, dict[str, Any]]:
         started = time.perf_counter()
         datamodule, method = _build(resolved)
         logger = _logger(resolved, folder.path, name)
-        training = _train(resolved, method, datamodule, _trainer(resolved, logger))
+        training = _train(resolved, method, datamodule, logger)
         trained = time.perf_counter()
-        method.calibrate(datamodule.val_dataloader())
+        method.calibrate(datamodule.val_dataloader(), datamodule.dev_mix_dataloader())
         record = predict(method, datamodule)
         evaluated = time.perf_counter()
         document = _document(
