@@ -24,5 +24,9 @@ class TrainingError(UQBenchError):
     """Training diverged (a non-finite loss) or cannot start."""
 
 
+class CalibrationError(UQBenchError):
+    """A post-training fit that the dev data cannot support (e.g. a single class)."""
+
+
 class RunDirError(UQBenchError):
     """A run folder that cannot be written, or a saved run that cannot be read."""

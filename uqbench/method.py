@@ -145,16 +145,18 @@ class UQMethod(LightningModule):
                 f"gradients with trainer.gradient_clip_val=1.0; no result was written."
             )
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimizer parameter groups; the default decays every trainable parameter."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [{"params": params, "weight_decay": self.training_config["weight_decay"]}]
+
     def configure_optimizers(self) -> Any:
         cfg = self.training_config
-        params = [p for p in self.parameters() if p.requires_grad]
         if cfg["optimizer"] == "sgd":
-            opt = torch.optim.SGD(
-                params, lr=cfg["lr"], momentum=0.9, weight_decay=cfg["weight_decay"]
-            )
+            opt = torch.optim.SGD(self.param_groups(), lr=cfg["lr"], momentum=0.9)
         else:
             kind = torch.optim.Adam if cfg["optimizer"] == "adam" else torch.optim.AdamW
-            opt = kind(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+            opt = kind(self.param_groups(), lr=cfg["lr"])
         if cfg["schedule"] == "constant":
             return opt
         epochs = max(int(self.trainer.max_epochs or 1), 1)

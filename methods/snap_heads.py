@@ -1,0 +1,170 @@
+"""SNAP-UQ's per-tap heads: project the previous activation, predict the next one, score it.
+
+For a tap ``l`` with predecessor ``l-1`` (paper, sections 2.1-2.3):
+
+    z_l = P_l pool(a_{l-1})                       rank r, eq. (1)
+    (mu_l, xi_l) = g_l(z_l)                       two linear heads, eq. (2)
+    sigma_l^2 = softplus(xi_l) + eps^2,  eps = 1e-4; log sigma_l^2 clamped to [log 1e-4, log 1e2]
+
+``pool`` is global average pooling over space. ``P_l`` is a linear map on the pooled channels:
+a 1x1 convolution followed by global average pooling is the same linear map (both are linear,
+so they commute), and pooling first costs C*r instead of H*W*C*r multiply-accumulates.
+The target is ``pool(a_l)``, the pooled channels of the tap (d_l of them).
+
+Each variant returns, per example, the negative log-likelihood ``nll`` (the training term, its
+additive constants dropped) and the surprisal ``e`` used in the score, with
+``nll = (e + log det Sigma) / 2``:
+
+- ``gaussian``: ``e = sum_i u_i^2``, ``u = (a - mu) / sigma`` (eq. 8).
+- ``student_t``: ``e = sum_i (nu + 1) log(1 + u_i^2 / nu)`` (eq. 6).
+- ``huber``: ``e = 2 sum_i rho_delta(u_i)`` (eq. 7).
+- ``lowrank``: ``Sigma = diag(sigma^2) + B B^T`` with a learned ``B`` [d, k]; ``e`` is the
+  quadratic form by Woodbury and ``log det`` by the matrix determinant lemma (Appendix I).
+- ``mixture``: K diagonal Gaussians with weights from ``z``; there is no single standardized
+  error, so ``e = 2 nll`` (twice the mixture NLL without its 2*pi constant).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Variant = Literal["gaussian", "student_t", "huber", "lowrank", "mixture"]
+EPS = 1e-4
+LOGVAR_MIN, LOGVAR_MAX = math.log(1e-4), math.log(1e2)
+LUT_LEVELS = 256  # the firmware looks exp(-log sigma^2 / 2) up in a 256-entry table
+
+
+def gap(feature: Tensor) -> Tensor:
+    """Global average pooling: [B, C, H, W] -> [B, C]; vectors [B, D] pass through."""
+    return feature.mean(dim=(2, 3)) if feature.dim() == 4 else feature
+
+
+def fake_quant_int8(weight: Tensor) -> Tensor:
+    """Symmetric per-tensor int8 fake quantization with a straight-through gradient."""
+    scale = weight.detach().abs().max().clamp_min(1e-12) / 127.0
+    quantized = torch.round(weight / scale).clamp(-127, 127) * scale
+    return weight + (quantized - weight).detach()
+
+
+def fake_quant_logvar(logvar: Tensor) -> Tensor:
+    """Round log sigma^2 to the 256 levels of the clamp range (one shared scale), straight-through."""
+    step = (LOGVAR_MAX - LOGVAR_MIN) / (LUT_LEVELS - 1)
+    quantized = torch.round((logvar - LOGVAR_MIN) / step) * step + LOGVAR_MIN
+    return logvar + (quantized - logvar).detach()
+
+
+def huber(u: Tensor, delta: float) -> Tensor:
+    """Huber's rho_delta: u^2/2 inside [-delta, delta], delta |u| - delta^2/2 outside."""
+    absolute = u.abs()
+    return torch.where(absolute <= delta, 0.5 * u**2, delta * absolute - 0.5 * delta**2)
+
+
+def lowrank_terms(v: Tensor, logvar: Tensor, factor: Tensor) -> tuple[Tensor, Tensor]:
+    """Quadratic form ``v^T Sigma^-1 v`` and ``log det Sigma`` for Sigma = diag(e^logvar) + B B^T.
+
+    ``v``, ``logvar``: [N, d]; ``factor`` B: [d, k]. Woodbury and the determinant lemma with the
+    Cholesky factor L of ``I + B^T D^-1 B``: cost O(d k^2 + k^3) per example (Appendix I).
+    """
+    inv_d = torch.exp(-logvar)
+    quad_diag = (v**2 * inv_d).sum(-1)
+    small = torch.einsum("dk,nd,dj->nkj", factor, inv_d, factor)
+    eye = torch.eye(factor.shape[1], dtype=v.dtype, device=v.device)
+    chol = torch.linalg.cholesky(eye + small)
+    projected = torch.einsum("dk,nd->nk", factor, v * inv_d)
+    solved = torch.linalg.solve_triangular(chol, projected[..., None], upper=False)[..., 0]
+    quad = quad_diag - (solved**2).sum(-1)
+    logdet = logvar.sum(-1) + 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+    return quad, logdet
+
+
+@dataclass
+class Surprisal:
+    """Per-example outputs of one head: ``nll`` [B], ``e`` [B], ``logvar`` [B, K*d] (for the
+    scale regularizer)."""
+
+    nll: Tensor
+    e: Tensor
+    logvar: Tensor
+
+
+class SurprisalHead(nn.Module):
+    """Projector P_l and predictor g_l for one tap; see the module docstring."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        rank: int,
+        variant: Variant = "gaussian",
+        nu: float = 5.0,
+        delta: float = 1.0,
+        lowrank_k: int = 4,
+        mixture_k: int = 2,
+    ) -> None:
+        super().__init__()
+        self.variant, self.nu, self.delta = variant, nu, delta
+        self.d, self.rank = out_channels, rank
+        self.components = mixture_k if variant == "mixture" else 1
+        self.project = nn.Linear(in_channels, rank)
+        self.mu = nn.Linear(rank, out_channels * self.components)
+        self.xi = nn.Linear(rank, out_channels * self.components)
+        if variant == "lowrank":
+            self.factor = nn.Parameter(0.01 * torch.randn(out_channels, lowrank_k))
+        if variant == "mixture":
+            self.mix = nn.Linear(rank, mixture_k)
+        # Persisted so a reloaded checkpoint scores with the same (int8-rounded) weights.
+        self.register_buffer("fake_quant", torch.tensor(False))
+
+    def _linear(self, layer: nn.Linear, x: Tensor) -> Tensor:
+        weight = fake_quant_int8(layer.weight) if self.fake_quant else layer.weight
+        return F.linear(x, weight, layer.bias)
+
+    def predict(self, previous: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Pooled a_{l-1} [B, C_in] -> (z [B, r], mu [B, K, d], log sigma^2 [B, K, d])."""
+        z = self._linear(self.project, previous)
+        shape = (len(z), self.components, self.d)
+        mu = self._linear(self.mu, z).view(shape)
+        variance = F.softplus(self._linear(self.xi, z)) + EPS**2
+        logvar = torch.log(variance).clamp(LOGVAR_MIN, LOGVAR_MAX).view(shape)
+        if self.fake_quant:
+            logvar = fake_quant_logvar(logvar)
+        return z, mu, logvar
+
+    def forward(self, previous: Tensor, target: Tensor) -> Surprisal:
+        """``previous``: pooled a_{l-1} [B, C_in]; ``target``: pooled a_l [B, d]."""
+        z, mu, logvar = self.predict(previous)
+        v = target[:, None, :] - mu  # [B, K, d]
+        u = v * torch.exp(-0.5 * logvar)  # standardized error
+        u2 = u**2
+        if self.variant == "mixture":
+            per_component = 0.5 * (u2.sum(-1) + logvar.sum(-1))  # [B, K]
+            log_weights = F.log_softmax(self._linear(self.mix, z), dim=-1)
+            nll = -torch.logsumexp(log_weights - per_component, dim=-1)
+            return Surprisal(nll, 2 * nll, logvar.flatten(1))
+        v, u, u2, logvar = v[:, 0], u[:, 0], u2[:, 0], logvar[:, 0]
+        logdet = logvar.sum(-1)
+        if self.variant == "gaussian":
+            e = u2.sum(-1)
+        elif self.variant == "student_t":
+            e = ((self.nu + 1) * torch.log1p(u2 / self.nu)).sum(-1)
+        elif self.variant == "huber":
+            e = 2 * huber(u, self.delta).sum(-1)
+        else:  # lowrank
+            e, logdet = lowrank_terms(v, logvar, self.factor)
+        return Surprisal(0.5 * (e + logdet), e, logvar)
+
+    def macs(self, in_channels: int) -> int:
+        """Multiply-accumulates per example (pooling additions not included)."""
+        macs = in_channels * self.rank + 2 * self.rank * self.d * self.components
+        if self.variant == "mixture":
+            macs += self.rank * self.components
+        if self.variant == "lowrank":
+            k = self.factor.shape[1]
+            macs += self.d * k + self.d * k * k + k**3 // 3
+        return macs

@@ -1,0 +1,484 @@
+"""``snapuq``: SNAP-UQ, self-supervised next-activation prediction (the suite's reference method).
+
+Tiny heads at the taps ``S`` (default ``mid`` and ``penultimate``) predict each tap's pooled
+activation from a low-rank projection of the tap before it (``methods/snap_heads.py``). Training
+adds their depth-wise NLL to the classifier's loss (eq. 4-5, 26-28)::
+
+    L = L_clf + lambda_SS * L_SS + lambda_reg * R
+    L_SS = mean_x sum_l omega_l * nll_l(x) / d_l          omega: uniform, or 1/Var(e_bar_l)
+    R = alpha_var * sum_l |log sigma_l^2|_1 + alpha_wd * ||theta_heads||^2
+
+with a linear warm-up of lambda_SS over ``ramp_epochs`` (or the adaptive rule of G.4), optional
+detaching of the tapped activations, global gradient clipping, and fake int8 quantization of the
+heads in the last ``qat_fraction`` of epochs. At inference, one pass gives (eq. 8-11)::
+
+    e_bar_l = e_l / d_l,   S(x) = sum_l w_l e_bar_l  (w = omega / |S|, sums to 1)
+    m(x) = alpha (1 - max p) + (1 - alpha) (1 - (p_(1) - p_(2)))
+    U(x) = sigmoid(b0 + b1 S + b2 m)          mapping=logistic (class-balanced, dev mix ID + CID)
+         = iso(gamma S + (1 - gamma) m)       mapping=isotonic (PAV, clipped to [1e-4, 1 - 1e-4])
+         = S                                  mapping=none
+
+``label_free=true`` drops the confidence term (b2 = 0, gamma = 1). The score is U: higher means
+more uncertain. ``posthoc=true`` freezes the cached base classifier and trains only the heads.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from uqbench.methods.snap_heads import Surprisal, SurprisalHead, Variant, gap
+
+from uqbench.backbones.base import Backbone, count_macs
+from uqbench.calibration import fit_isotonic, fit_logistic, isotonic_predict
+from uqbench.errors import CalibrationError, ConfigError, TrainingError
+from uqbench.method import CostFacts, UQMethod, UQOutput
+from uqbench.metrics import auroc
+
+DEFAULT_RANK = 64
+ISOTONIC_CLIP = 1e-4
+GAMMA_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+ADAPTIVE_TARGET, ADAPTIVE_BOUNDS, ADAPTIVE_EMA = 0.1, (1e-4, 1e-2), 0.9
+
+
+def confidence_blend(logits: Tensor, alpha: float) -> Tensor:
+    """m(x) of eq. 10: alpha (1 - max p) + (1 - alpha) (1 - margin), in [0, 1]."""
+    top2 = logits.softmax(-1).topk(min(2, logits.shape[-1]), dim=-1).values
+    margin = top2[:, 0] - (top2[:, 1] if top2.shape[1] > 1 else 0)
+    return alpha * (1 - top2[:, 0]) + (1 - alpha) * (1 - margin)
+
+
+class SNAPUQ(UQMethod):
+    """SNAP-UQ; every argument is an override (``method.rank=32``). See the module docstring.
+
+    Args:
+        taps: tap names; each is predicted from the tap before it in the backbone.
+        rank: projector rank r. Default: 64, or the projector's input channels if fewer
+            (the projector reads pooled channels, so a larger rank adds no information).
+        variant: ``gaussian`` | ``student_t`` (``nu``) | ``huber`` (``delta``) | ``lowrank``
+            (``lowrank_k``) | ``mixture`` (``mixture_k``).
+        lambda_ss, ramp_epochs: auxiliary weight and its linear warm-up.
+        adaptive_lambda: update lambda_SS every step to hold the gradient-norm ratio
+            lambda ||grad L_SS|| / ||grad L_clf|| at 0.1 (EMA 0.9, clipped to [1e-4, 1e-2]).
+        lambda_reg, alpha_var, alpha_wd: regularizer weights (R above).
+        tap_weighting: ``uniform`` or ``inverse_variance`` (1/Var(e_bar_l) on dev).
+        detach: stop gradients from L_SS into the backbone (the tapped activations are constants
+            for the auxiliary loss).
+        grad_clip: global L2 gradient-norm clip (0 disables).
+        mapping, alpha, gamma, label_free: the map from (S, m) to U; ``gamma=None`` tunes it on
+            the dev mix from {0, .25, .5, .75, 1} by AUROC.
+        posthoc: train only the heads on the frozen, cached base classifier.
+        qat_fraction: fraction of final epochs with fake int8 heads (0 disables).
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        taps: tuple[str, ...] = ("mid", "penultimate"),
+        rank: int | None = None,
+        variant: Variant = "gaussian",
+        nu: float = 5.0,
+        delta: float = 1.0,
+        lowrank_k: int = 4,
+        mixture_k: int = 2,
+        lambda_ss: float = 5e-3,
+        ramp_epochs: int = 5,
+        adaptive_lambda: bool = False,
+        lambda_reg: float = 1e-4,
+        alpha_var: float = 1e-4,
+        alpha_wd: float = 5e-4,
+        tap_weighting: Literal["uniform", "inverse_variance"] = "uniform",
+        detach: bool = False,
+        grad_clip: float = 1.0,
+        mapping: Literal["logistic", "isotonic", "none"] = "logistic",
+        alpha: float = 0.5,
+        gamma: float | None = None,
+        label_free: bool = False,
+        posthoc: bool = False,
+        qat_fraction: float = 0.2,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(backbone, **kwargs)
+        _check_options(nu, delta, lowrank_k, mixture_k, alpha, gamma, qat_fraction, lambda_ss)
+        self.taps = tuple(taps)
+        self.options = {
+            "variant": variant,
+            "lambda_ss": lambda_ss,
+            "ramp_epochs": ramp_epochs,
+            "adaptive_lambda": adaptive_lambda,
+            "lambda_reg": lambda_reg,
+            "alpha_var": alpha_var,
+            "alpha_wd": alpha_wd,
+            "tap_weighting": tap_weighting,
+            "detach": detach,
+            "grad_clip": grad_clip,
+            "mapping": mapping,
+            "alpha": alpha,
+            "gamma": gamma,
+            "label_free": label_free,
+            "qat_fraction": qat_fraction,
+        }
+        self.posthoc_mode = posthoc
+        shapes = backbone.tap_shapes()
+        self.heads = nn.ModuleDict()
+        self.in_channels: dict[str, int] = {}
+        for tap in self.taps:
+            previous = _predecessor(backbone, tap)
+            c_in = shapes[previous][0]
+            tap_rank = rank if rank is not None else min(DEFAULT_RANK, c_in)
+            if tap_rank < 1 or tap_rank > c_in:
+                raise ConfigError(
+                    f"method.rank={tap_rank} is invalid for tap {tap!r}: its projector reads the "
+                    f"{c_in} pooled channels of {previous!r}, so the rank must be in 1..{c_in}"
+                )
+            self.in_channels[tap] = c_in
+            self.heads[tap] = SurprisalHead(
+                c_in, shapes[tap][0], tap_rank, variant, nu, delta, lowrank_k, mixture_k
+            )
+        n = len(self.taps)
+        self.register_buffer("tap_weights", torch.full((n,), 1.0 / n))  # w_l, sums to 1
+        self.register_buffer("lambda_now", torch.tensor(float(lambda_ss)))
+        self.register_buffer("ratio_ema", torch.tensor(math.nan))
+        self.register_buffer("map_coef", torch.tensor([0.0, 1.0, 0.0]))  # b0, b1, b2
+        self.register_buffer("iso_x", torch.zeros(0))
+        self.register_buffer("iso_y", torch.zeros(0))
+        self.register_buffer("gamma_used", torch.tensor(1.0 if gamma is None else gamma))
+        self._dev_stats: dict[str, list[Tensor]] = {}
+        self.diagnostics: dict[str, Any] = {}
+        if posthoc:
+            backbone.requires_grad_(False)
+
+    # ----------------------------------------------------------------- modes
+    def uses_base_model(self) -> bool:
+        return self.posthoc_mode
+
+    def trains(self) -> bool:
+        return True
+
+    def train(self, mode: bool = True) -> SNAPUQ:
+        super().train(mode)
+        if self.posthoc_mode:
+            self.backbone.eval()  # frozen base: batch-norm statistics stay as trained
+        return self
+
+    # ----------------------------------------------------------------- surprisal
+    def surprisal(self, taps: dict[str, Tensor]) -> dict[str, Surprisal]:
+        """Per tap: the head's NLL and surprisal for the pooled activations of one pass."""
+        detach = self.options["detach"]
+        out = {}
+        for tap, head in self.heads.items():
+            previous = gap(taps[_predecessor(self.backbone, tap)])
+            target = gap(taps[tap])
+            if detach:
+                previous, target = previous.detach(), target.detach()
+            out[tap] = head(previous, target)
+        return out
+
+    def ebar(self, surprisal: dict[str, Surprisal]) -> Tensor:
+        """Dimension-normalized surprisal e_bar [B, |S|], taps in ``self.taps`` order."""
+        return torch.stack([surprisal[t].e / self.heads[t].d for t in self.taps], dim=-1)
+
+    def features(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One pass: (logits [B, C], e_bar [B, |S|], S [B], m [B])."""
+        out = self.backbone(x)
+        ebar = self.ebar(self.surprisal(out.taps))
+        snap = (ebar * self.tap_weights).sum(-1)
+        return out.logits, ebar, snap, confidence_blend(out.logits, self.options["alpha"])
+
+    def map_score(self, snap: Tensor, m: Tensor) -> Tensor:
+        """U(x) from S(x) and m(x) with the fitted map."""
+        mapping = self.options["mapping"]
+        if mapping == "none":
+            return snap
+        if mapping == "logistic":
+            b0, b1, b2 = self.map_coef.to(snap.dtype)
+            return torch.sigmoid(b0 + b1 * snap + b2 * m)
+        psi = self.gamma_used * snap + (1 - self.gamma_used) * m
+        return isotonic_predict(self.iso_x, self.iso_y, psi.to(self.iso_x.dtype)).to(snap.dtype)
+
+    def forward(self, x: Tensor) -> UQOutput:
+        logits, ebar, snap, m = self.features(x)
+        extras = {"S": snap, "m": m, "ebar": ebar}
+        return UQOutput(logits, self.map_score(snap, m), extras=extras)
+
+    # ----------------------------------------------------------------- training
+    def lambda_ss(self) -> float:
+        """The auxiliary weight for this step: adaptive, or the linear warm-up of lambda_SS."""
+        if self.options["adaptive_lambda"]:
+            return float(self.lambda_now)
+        ramp = self.options["ramp_epochs"]
+        if ramp <= 0 or self._trainer is None:
+            return self.options["lambda_ss"]
+        steps = max(int(self.trainer.num_training_batches) * ramp, 1)
+        return self.options["lambda_ss"] * min(1.0, (self.global_step + 1) / steps)
+
+    def losses(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """L_clf, L_SS and R for one batch (eq. 26-28)."""
+        out = self.backbone(x)
+        surprisal = self.surprisal(out.taps)
+        for tap, s in surprisal.items():
+            if not torch.isfinite(s.nll).all():
+                raise TrainingError(
+                    f"non-finite surprisal at tap {tap!r}, epoch {self.current_epoch}, step "
+                    f"{self.global_step}. Lower method.lr or method.lambda_ss, or set "
+                    f"method.detach=true; no result was written."
+                )
+        omega = self.tap_weights * len(self.taps)  # sums to |S|
+        per_tap = torch.stack(
+            [surprisal[t].nll / self.heads[t].d for t in self.taps], dim=-1
+        )  # [B, |S|]
+        l_ss = (per_tap * omega).sum(-1).mean()
+        r_var = sum(s.logvar.abs().sum(-1).mean() for s in surprisal.values())
+        r_wd = sum((p**2).sum() for p in self.heads.parameters())
+        reg = self.options["alpha_var"] * r_var + self.options["alpha_wd"] * r_wd
+        if self.posthoc_mode:
+            l_clf = torch.zeros((), device=x.device)
+        else:
+            l_clf = self.classification_loss(out.logits, y)
+        return {"clf": l_clf, "ss": l_ss, "reg": reg}
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        parts = self.losses(x, y)
+        lam = self.lambda_ss()
+        loss = parts["clf"] + lam * parts["ss"] + self.options["lambda_reg"] * parts["reg"]
+        self.check_finite(loss, "loss")
+        if self.options["adaptive_lambda"] and not self.posthoc_mode:
+            self._adapt_lambda(parts, lam)
+        self.log_dict(
+            {
+                "train/loss": loss,
+                "train/l_clf": parts["clf"],
+                "train/l_ss": parts["ss"],
+                "train/lambda_ss": lam,
+            },
+            on_step=False,
+            on_epoch=True,
+        )
+        return loss
+
+    def _adapt_lambda(self, parts: dict[str, Tensor], lam: float) -> None:
+        """G.4: lambda <- clip(lambda * rho* / rho_hat), rho_hat an EMA of the gradient-norm
+        ratio lambda ||grad L_SS|| / ||grad L_clf|| over all trainable parameters."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        norms = []
+        for part in (parts["ss"], parts["clf"]):
+            grads = torch.autograd.grad(part, params, retain_graph=True, allow_unused=True)
+            norms.append(torch.sqrt(sum((g**2).sum() for g in grads if g is not None)))
+        ratio = (lam * norms[0] / norms[1].clamp_min(1e-12)).detach()
+        ema = (
+            ratio
+            if torch.isnan(self.ratio_ema)
+            else (ADAPTIVE_EMA * self.ratio_ema + (1 - ADAPTIVE_EMA) * ratio)
+        )
+        self.ratio_ema.copy_(ema)
+        new = float(self.lambda_now) * ADAPTIVE_TARGET / max(float(ema), 1e-12)
+        self.lambda_now.fill_(min(max(new, ADAPTIVE_BOUNDS[0]), ADAPTIVE_BOUNDS[1]))
+
+    def configure_gradient_clipping(
+        self, optimizer: Any, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None
+    ) -> None:
+        clip = gradient_clip_val or self.options["grad_clip"]
+        if clip:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Heads get no optimizer decay: alpha_wd ||theta_heads||^2 in R already decays them."""
+        heads = {id(p) for p in self.heads.parameters()}
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return [
+            {
+                "params": [p for p in trainable if id(p) not in heads],
+                "weight_decay": self.training_config["weight_decay"],
+            },
+            {"params": [p for p in trainable if id(p) in heads], "weight_decay": 0.0},
+        ]
+
+    def on_train_epoch_start(self) -> None:
+        fraction = self.options["qat_fraction"]
+        epochs = int(self.trainer.max_epochs or 0)
+        start = epochs - math.ceil(fraction * epochs) if fraction > 0 and epochs > 0 else None
+        if start is not None and self.current_epoch >= start:
+            for head in self.heads.values():
+                head.fake_quant.fill_(True)
+
+    # ----------------------------------------------------------------- diagnostics (G.8)
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        super().validation_step(batch, batch_idx)
+        logits, ebar, _, _ = self.features(batch[0])
+        self._dev_stats.setdefault("ebar", []).append(ebar.detach())
+        self._dev_stats.setdefault("conf", []).append(logits.softmax(-1).amax(-1).detach())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._dev_stats:
+            return
+        ebar = torch.cat(self._dev_stats.pop("ebar"))
+        conf = torch.cat(self._dev_stats.pop("conf"))
+        self.diagnostics = self._diagnose(ebar, conf)
+        for tap, stats in self.diagnostics.items():
+            self.log_dict({f"dev/{key}/{tap}": value for key, value in stats.items()})
+        self._set_tap_weights(ebar)
+
+    def _diagnose(self, ebar: Tensor, conf: Tensor) -> dict[str, dict[str, float]]:
+        """Per tap on clean dev: mean and variance of e_bar (expected ~1 and 2/d_l under the
+        model, H.5) and corr(e_bar, 1 - confidence) (positive but < 1)."""
+        out = {}
+        for i, tap in enumerate(self.taps):
+            column = ebar[:, i].double()
+            corr = torch.corrcoef(torch.stack([column, 1 - conf.double()]))[0, 1]
+            out[tap] = {
+                "ebar_mean": float(column.mean()),
+                "ebar_var": float(column.var()),
+                "ebar_var_expected": 2.0 / self.heads[tap].d,
+                "corr_with_1_minus_conf": float(corr),
+            }
+        return out
+
+    def _set_tap_weights(self, ebar: Tensor) -> None:
+        if self.options["tap_weighting"] == "inverse_variance" and len(ebar) > 1:
+            inverse = 1.0 / ebar.double().var(dim=0).clamp_min(1e-12)
+            self.tap_weights.copy_((inverse / inverse.sum()).to(self.tap_weights.dtype))
+
+    # ----------------------------------------------------------------- calibration
+    @torch.no_grad()
+    def _collect(self, loader: DataLoader) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(e_bar, S, m, error indicator) over a loader, in eval mode."""
+        self.eval()
+        ebars, snaps, ms, errors = [], [], [], []
+        for x, y in loader:
+            logits, ebar, snap, m = self.features(x)
+            ebars.append(ebar)
+            snaps.append(snap)
+            ms.append(m)
+            errors.append(logits.argmax(-1) != y)
+        return torch.cat(ebars), torch.cat(snaps), torch.cat(ms), torch.cat(errors)
+
+    def calibrate(self, dev: DataLoader, dev_mix: DataLoader) -> None:
+        """Diagnostics and tap weights on clean dev; the map U on the dev mix (ID + CID)."""
+        ebar, _, _, _ = self._collect(dev)
+        conf = torch.cat([self.backbone(x).logits.softmax(-1).amax(-1) for x, _ in dev]).detach()
+        self._set_tap_weights(ebar)
+        self.diagnostics = self._diagnose(ebar, conf)
+        mapping = self.options["mapping"]
+        if mapping == "none":
+            return
+        _, snap, m, errors = self._collect(dev_mix)
+        if errors.all() or not errors.any():
+            raise CalibrationError(
+                f"method.mapping={mapping} is fitted to predict errors on the dev mix, but all "
+                f"{len(errors)} of its predictions were {'wrong' if errors.all() else 'right'}: "
+                f"there is a single class. Use method.mapping=none (U = S), or a dev mix with "
+                f"both right and wrong predictions."
+            )
+        label_free = self.options["label_free"]
+        if mapping == "logistic":
+            features = snap[:, None] if label_free else torch.stack([snap, m], dim=-1)
+            b0, b = fit_logistic(features, errors.double())
+            coef = [b0, float(b[0]), 0.0 if label_free else float(b[1])]
+            self.map_coef.copy_(torch.tensor(coef))
+            return
+        gamma = self.options["gamma"]
+        grid = (1.0,) if label_free else ((gamma,) if gamma is not None else GAMMA_GRID)
+        best = max(grid, key=lambda g: auroc(g * snap + (1 - g) * m, errors))
+        self.gamma_used.fill_(best)
+        thresholds, values = fit_isotonic(best * snap + (1 - best) * m, errors.double())
+        self.iso_x = thresholds
+        self.iso_y = values.clamp(ISOTONIC_CLIP, 1 - ISOTONIC_CLIP)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Tensor], prefix: str, *args: Any) -> None:
+        # The isotonic step function has as many steps as the fit found: resize before loading.
+        for name in ("iso_x", "iso_y"):
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def tuned(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "tap_weights": dict(zip(self.taps, self.tap_weights.tolist(), strict=True)),
+            "ranks": {t: h.rank for t, h in self.heads.items()},
+            "mapping": self.options["mapping"],
+            "diagnostics": self.diagnostics,
+        }
+        if self.options["mapping"] == "logistic":
+            out["map_coef"] = self.map_coef.tolist()
+        if self.options["mapping"] == "isotonic":
+            out["gamma"] = float(self.gamma_used)
+            out["isotonic_steps"] = len(self.iso_x)
+        if self.options["adaptive_lambda"]:
+            out["lambda_ss_final"] = float(self.lambda_now)
+        return out
+
+    # ----------------------------------------------------------------- cost
+    def cost_facts(self) -> CostFacts:
+        """Extra parameters and MACs per tap (our heads, and the paper's eq. 12 and 57)."""
+        shapes = self.backbone.tap_shapes()
+        backbone_macs = count_macs(self.backbone, torch.zeros(1, *self.backbone.input_shape))
+        per_tap = {}
+        for tap, head in self.heads.items():
+            previous = shapes[_predecessor(self.backbone, tap)]
+            hw = math.prod(previous[1:]) if len(previous) > 1 else 1
+            macs = head.macs(self.in_channels[tap])
+            per_tap[tap] = {
+                "params": sum(p.numel() for p in head.parameters()),
+                "macs": macs,
+                "fraction_of_backbone_macs": macs / backbone_macs,
+                "pool_additions": math.prod(previous) + math.prod(shapes[tap]),
+                "paper_eq12_params": 2 * head.d * head.rank + 2 * head.d,
+                "paper_eq57_macs": hw * head.rank + 2 * head.rank * head.d,
+            }
+        extra_params = sum(t["params"] for t in per_tap.values())
+        extra_params += 3 if self.options["mapping"] == "logistic" else 2 * len(self.iso_x)
+        extra_macs = sum(t["macs"] for t in per_tap.values())
+        return CostFacts(
+            forward_passes=1,
+            extra_params=extra_params,
+            extra_macs=extra_macs,
+            exports=("projectors and heads (int8)", "exp(-logvar/2) LUT (256)", "map"),
+            details={
+                "per_tap": per_tap,
+                "backbone_macs": backbone_macs,
+                "fraction_of_backbone_macs": extra_macs / backbone_macs,
+            },
+        )
+
+
+def _predecessor(backbone: Backbone, tap: str) -> str:
+    if tap not in backbone.tap_names:
+        raise ConfigError(
+            f"tap {tap!r} does not exist on {type(backbone).__name__}; its taps are "
+            f"{', '.join(backbone.tap_names)} (set method.taps=[...])"
+        )
+    if backbone.tap_names.index(tap) == 0:
+        raise ConfigError(
+            f"tap {tap!r} is the first tap of {type(backbone).__name__} and has no predecessor "
+            f"to predict it from; choose among {', '.join(backbone.tap_names[1:])}"
+        )
+    return backbone.predecessor(tap)
+
+
+def _check_options(
+    nu: float,
+    delta: float,
+    lowrank_k: int,
+    mixture_k: int,
+    alpha: float,
+    gamma: float | None,
+    qat_fraction: float,
+    lambda_ss: float,
+) -> None:
+    checks = [
+        (nu > 0, f"method.nu must be > 0 (Student-t degrees of freedom), got {nu}"),
+        (delta > 0, f"method.delta must be > 0 (Huber threshold), got {delta}"),
+        (lowrank_k >= 1, f"method.lowrank_k must be >= 1, got {lowrank_k}"),
+        (mixture_k >= 1, f"method.mixture_k must be >= 1, got {mixture_k}"),
+        (0 <= alpha <= 1, f"method.alpha must be in [0, 1], got {alpha}"),
+        (gamma is None or 0 <= gamma <= 1, f"method.gamma must be in [0, 1], got {gamma}"),
+        (0 <= qat_fraction <= 1, f"method.qat_fraction must be in [0, 1], got {qat_fraction}"),
+        (lambda_ss >= 0, f"method.lambda_ss must be >= 0, got {lambda_ss}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
