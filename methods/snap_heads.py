@@ -53,7 +53,7 @@ def fake_quant_int8(weight: Tensor) -> Tensor:
 
 
 def fake_quant_logvar(logvar: Tensor) -> Tensor:
-    """Round log sigma^2 to the 256 levels of the clamp range (one shared scale), straight-through."""
+    """Round log sigma^2 to 256 levels over its clamp range (one shared scale); straight-through."""
     step = (LOGVAR_MAX - LOGVAR_MIN) / (LUT_LEVELS - 1)
     quantized = torch.round((logvar - LOGVAR_MIN) / step) * step + LOGVAR_MIN
     return logvar + (quantized - logvar).detach()

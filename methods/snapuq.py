@@ -38,7 +38,6 @@ from uqbench.errors import CalibrationError, ConfigError, TrainingError
 from uqbench.method import CostFacts, UQMethod, UQOutput
 from uqbench.metrics import auroc
 
-DEFAULT_RANK = 64
 ISOTONIC_CLIP = 1e-4
 GAMMA_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 ADAPTIVE_TARGET, ADAPTIVE_BOUNDS, ADAPTIVE_EMA = 0.1, (1e-4, 1e-2), 0.9
@@ -56,8 +55,10 @@ class SNAPUQ(UQMethod):
 
     Args:
         taps: tap names; each is predicted from the tap before it in the backbone.
-        rank: projector rank r. Default: 64, or the projector's input channels if fewer
-            (the projector reads pooled channels, so a larger rank adds no information).
+        rank: projector rank r (paper: 32-128). Bounded by dim(a_{l-1}) = C*H*W as in eq. 1.
+            The projector is linear in the pooled channels, so ranks above the predecessor's
+            channel count C add parameters but no information: ``tuned()`` reports the
+            effective rank min(r, C).
         variant: ``gaussian`` | ``student_t`` (``nu``) | ``huber`` (``delta``) | ``lowrank``
             (``lowrank_k``) | ``mixture`` (``mixture_k``).
         lambda_ss, ramp_epochs: auxiliary weight and its linear warm-up.
@@ -78,7 +79,7 @@ class SNAPUQ(UQMethod):
         self,
         backbone: Backbone,
         taps: tuple[str, ...] = ("mid", "penultimate"),
-        rank: int | None = None,
+        rank: int = 64,
         variant: Variant = "gaussian",
         nu: float = 5.0,
         delta: float = 1.0,
@@ -127,16 +128,16 @@ class SNAPUQ(UQMethod):
         self.in_channels: dict[str, int] = {}
         for tap in self.taps:
             previous = _predecessor(backbone, tap)
-            c_in = shapes[previous][0]
-            tap_rank = rank if rank is not None else min(DEFAULT_RANK, c_in)
-            if tap_rank < 1 or tap_rank > c_in:
+            c_in, dim = shapes[previous][0], math.prod(shapes[previous])
+            if not 1 <= rank <= dim:
                 raise ConfigError(
-                    f"method.rank={tap_rank} is invalid for tap {tap!r}: its projector reads the "
-                    f"{c_in} pooled channels of {previous!r}, so the rank must be in 1..{c_in}"
+                    f"method.rank={rank} is invalid for tap {tap!r}: it projects {previous!r}, "
+                    f"whose activation has {dim} values ({'x'.join(map(str, shapes[previous]))}); "
+                    f"the rank must be in 1..{dim} (paper eq. 1: r << dim(a_(l-1)))"
                 )
             self.in_channels[tap] = c_in
             self.heads[tap] = SurprisalHead(
-                c_in, shapes[tap][0], tap_rank, variant, nu, delta, lowrank_k, mixture_k
+                c_in, shapes[tap][0], rank, variant, nu, delta, lowrank_k, mixture_k
             )
         n = len(self.taps)
         self.register_buffer("tap_weights", torch.full((n,), 1.0 / n))  # w_l, sums to 1
@@ -398,7 +399,7 @@ class SNAPUQ(UQMethod):
     def tuned(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "tap_weights": dict(zip(self.taps, self.tap_weights.tolist(), strict=True)),
-            "ranks": {t: h.rank for t, h in self.heads.items()},
+            "effective_ranks": {t: min(h.rank, self.in_channels[t]) for t, h in self.heads.items()},
             "mapping": self.options["mapping"],
             "diagnostics": self.diagnostics,
         }

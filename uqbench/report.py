@@ -9,6 +9,17 @@ def _f(value: Any, digits: int = 3) -> str:
     return "n/a" if value is None or value != value else f"{value:.{digits}f}"
 
 
+def _short(value: Any) -> str:
+    """Compact rendering of a tuned value: floats to 4 significant digits, recursively."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_short(v) for v in value) + "]"
+    return str(value)
+
+
 def format_report(document: dict[str, Any], folder: str | None = None) -> str:
     """Render a ``metrics.json`` document (scores: higher = more uncertain) as plain text."""
     m = document["metrics"]
@@ -62,9 +73,15 @@ def format_report(document: dict[str, Any], folder: str | None = None) -> str:
             f"Cost              {cost['forward_passes']} forward pass(es), "
             f"+{cost['extra_params']} params, +{cost['extra_macs']} MACs"
         )
-    if document.get("tuned"):
+    tuned = dict(document.get("tuned", {}))
+    diagnostics = tuned.pop("diagnostics", {})
+    if tuned:
+        lines.append("Tuned on dev      " + ", ".join(f"{k}={_short(v)}" for k, v in tuned.items()))
+    for tap, stats in diagnostics.items():
         lines.append(
-            "Tuned on dev      " + ", ".join(f"{k}={v}" for k, v in document["tuned"].items())
+            f"Dev diagnostics   {tap}: mean e_bar {_f(stats['ebar_mean'])} (expect ~1), "
+            f"var {_f(stats['ebar_var'])} (2/d = {_f(stats['ebar_var_expected'])}), "
+            f"corr with 1-conf {_f(stats['corr_with_1_minus_conf'])}"
         )
     seconds = document.get("seconds", {})
     if seconds:
