@@ -149,8 +149,6 @@ class SNAPUQ(UQMethod):
         self.register_buffer("gamma_used", torch.tensor(1.0 if gamma is None else gamma))
         self._dev_stats: dict[str, list[Tensor]] = {}
         self.diagnostics: dict[str, Any] = {}
-        if posthoc:
-            backbone.requires_grad_(False)
 
     # ----------------------------------------------------------------- modes
     def uses_base_model(self) -> bool:
@@ -159,11 +157,17 @@ class SNAPUQ(UQMethod):
     def trains(self) -> bool:
         return True
 
-    def train(self, mode: bool = True) -> SNAPUQ:
-        super().train(mode)
+    def setup(self, stage: str) -> None:
+        # Freeze here, not in __init__: the runner first trains the shared backbone as the base
+        # classifier when the cache has none, and Lightning calls setup before building the
+        # optimizer.
+        if self.posthoc_mode:
+            self.backbone.requires_grad_(False)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Lightning restores saved module modes around validation, so enforce this every batch.
         if self.posthoc_mode:
             self.backbone.eval()  # frozen base: batch-norm statistics stay as trained
-        return self
 
     # ----------------------------------------------------------------- surprisal
     def surprisal(self, taps: dict[str, Tensor]) -> dict[str, Surprisal]:
