@@ -7,7 +7,7 @@ import pytest
 
 from uqbench.cli import main
 
-FAST = ["trainer.max_epochs=1", "trainer.limit_train_batches=2"]
+FAST = ["method=msp", "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
 
 
 def run(capsys, *args):
@@ -19,12 +19,18 @@ def run(capsys, *args):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["method=mps"], "unknown method 'mps'. Did you mean 'msp'? Valid method names: msp"),
+        (
+            ["method=mps"],
+            "unknown method 'mps'. Did you mean 'msp'? Valid method names: msp, snapuq",
+        ),
         (["data=digts"], "unknown data 'digts'. Did you mean 'digits'?"),
         (["backbone=resnet9"], "unknown backbone 'resnet9'. Did you mean 'resnet8'?"),
         (["method.lr"], "malformed override 'method.lr': expected key=value"),
         (["epochs=3"], "unknown key 'epochs'"),
-        (["method.lrr=0.1"], "unknown key method.lrr for MSP. Did you mean method.lr?"),
+        (
+            ["method=msp", "method.lrr=0.1"],
+            "unknown key method.lrr for MSP. Did you mean method.lr?",
+        ),
         (["method.lr=fast"], "method.lr: expected float, got 'fast'"),
         (
             ["trainer.max_epoch=3"],

@@ -10,7 +10,7 @@ from uqbench.cli import main
 from uqbench.evaluation import EvalRecord, compute_metrics
 from uqbench.records import json_safe
 
-FAST = ["trainer.max_epochs=3", "seed=13"]
+FAST = ["method=msp", "trainer.max_epochs=3", "seed=13"]
 
 
 def _fit(capsys, tmp_path, *args, name="run"):

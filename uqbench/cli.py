@@ -11,7 +11,7 @@ from uqbench.errors import UQBenchError
 
 _OVERRIDES_HELP = """\
 overrides (key=value):
-  method=NAME          uncertainty method (default msp); see `uqbench list`
+  method=NAME          uncertainty method (default snapuq); see `uqbench list`
   data=NAME            datamodule (default digits)
   backbone=NAME        backbone (default: the datamodule's); also timm/<model>
   seed=INT             training seed (default 13); data splits do not depend on it

@@ -30,7 +30,7 @@ PREFIXES = ("method", "data", "backbone", "trainer")
 class RunConfig:
     """Everything one run needs, as the user chose it (plugin defaults are filled in later)."""
 
-    method: str = "msp"
+    method: str = "snapuq"
     data: str = "digits"
     backbone: str | None = None  # None: the datamodule's default backbone
     seed: int = 13
