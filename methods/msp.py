@@ -10,11 +10,9 @@ from __future__ import annotations
 from torch import Tensor
 
 from uqbench.backbones.base import BackboneOutput
-from uqbench.method import UQMethod
+from uqbench.posthoc import PostHocMethod
 
 
-class MSP(UQMethod):
-    posthoc = True
-
+class MSP(PostHocMethod):
     def score(self, out: BackboneOutput) -> Tensor:
         return 1.0 - out.logits.softmax(dim=-1).amax(dim=-1)

@@ -40,11 +40,6 @@ LOGVAR_MIN, LOGVAR_MAX = math.log(1e-4), math.log(1e2)
 LUT_LEVELS = 256  # the firmware looks exp(-log sigma^2 / 2) up in a 256-entry table
 
 
-def gap(feature: Tensor) -> Tensor:
-    """Global average pooling: [B, C, H, W] -> [B, C]; vectors [B, D] pass through."""
-    return feature.mean(dim=(2, 3)) if feature.dim() == 4 else feature
-
-
 def fake_quant_int8(weight: Tensor) -> Tensor:
     """Symmetric per-tensor int8 fake quantization with a straight-through gradient."""
     scale = weight.detach().abs().max().clamp_min(1e-12) / 127.0

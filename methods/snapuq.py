@@ -30,9 +30,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from uqbench.methods.snap_heads import Surprisal, SurprisalHead, Variant, gap
+from uqbench.methods.snap_heads import Surprisal, SurprisalHead, Variant
 
 from uqbench.backbones.base import Backbone, BackboneOutput, count_macs
+from uqbench.backbones.base import global_pool as gap
 from uqbench.calibration import fit_isotonic, fit_logistic, isotonic_predict
 from uqbench.errors import CalibrationError, ConfigError, TrainingError
 from uqbench.method import CostFacts, UQMethod, UQOutput

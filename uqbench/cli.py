@@ -12,9 +12,11 @@ from uqbench.errors import UQBenchError
 _OVERRIDES_HELP = """\
 overrides (key=value):
   method=NAME          uncertainty method (default snapuq); see `uqbench list`
+  method=[A,B,...]     a group of post-hoc methods on one base model, one pass per split
   data=NAME            datamodule (default digits)
   backbone=NAME        backbone (default: the datamodule's); also timm/<model>
   seed=INT             training seed (default 13); data splits do not depend on it
+  train_base=BOOL      train a missing base model for post-hoc methods (default true)
   logger=csv|wandb|none  training logger (default csv; wandb honours WANDB_MODE=offline)
   out=PATH             parent folder of run folders (default runs)
   name=STR             run folder name (default <method>-<data>-s<seed>-<time>)
@@ -79,13 +81,17 @@ def main(argv: list[str] | None = None) -> int:
         from uqbench.config import parse_overrides
 
         config = parse_overrides(args.overrides)
-        from uqbench.report import format_report
+        from uqbench.report import format_group_report, format_report
 
         if args.command == "fit":
             from uqbench.runner import fit
 
-            folder, document = fit(config)
-            print(format_report(document, str(folder)))
+            results = fit(config)
+            if len(results) == 1:
+                folder, document = results[0]
+                print(format_report(document, str(folder)))
+            else:
+                print(format_group_report(results))
         else:
             from uqbench.runner import test
 

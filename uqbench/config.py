@@ -34,6 +34,7 @@ class RunConfig:
     data: str = "digits"
     backbone: str | None = None  # None: the datamodule's default backbone
     seed: int = 13
+    train_base: bool = True  # false: a post-hoc method must find its base model in the cache
     logger: Literal["csv", "wandb", "none"] = "csv"
     out: str = "runs"  # parent folder of run folders
     name: str | None = None  # run folder name; default <method>-<data>-s<seed>-<time>

@@ -71,22 +71,59 @@ class EvalRecord:
 def predict(method: UQMethod, datamodule: UQDataModule) -> EvalRecord:
     """Run ``method`` once over every evaluation set of ``datamodule``."""
     method.eval()
-    probs, scores, labels, groups, names = [], [], [], [], []
+    chunks, names = [], []
     for index, eval_set in enumerate(datamodule.eval_sets()):
         names.append(eval_set.name)
-        for x, y in DataLoader(eval_set.dataset, batch_size=EVAL_BATCH):
+        for x, y in _loader(eval_set.dataset):
             out = method(x)
-            probs.append(out.probs.float().numpy())
-            scores.append(out.score.double().numpy())
-            labels.append(y.numpy())
-            groups.append(np.full(len(y), index, dtype=np.int32))
-    return EvalRecord(
-        np.concatenate(probs),
-        np.concatenate(scores),
-        np.concatenate(labels).astype(np.int64),
-        np.concatenate(groups),
-        names,
-    )
+            groups = np.full(len(y), index, dtype=np.int32)
+            chunks.append(
+                (out.probs.float().numpy(), out.score.double().numpy(), y.numpy(), groups)
+            )
+    return _stack(chunks, names)
+
+
+@torch.no_grad()
+def predict_posthoc(methods: list[Any], datamodule: UQDataModule) -> dict[int, EvalRecord]:
+    """Fit and evaluate post-hoc methods that share one backbone from one recorded pass per split.
+
+    The train split is recorded only if a method asks for it. Returns ``id(method)`` -> record.
+    """
+    from uqbench.posthoc import RecordRequest, record
+
+    backbone = methods[0].backbone
+    request = RecordRequest()
+    for method in methods:
+        request = request | method.record_request()
+        method.eval()
+    train = None
+    if any(m.needs_train_record for m in methods):
+        train = record(backbone, _loader(datamodule.train_set), request)
+    dev = record(backbone, _loader(datamodule.dev_set), request)
+    dev_mix = record(backbone, datamodule.dev_mix_dataloader(), request)
+    for method in methods:
+        method.fit_record(train, dev, dev_mix)
+    parts: dict[int, list[tuple[np.ndarray, ...]]] = {id(m): [] for m in methods}
+    names = []
+    for index, eval_set in enumerate(datamodule.eval_sets()):
+        names.append(eval_set.name)
+        rec = record(backbone, _loader(eval_set.dataset), request)
+        groups = np.full(len(rec.labels), index, dtype=np.int32)
+        for method in methods:
+            out = method.output(rec.out)
+            parts[id(method)].append(
+                (out.probs.float().numpy(), out.score.double().numpy(), rec.labels.numpy(), groups)
+            )
+    return {key: _stack(chunks, names) for key, chunks in parts.items()}
+
+
+def _loader(dataset: Any) -> DataLoader:
+    return DataLoader(dataset, batch_size=EVAL_BATCH)
+
+
+def _stack(chunks: list[tuple[np.ndarray, ...]], names: list[str]) -> EvalRecord:
+    probs, scores, labels, groups = (np.concatenate(c) for c in zip(*chunks, strict=True))
+    return EvalRecord(probs, scores, labels.astype(np.int64), groups, names)
 
 
 def _ranking(scores: np.ndarray, positives: np.ndarray) -> dict[str, float]:

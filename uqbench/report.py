@@ -87,3 +87,25 @@ def format_report(document: dict[str, Any], folder: str | None = None) -> str:
     if seconds:
         lines.append("Wall time         " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
     return "\n".join(lines)
+
+
+def format_group_report(results: list[tuple[Any, dict[str, Any]]]) -> str:
+    """One row per method of a group run: the headline metrics, side by side."""
+    first = results[0][1]
+    lines = [
+        f"uqbench  data={first['data']}  backbone={first['backbone']}  seed={first['seed']}  "
+        f"(one base model, one recorded pass per split)",
+        "",
+        f"{'method':<14} {'AUROC err':>9} {'AUROC OOD':>9} {'AURC ID':>8} {'AURC ID+CID':>11} "
+        f"{'ECE':>6} {'acc ID':>6}  run folder",
+    ]
+    for folder, doc in results:
+        m = doc["metrics"]
+        ood = m.get("id_vs_ood", {}).get("auroc")
+        sel = m["selective"]
+        lines.append(
+            f"{doc['method']:<14} {_f(m['id_vs_error']['auroc']):>9} {_f(ood):>9} "
+            f"{_f(sel['id']['aurc'], 4):>8} {_f(sel.get('id+cid', {}).get('aurc'), 4):>11} "
+            f"{_f(m['calibration']['ece']):>6} {_f(m['accuracy']['id']):>6}  {folder}"
+        )
+    return "\n".join(lines)

@@ -6,6 +6,7 @@ any folder is written, so a typo costs a second, not a training run.
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import time
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import torch
 from uqbench import cache, registry
 from uqbench.config import RunConfig, bind
 from uqbench.errors import ConfigError, RunDirError
-from uqbench.evaluation import EvalRecord, compute_metrics, predict
+from uqbench.evaluation import EvalRecord, compute_metrics, predict, predict_posthoc
 from uqbench.records import (
     CHECKPOINT,
     CONFIG,
@@ -185,6 +186,12 @@ def _train(resolved: Resolved, method: Any, datamodule: Any, logger: Any) -> dic
         spec = base_spec(resolved, method)
         key = cache.base_key(spec)
         state = cache.load_base(key)
+        if state is None and not resolved.config.train_base:
+            raise ConfigError(
+                f"no cached base model for this backbone, data, seed and training config (key "
+                f"{key} in {cache.cache_root()}) and train_base=false; set train_base=true to "
+                f"train it, or change the settings to those of a cached run"
+            )
         if state is None:
             base = BaseClassifier(method.backbone, **method.training_config)
             _trainer(resolved, logger).fit(base, datamodule=datamodule)
@@ -198,6 +205,7 @@ def _train(resolved: Resolved, method: Any, datamodule: Any, logger: Any) -> dic
 
 
 def _document(resolved: Resolved, method: Any, record: EvalRecord, **extra: Any) -> dict[str, Any]:
+    extra = {k: v for k, v in extra.items() if v is not None}
     return {
         "schema_version": SCHEMA_VERSION,
         "method": resolved.config.method,
@@ -211,51 +219,119 @@ def _document(resolved: Resolved, method: Any, record: EvalRecord, **extra: Any)
     }
 
 
-def fit(config: RunConfig) -> tuple[Path, dict[str, Any]]:
-    """Train (or reuse), calibrate on dev, evaluate, and write one run folder atomically."""
+def fit(config: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
+    """Train (or reuse), calibrate on dev, evaluate; write one run folder per method, atomically.
+
+    ``config.method`` names one method or a group (``[msp,energy,react]``). A group shares one
+    base classifier and one recorded pass per split; every member must be post-hoc.
+    """
     from lightning.pytorch import seed_everything
 
-    resolved = resolve(config)
+    names = method_names(config.method)
+    group = [resolve(dataclasses.replace(config, method=name)) for name in names]
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    name = config.name or f"{config.method}-{config.data}-s{config.seed}-{stamp}"
-    folder = RunFolder.create(Path(config.out), name)
+    folders = []
     try:
+        for resolved in group:
+            name = _run_name(config, resolved.config.method, stamp, grouped=len(group) > 1)
+            folders.append(RunFolder.create(Path(config.out), name))
         seed_everything(config.seed, workers=True, verbose=False)
         started = time.perf_counter()
-        datamodule, method = _build(resolved)
-        logger = _logger(resolved, folder.path, name)
-        training = _train(resolved, method, datamodule, logger)
+        datamodule, methods = _build_group(group)
+        logger = _logger(group[0], folders[0].path, folders[0].final.name)
+        training = _train(group[0], methods[0], datamodule, logger)
         trained = time.perf_counter()
-        method.calibrate(datamodule.val_dataloader(), datamodule.dev_mix_dataloader())
-        record = predict(method, datamodule)
+        records = _evaluate(methods, datamodule)
         evaluated = time.perf_counter()
-        document = _document(
-            resolved,
-            method,
-            record,
-            training=training,
-            seconds={"train": trained - started, "calibrate_and_evaluate": evaluated - trained},
-        )
-        if logger:
-            logger.log_metrics(_flatten({"final": document["metrics"]}))
-            logger.finalize("success")
-            if config.logger == "wandb":
-                import wandb
-
-                wandb.finish()
-        config_doc = resolved.to_dict() | {
-            "schema_version": SCHEMA_VERSION,
-            "uqbench_command": "fit",
-            "versions": {"torch": torch.__version__, "python": platform.python_version()},
-        }
-        atomic_write_json(folder.path / CONFIG, config_doc)
-        record.save(folder.path / SCORES)
-        torch.save({"state_dict": method.state_dict()}, folder.path / CHECKPOINT)
-        atomic_write_json(folder.path / METRICS, document)  # last: its presence means complete
-        return folder.commit(), document
+        seconds = {"train": trained - started, "calibrate_and_evaluate": evaluated - trained}
+        results = []
+        for resolved, method, folder in zip(group, methods, folders, strict=True):
+            document = _document(
+                resolved,
+                method,
+                records[id(method)],
+                training=training,
+                seconds=seconds,
+                group=names if len(names) > 1 else None,
+            )
+            if logger and folder is folders[0]:
+                _close_logger(logger, config, document)
+            _write_run(folder, resolved, method, records[id(method)], document)
+            results.append((folder.final, document))
+        for folder in folders:
+            folder.commit()
+        return results
     except BaseException:
-        folder.abort()
+        for folder in folders:
+            folder.abort()
         raise
+
+
+def method_names(text: str) -> list[str]:
+    """``msp`` -> [msp]; ``[msp,energy]`` or ``msp,energy`` -> [msp, energy]; no duplicates."""
+    names = [n.strip() for n in text.strip().strip("[]").split(",") if n.strip()]
+    if not names:
+        raise ConfigError("method= names no method; e.g. method=snapuq or method=[msp,energy]")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"method= lists a method twice: {text}")
+    return names
+
+
+def _run_name(config: RunConfig, method: str, stamp: str, grouped: bool) -> str:
+    if config.name:
+        return f"{config.name}-{method}" if grouped else config.name
+    return f"{method}-{config.data}-s{config.seed}-{stamp}"
+
+
+def _build_group(group: list[Resolved]) -> tuple[Any, list[Any]]:
+    """One datamodule and one backbone; every method of the group wraps that backbone."""
+    datamodule, first = _build(group[0])
+    methods = [first] + [r.method_cls(backbone=first.backbone, **r.method_args) for r in group[1:]]
+    if len(methods) > 1:
+        for resolved, method in zip(group, methods, strict=True):
+            if not method.uses_base_model() or method.trains():
+                raise ConfigError(
+                    f"method {resolved.config.method!r} trains its own model, so it cannot join "
+                    f"a group of post-hoc methods sharing one base classifier; run it alone"
+                )
+    return datamodule, methods
+
+
+def _evaluate(methods: list[Any], datamodule: Any) -> dict[int, EvalRecord]:
+    """Post-hoc methods fit and score from one recorded pass per split; the others calibrate on
+    the dev loaders and run their own forward passes."""
+    from uqbench.posthoc import PostHocMethod
+
+    shared = [m for m in methods if isinstance(m, PostHocMethod)]
+    records = predict_posthoc(shared, datamodule) if shared else {}
+    for method in methods:
+        if id(method) not in records:
+            method.calibrate(datamodule.val_dataloader(), datamodule.dev_mix_dataloader())
+            records[id(method)] = predict(method, datamodule)
+    return records
+
+
+def _close_logger(logger: Any, config: RunConfig, document: dict[str, Any]) -> None:
+    logger.log_metrics(_flatten({"final": document["metrics"]}))
+    logger.finalize("success")
+    if config.logger == "wandb":
+        import wandb
+
+        wandb.finish()
+
+
+def _write_run(
+    folder: RunFolder, resolved: Resolved, method: Any, record: EvalRecord, document: dict
+) -> None:
+    config_doc = resolved.to_dict() | {
+        "schema_version": SCHEMA_VERSION,
+        "uqbench_command": "fit",
+        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+    }
+    atomic_write_json(folder.path / CONFIG, config_doc)
+    record.save(folder.path / SCORES)
+    torch.save({"state_dict": method.state_dict()}, folder.path / CHECKPOINT)
+    atomic_write_json(folder.path / METRICS, document)  # last: its presence means complete
 
 
 def test(run: Path) -> dict[str, Any]:

@@ -30,6 +30,11 @@ class BackboneOutput:
     pooled: Tensor
 
 
+def global_pool(feature: Tensor) -> Tensor:
+    """Global average pooling: [B, C, H, W] -> [B, C]; vectors [B, D] pass through."""
+    return feature.mean(dim=(2, 3)) if feature.dim() == 4 else feature
+
+
 class Backbone(nn.Module):
     """Base class of every backbone. Subclasses set ``tap_names`` and implement the two halves."""
 
@@ -42,8 +47,8 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     def pool(self, feature: Tensor) -> Tensor:
-        """Global average pooling of a conv map (vectors pass through): [B, C, H, W] -> [B, C]."""
-        return feature.mean(dim=(2, 3)) if feature.dim() == 4 else feature
+        """The pooling in front of the classifier: [B, C, H, W] -> [B, C] by default."""
+        return global_pool(feature)
 
     def forward_head(self, pooled: Tensor) -> Tensor:
         """Pooled penultimate vector [B, D] -> logits [B, C]."""
