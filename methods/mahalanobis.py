@@ -30,6 +30,7 @@ from uqbench.metrics import auroc
 from uqbench.posthoc import PostHocMethod, Record, RecordRequest, dev_errors
 
 SHRINKAGE_GRID = (0.0, 1e-4, 1e-3)
+VARIANCE_FLOOR = 1e-8
 
 
 def class_means(features: Tensor, labels: Tensor, num_classes: int) -> Tensor:
@@ -105,7 +106,9 @@ class Mahalanobis(PostHocMethod):
             means = class_means(features, train.labels, c)
             centred = features - means[train.labels]
             getattr(self, f"means_{i}").copy_(means)
-            getattr(self, f"variance_{i}").copy_(centred.pow(2).mean(0))
+            # A channel that never varies on train (a dead ReLU) would give infinite distances.
+            variance = centred.pow(2).mean(0).clamp_min(VARIANCE_FLOOR)
+            getattr(self, f"variance_{i}").copy_(variance)
             if self.variant == "mds":
                 covariance = centred.T @ centred / len(centred)
                 self.precision.copy_(torch.linalg.pinv(covariance, hermitian=True))

@@ -41,7 +41,7 @@ def fit_temperature(
         return loss
 
     optimizer.step(closure)
-    return float(log_t.exp())
+    return float(log_t.detach().exp())
 
 
 class Temperature(PostHocMethod):

@@ -1,0 +1,220 @@
+"""Every baseline against its formula, its reference implementation and its own forward pass."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.covariance import EmpiricalCovariance
+from uqbench.methods.ash import ASH, ash
+from uqbench.methods.deep_ensemble import DeepEnsemble
+from uqbench.methods.early_exit import EarlyExit
+from uqbench.methods.energy import Energy, energy
+from uqbench.methods.entropy import Entropy
+from uqbench.methods.evidential import Evidential, dirichlet_kl_to_uniform, evidential_loss
+from uqbench.methods.mahalanobis import Mahalanobis, class_means, min_distance
+from uqbench.methods.mc_dropout import MCDropout
+from uqbench.methods.msp import MSP
+from uqbench.methods.react import ReAct
+from uqbench.methods.temperature import Temperature, fit_temperature
+
+from uqbench.backbones.digits_cnn import digits_cnn
+from uqbench.errors import ConfigError
+from uqbench.posthoc import Record, RecordRequest, record
+
+SHAPE = (1, 28, 28)
+
+
+def _backbone(seed=0):
+    torch.manual_seed(seed)
+    return digits_cnn(10, SHAPE).eval()
+
+
+def _loader(n=96, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, *SHAPE, generator=g)
+    y = torch.randint(10, (n,), generator=g)
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
+
+
+def test_energy_formula():
+    z = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    for t in (0.5, 1.0, 2.0):
+        expected = -t * torch.log(torch.exp(z / t).sum(-1))
+        torch.testing.assert_close(energy(z, t), expected)
+
+
+def test_ash_shaping_by_hand():
+    x = torch.tensor([[4.0, 1.0, 3.0, 2.0]])
+    # p = 50: keep k = 4 - 2 = 2 largest (4 and 3).
+    torch.testing.assert_close(ash(x, 50, "p"), torch.tensor([[4.0, 0.0, 3.0, 0.0]]))
+    torch.testing.assert_close(ash(x, 50, "b"), torch.tensor([[5.0, 0.0, 5.0, 0.0]]))  # 10 / 2
+    scale = math.exp(10 / 7)
+    torch.testing.assert_close(ash(x, 50, "s"), torch.tensor([[4 * scale, 0, 3 * scale, 0]]))
+    # Binarization preserves each example's sum.
+    x = torch.rand(5, 64)
+    torch.testing.assert_close(ash(x, 90, "b").sum(1), x.sum(1))
+    assert ((ash(x, 90, "b") > 0).sum(1) == 64 - round(64 * 0.9)).all()
+
+
+def test_react_clips_at_the_dev_percentile_then_scores_energy():
+    backbone = _backbone()
+    method = ReAct(backbone, percentile=90)
+    dev = record(backbone, _loader(), RecordRequest())
+    method.fit_record(None, dev, dev)
+    threshold = float(np.percentile(dev.out.pooled.numpy().ravel(), 90))
+    assert float(method.threshold) == pytest.approx(threshold, rel=1e-5)
+    out = method.output(dev.out)
+    clipped_logits = backbone.forward_head(dev.out.pooled.clamp(max=threshold))
+    torch.testing.assert_close(out.logits, clipped_logits)
+    torch.testing.assert_close(out.score, energy(clipped_logits))
+
+
+def test_mahalanobis_statistics_match_scikit_learn():
+    backbone = _backbone()
+    train = record(backbone, _loader(300, seed=2), RecordRequest())
+    features, labels = train.out.pooled.double(), train.labels
+    means = class_means(features, labels, 10)
+    centred = features - means[labels]
+    reference = EmpiricalCovariance(assume_centered=True).fit(centred.numpy())
+    method = Mahalanobis(backbone, variant="mds")
+    method.fit_record(train, train, train)
+    np.testing.assert_allclose(
+        method.precision.numpy(),
+        reference.precision_,
+        rtol=1e-3,
+        atol=1e-3 * np.abs(reference.precision_).max(),
+    )
+    test = record(backbone, _loader(20, seed=3), RecordRequest())
+    f = test.out.pooled.double()
+    expected = np.min([reference.mahalanobis((f - means[c]).numpy()) for c in range(10)], axis=0)
+    score = min_distance(f, means, torch.tensor(reference.precision_))
+    np.testing.assert_allclose(score.numpy(), expected, rtol=1e-8)
+    # The paper's variant: diagonal variance, dimension-normalized, class minimum of the sum.
+    paper = Mahalanobis(backbone, variant="paper", shrinkage=(0.0,))
+    rec = record(backbone, _loader(300, seed=2), paper.record_request())
+    paper.fit_record(rec, rec, rec)
+    a = rec.out.taps["penultimate"].double()
+    var = (a - class_means(a, labels, 10)[labels]).pow(2).mean(0).clamp_min(1e-8)
+    torch.testing.assert_close(paper.variance_1.double(), var.to(paper.variance_1).double())
+
+
+def test_temperature_fit_recovers_a_known_temperature():
+    g = torch.Generator().manual_seed(0)
+    logits = 4 * torch.randn(20_000, 10, generator=g)
+    true_t = 2.5
+    labels = torch.multinomial((logits / true_t).softmax(-1), 1, generator=g).flatten()
+    assert fit_temperature(logits, labels, "lbfgs") == pytest.approx(true_t, rel=0.05)
+    assert fit_temperature(logits, labels, "grid") in (2.0, 3.0)
+
+
+def test_mc_dropout_p0_is_deterministic_and_identical_passes_have_zero_information():
+    backbone = _backbone()
+    x = next(iter(_loader()))[0]
+    method = MCDropout(backbone, p=0.0, samples=5, score_type="mutual_information").eval()
+    out = method(x)
+    torch.testing.assert_close(out.probs, backbone(x).logits.softmax(-1))
+    torch.testing.assert_close(out.score, torch.zeros(len(x)), atol=1e-6, rtol=0)
+    entropy_method = MCDropout(backbone, p=0.0, samples=3).eval()
+    torch.testing.assert_close(entropy_method(x).score, Entropy(backbone)(x).score)
+
+
+def test_an_ensemble_of_identical_members_equals_one_member():
+    backbone = _backbone()
+    ensemble = DeepEnsemble(backbone, members=3).eval()
+    for member in ensemble.members[1:]:
+        member.load_state_dict(backbone.state_dict())
+    x = next(iter(_loader()))[0]
+    out = ensemble(x)
+    torch.testing.assert_close(out.probs, backbone(x).logits.softmax(-1))
+    torch.testing.assert_close(out.score, Entropy(backbone)(x).score)
+    # Members start from different initializations.
+    fresh = DeepEnsemble(_backbone(), members=2)
+    assert not torch.equal(fresh.members[0].classifier.weight, fresh.members[1].classifier.weight)
+
+
+def test_ensemble_score_is_the_entropy_of_the_mean_not_the_mean_entropy():
+    ensemble = DeepEnsemble(_backbone(), members=2).eval()
+    x = next(iter(_loader()))[0]
+    probs = ensemble.member_probs(x)
+    mean = probs.mean(0)
+    torch.testing.assert_close(ensemble(x).score, -(mean * mean.log()).sum(-1))
+
+
+def test_evidential_loss_against_its_closed_form():
+    alpha = torch.tensor([[2.0, 1.5, 4.0], [1.0, 1.0, 1.0]])
+    labels = torch.tensor([2, 0])
+    digamma = torch.special.digamma
+    risk = torch.stack([digamma(alpha[i].sum()) - digamma(alpha[i, labels[i]]) for i in range(2)])
+    torch.testing.assert_close(evidential_loss(alpha, labels, 0.0), risk.mean())
+    # The KL term against torch.distributions, on alpha with the true class's evidence removed.
+    kept = torch.tensor([[2.0, 1.5, 1.0], [1.0, 1.0, 1.0]])
+    kl = torch.distributions.kl_divergence(
+        torch.distributions.Dirichlet(kept), torch.distributions.Dirichlet(torch.ones(3))
+    )
+    torch.testing.assert_close(dirichlet_kl_to_uniform(kept), kl)
+    torch.testing.assert_close(evidential_loss(alpha, labels, 0.5), (risk + 0.5 * kl).mean())
+    method = Evidential(_backbone(), score_type="vacuity").eval()
+    x = next(iter(_loader()))[0]
+    a = method.alpha(method.backbone(x).logits)
+    torch.testing.assert_close(method(x).score, 10 / a.sum(-1))
+
+
+def test_early_exit_averages_exits_and_the_final_classifier():
+    method = EarlyExit(_backbone(), exits=("stem", "mid")).eval()
+    x = next(iter(_loader()))[0]
+    logits = method.all_logits(x)
+    assert len(logits) == 3
+    torch.testing.assert_close(
+        method(x).probs, torch.stack([z.softmax(-1) for z in logits]).mean(0)
+    )
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda b: MSP(b),
+        lambda b: Entropy(b),
+        lambda b: Temperature(b),
+        lambda b: Energy(b),
+        lambda b: Mahalanobis(b),
+        lambda b: Mahalanobis(b, variant="mds"),
+        lambda b: ReAct(b),
+        lambda b: ASH(b),
+        lambda b: ASH(b, mode="s", percentile=65, on="maps"),
+    ],
+)
+def test_the_one_pass_record_scores_like_the_methods_own_forward_pass(build):
+    backbone = _backbone()
+    method = build(backbone).eval()
+    request = method.record_request()
+    train = record(backbone, _loader(300, seed=2), request)
+    method.fit_record(train, train, train)
+    loader = _loader(64, seed=4)
+    rec: Record = record(backbone, loader, request)
+    from_record = method.output(rec.out)
+    x = torch.cat([batch[0] for batch in loader])
+    with torch.no_grad():
+        direct = method(x)
+    torch.testing.assert_close(from_record.score, direct.score, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(from_record.probs, direct.probs, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "build,message",
+    [
+        (lambda b: Mahalanobis(b, taps=("mid", "block9")), "mahalanobis needs tap 'block9'"),
+        (lambda b: MCDropout(b, samples=0), "method.samples (N) must be >= 1"),
+        (lambda b: DeepEnsemble(b, members=0), "method.members (M) must be >= 1"),
+        (lambda b: Energy(b, temperatures=(1.0, -2.0)), "method.temperatures: every value must"),
+        (lambda b: ReAct(b, percentile=100.0), "method.percentile: every value must be in"),
+        (lambda b: ASH(b, percentile=0.0), "method.percentile"),
+        (lambda b: Mahalanobis(b, shrinkage=(-1.0,)), "method.shrinkage"),
+        (lambda b: MCDropout(b, p=1.0), "method.p must be in [0, 1)"),
+    ],
+)
+def test_bad_baseline_options(build, message):
+    with pytest.raises(
+        ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
+    ):
+        build(_backbone())

@@ -1,0 +1,63 @@
+"""Baselines end to end on digits: the post-hoc group shares one base, each trained method fits."""
+
+import json
+
+import pytest
+
+from uqbench.cli import main
+
+FAST = ["trainer.max_epochs=2"]
+POSTHOC = ["msp", "entropy", "temperature", "energy", "mahalanobis", "react", "ash"]
+
+
+def test_posthoc_group_shares_one_base_and_tests_back_identically(capsys, tmp_path):
+    code = main(["fit", f"method=[{','.join(POSTHOC)}]", f"out={tmp_path}", "name=g", *FAST])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "one recorded pass per split" in out
+    keys = set()
+    for method in POSTHOC:
+        folder = tmp_path / f"g-{method}"
+        doc = json.loads((folder / "metrics.json").read_text())
+        assert doc["method"] == method and doc["group"] == POSTHOC
+        keys.add(doc["training"]["base_key"])
+        assert 0 <= doc["metrics"]["id_vs_error"]["auroc"] <= 1
+        # `uqbench test` scores with the method's own forward passes: same metrics as the record.
+        assert main(["test", f"run={folder}"]) == 0
+        capsys.readouterr()
+        again = json.loads((folder / "metrics.json").read_text())["metrics"]
+        for task in ("id_vs_error", "id_vs_ood"):
+            assert again[task]["auroc"] == pytest.approx(doc["metrics"][task]["auroc"], abs=1e-6)
+    assert len(keys) == 1
+    temperature = json.loads((tmp_path / "g-temperature" / "metrics.json").read_text())
+    assert temperature["tuned"]["temperature"] > 0
+    energy = json.loads((tmp_path / "g-energy" / "metrics.json").read_text())
+    assert energy["tuned"]["temperature"] in (0.5, 1.0, 1.5, 2.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["method=odin", "method.temperatures=[1,1000]", "method.epsilons=[0,0.0014]"],
+        ["method=evidential"],
+        ["method=mc_dropout", "method.samples=5"],
+        ["method=deep_ensemble", "method.members=3"],
+        ["method=early_exit"],
+    ],
+)
+def test_each_other_baseline_fits(capsys, tmp_path, args):
+    assert main(["fit", f"out={tmp_path}", "name=r", *FAST, *args]) == 0, capsys.readouterr().err
+    doc = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert 0 <= doc["metrics"]["id_vs_error"]["auroc"] <= 1
+    assert doc["cost"]["forward_passes"] >= 1
+
+
+def test_group_with_a_training_method_and_missing_base_are_clear_errors(capsys, tmp_path):
+    assert main(["fit", "method=[msp,snapuq]", f"out={tmp_path}", *FAST]) == 2
+    assert "cannot join a group of post-hoc methods" in capsys.readouterr().err
+    assert main(["fit", "method=[msp,msp]", f"out={tmp_path}", *FAST]) == 2
+    assert "lists a method twice" in capsys.readouterr().err
+    assert main(["fit", "method=energy", "train_base=false", f"out={tmp_path}", *FAST]) == 2
+    assert "no cached base model" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
