@@ -21,7 +21,7 @@ def run(capsys, *args):
     [
         (
             ["method=mps"],
-            "unknown method 'mps'. Did you mean 'msp'? Valid method names: msp, snapuq",
+            "unknown method 'mps'. Did you mean 'msp'? Valid method names: ash, deep_ensemble,",
         ),
         (["data=digts"], "unknown data 'digts'. Did you mean 'digits'?"),
         (["backbone=resnet9"], "unknown backbone 'resnet9'. Did you mean 'resnet8'?"),

@@ -81,7 +81,7 @@ def test_a_run_that_fails_midway_leaves_no_result(capsys, tmp_path, monkeypatch)
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(uqbench.runner, "predict", boom)
+    monkeypatch.setattr(uqbench.runner, "predict_posthoc", boom)
     with pytest.raises(KeyboardInterrupt):
         main(["fit", f"out={tmp_path}", "name=x", *FAST])
     assert list(tmp_path.iterdir()) == []
