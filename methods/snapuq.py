@@ -368,28 +368,33 @@ class SNAPUQ(UQMethod):
 
     # ----------------------------------------------------------------- calibration
     @torch.no_grad()
-    def _collect(self, loader: DataLoader) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(e_bar, S, m, error indicator) over a loader, in eval mode."""
+    def _collect(self, loader: DataLoader) -> dict[str, Tensor]:
+        """Over a loader, in eval mode: e_bar [N, |S|], S, m, confidence and errors [N]."""
         self.eval()
-        ebars, snaps, ms, errors = [], [], [], []
+        parts: dict[str, list[Tensor]] = {}
         for x, y in loader:
             logits, ebar, snap, m = self.features(x)
-            ebars.append(ebar)
-            snaps.append(snap)
-            ms.append(m)
-            errors.append(logits.argmax(-1) != y)
-        return torch.cat(ebars), torch.cat(snaps), torch.cat(ms), torch.cat(errors)
+            batch = {
+                "ebar": ebar,
+                "S": snap,
+                "m": m,
+                "conf": logits.softmax(-1).amax(-1),
+                "errors": logits.argmax(-1) != y,
+            }
+            for key, value in batch.items():
+                parts.setdefault(key, []).append(value)
+        return {key: torch.cat(values) for key, values in parts.items()}
 
     def calibrate(self, dev: DataLoader, dev_mix: DataLoader) -> None:
         """Diagnostics and tap weights on clean dev; the map U on the dev mix (ID + CID)."""
-        ebar, _, _, _ = self._collect(dev)
-        conf = torch.cat([self.backbone(x).logits.softmax(-1).amax(-1) for x, _ in dev]).detach()
-        self._set_tap_weights(ebar)
-        self.diagnostics = self._diagnose(ebar, conf)
+        clean = self._collect(dev)
+        self._set_tap_weights(clean["ebar"])
+        self.diagnostics = self._diagnose(clean["ebar"], clean["conf"])
         mapping = self.options["mapping"]
         if mapping == "none":
             return
-        _, snap, m, errors = self._collect(dev_mix)
+        mix = self._collect(dev_mix)
+        snap, m, errors = mix["S"], mix["m"], mix["errors"]
         if errors.all() or not errors.any():
             raise CalibrationError(
                 f"method.mapping={mapping} is fitted to predict errors on the dev mix, but all "
