@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from uqbench.backbones import count_macs, count_parameters
+from uqbench.backbones.base import count_macs, count_parameters
 from uqbench.backbones.digits_cnn import digits_cnn
 from uqbench.backbones.dscnn import ds_cnn
 from uqbench.backbones.resnet8 import resnet8

@@ -28,3 +28,28 @@ def test_timm_names_are_checked():
     with pytest.raises(UnknownNameError, match="timm has no model 'resnet_does_not_exist'"):
         registry.load("backbone", "timm/resnet_does_not_exist")
     assert callable(registry.load("backbone", "timm/resnet10t"))
+
+
+def test_list_statuses_are_cached_until_a_plugin_file_changes(monkeypatch, tmp_path):
+    import os
+    from importlib import metadata
+
+    first = registry.entries()
+    calls = []
+
+    def counting_load(self):
+        calls.append(self.name)
+        raise RuntimeError("imported")
+
+    monkeypatch.setattr(metadata.EntryPoint, "load", counting_load)
+    assert registry.entries() == first and calls == []  # answered from the cache
+    # Touching a plugin's file changes the fingerprint: every plugin is imported again.
+    plugin_file = registry._find_spec("uqbench.methods.msp").origin
+    stat = os.stat(plugin_file)
+    os.utime(plugin_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000))
+    try:
+        again = registry.entries()
+    finally:
+        os.utime(plugin_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert calls and all(e.broken and "imported" in e.error for e in again)
+    assert len(registry.entries(use_cache=False)) == len(first)

@@ -14,9 +14,16 @@ that is not an entry point: it wraps any timm model (see ``uqbench.backbones.tim
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import hashlib
+import importlib.util
+import json
+import os
+import sys
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from uqbench.errors import UnknownNameError
@@ -90,18 +97,88 @@ def load(kind: str, name: str) -> Any:
         ) from exc
 
 
-def entries() -> list[Entry]:
+def entries(use_cache: bool = True) -> list[Entry]:
     """Every registered plugin of every kind, each imported to tell whether it works.
 
     A plugin that fails to import is returned with its error; it never hides the others.
+    Importing plugins means importing torch and Lightning (seconds), so the statuses are cached
+    under a fingerprint of everything an import result depends on (see :func:`_fingerprint`);
+    any install, uninstall or edit of a plugin's files invalidates it.
     """
+    points = [(kind, name, ep) for kind in GROUPS for name, ep in _entry_points(kind).items()]
+    fingerprint = _fingerprint(points)
+    cache_file = _status_cache()
+    if use_cache:
+        cached = _read_statuses(cache_file, fingerprint)
+        if cached is not None:
+            return cached
     found: list[Entry] = []
-    for kind in GROUPS:
-        for name, ep in _entry_points(kind).items():
-            entry = Entry(kind, name, ep.value, _distribution(ep))
-            try:
-                ep.load()
-            except Exception as exc:  # noqa: BLE001 - any failure marks the plugin broken
-                entry.error = f"{type(exc).__name__}: {exc}"
-            found.append(entry)
+    for kind, name, ep in points:
+        entry = Entry(kind, name, ep.value, _distribution(ep))
+        try:
+            ep.load()
+        except Exception as exc:  # noqa: BLE001 - any failure marks the plugin broken
+            entry.error = f"{type(exc).__name__}: {exc}"
+        found.append(entry)
+    _write_statuses(cache_file, fingerprint, found)
     return found
+
+
+def _status_cache() -> Path:
+    root = os.environ.get("UQBENCH_CACHE") or Path.home() / ".cache" / "uqbench"
+    return Path(root) / "plugin-status.json"
+
+
+def _fingerprint(points: list[tuple[str, str, metadata.EntryPoint]]) -> str:
+    """A hash of what decides whether the plugins import: the interpreter, every sys.path entry
+    (its mtime changes when a package is installed or removed), each entry point with its
+    distribution, and the modification times of every file beside each plugin's module and in
+    uqbench's own core."""
+    parts: list[str] = [sys.version]
+    for entry in sys.path:
+        parts.append(f"{entry}:{_mtime(Path(entry or '.'))}")
+    folders = {Path(__file__).parent}
+    for kind, name, ep in points:
+        parts.append(f"{kind}/{name}={ep.value}@{_distribution(ep)}")
+        spec = _find_spec(ep.module)
+        if spec is not None and spec.origin:
+            folders.add(Path(spec.origin).parent)
+    for folder in sorted(folders):
+        for file in sorted(folder.rglob("*.py")):
+            parts.append(f"{file}:{_mtime(file)}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _find_spec(module: str) -> Any:
+    try:
+        return importlib.util.find_spec(module)
+    except Exception:  # noqa: BLE001 - a missing parent package: the import itself will say
+        return None
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return -1
+
+
+def _read_statuses(path: Path, fingerprint: str) -> list[Entry] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if data.get("fingerprint") != fingerprint:
+        return None
+    return [Entry(**row) for row in data["entries"]]
+
+
+def _write_statuses(path: Path, fingerprint: str, found: list[Entry]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [dataclasses.asdict(e) for e in found]
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"fingerprint": fingerprint, "entries": rows}))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs speed

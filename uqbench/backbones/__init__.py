@@ -1,5 +1,5 @@
-"""Backbones: classifiers whose intermediate activations are exposed as named taps."""
+"""Backbones: classifiers whose intermediate activations are exposed as named taps.
 
-from uqbench.backbones.base import Backbone, BackboneOutput, count_macs, count_parameters
-
-__all__ = ["Backbone", "BackboneOutput", "count_macs", "count_parameters"]
+The contract and cost counting live in ``uqbench.backbones.base``. This package imports nothing
+on its own, so that finding a backbone plugin does not import torch.
+"""
