@@ -2,7 +2,7 @@
 
 The public API is small and stable::
 
-    from uqbench import UQMethod, UQOutput, CostFacts, UQDataModule, EvalSet, Backbone
+    from uqbench import UQMethod, PostHocMethod, UQOutput, CostFacts, UQDataModule, Backbone
 
 Names are imported lazily so that ``uqbench --help`` does not pay for torch and Lightning.
 """
@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "UQMethod": "uqbench.method",
     "UQOutput": "uqbench.method",
+    "PostHocMethod": "uqbench.posthoc",
     "CostFacts": "uqbench.method",
     "UQDataModule": "uqbench.datamodule",
     "EvalSet": "uqbench.datamodule",

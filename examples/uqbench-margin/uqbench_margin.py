@@ -2,13 +2,11 @@
 
 from torch import Tensor
 
-from uqbench import BackboneOutput, UQMethod
+from uqbench import BackboneOutput, PostHocMethod
 
 
-class Margin(UQMethod):
+class Margin(PostHocMethod):
     """Scores 1 - (p_(1) - p_(2)) of softmax(z / temperature); higher = more uncertain."""
-
-    posthoc = True  # reuse the cached base classifier: nothing of its own to train
 
     def __init__(self, backbone, temperature: float = 1.0, **kwargs) -> None:
         super().__init__(backbone, **kwargs)
