@@ -20,18 +20,19 @@ from uqbench.method import CostFacts, UQMethod, UQOutput
 
 
 class EarlyExit(UQMethod):
-    """Args: ``exits``: the taps with an exit head (default: every tap before the last);
+    """Args: ``exits``: the taps with an exit head (default ``mid``: a linear exit on the
+    stem's few pooled channels is near chance and only flattens the average);
     ``score_type``: ``entropy`` | ``max_prob``."""
 
     def __init__(
         self,
         backbone,
-        exits: tuple[str, ...] | None = None,
+        exits: tuple[str, ...] = ("mid",),
         score_type: Literal["entropy", "max_prob"] = "entropy",
         **kwargs,
     ) -> None:
         super().__init__(backbone, **kwargs)
-        names = tuple(exits) if exits is not None else backbone.tap_names[:-1]
+        names = tuple(exits)
         unknown = [n for n in names if n not in backbone.tap_names or n == "penultimate"]
         if unknown or not names:
             raise ConfigError(
