@@ -2,6 +2,9 @@
 al., 2017), trained together on the same batches, each with its own initialization (seeded from
 the run's seed and the member's index). Probabilities are the members' mean softmax; the score is
 the entropy of that mean (the predictive entropy; TorchUncertainty's mean of entropies differs).
+
+The paper's C.2 chooses M from {3, 5} on dev: all ``members`` are trained, then the first 3 or
+all of them are kept, whichever gives the higher AUROC of ID ok | ID err on the dev mix.
 """
 
 from __future__ import annotations
@@ -10,11 +13,14 @@ import copy
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from uqbench.methods.energy import _nan_low
 from uqbench.methods.entropy import entropy
 
 from uqbench.backbones.base import count_macs, count_parameters
 from uqbench.errors import ConfigError
 from uqbench.method import CostFacts, UQMethod, UQOutput
+from uqbench.metrics import auroc
 
 
 def reinitialized(module: nn.Module, seed: int) -> nn.Module:
@@ -39,6 +45,7 @@ class DeepEnsemble(UQMethod):
         self.members = nn.ModuleList(
             [backbone, *(reinitialized(backbone, base_seed + 7919 * m) for m in range(1, members))]
         )
+        self.register_buffer("active", torch.tensor(members))
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
@@ -48,16 +55,36 @@ class DeepEnsemble(UQMethod):
         self.log("train/loss", loss / len(self.members), on_step=False, on_epoch=True)
         return loss
 
-    def member_probs(self, x: Tensor) -> Tensor:
-        """[M, B, C] softmax of each member."""
-        return torch.stack([member(x).logits.softmax(-1) for member in self.members])
+    def member_probs(self, x: Tensor, count: int | None = None) -> Tensor:
+        """[M, B, C] softmax of the first ``count`` members (default: the active ones)."""
+        members = self.members[: int(self.active) if count is None else count]
+        return torch.stack([member(x).logits.softmax(-1) for member in members])
+
+    @torch.no_grad()
+    def calibrate(self, dev: DataLoader, dev_mix: DataLoader) -> None:
+        self.eval()
+        choices = sorted({m for m in (3, 5) if m < len(self.members)} | {len(self.members)})
+        batches = [(self.member_probs(x, len(self.members)), y) for x, y in dev_mix]
+
+        def dev_auroc(count: int) -> float:
+            scores, errors = [], []
+            for probs, y in batches:
+                mean = probs[:count].mean(0)
+                scores.append(entropy(mean))
+                errors.append((mean.argmax(-1) != y).double())
+            return _nan_low(auroc(torch.cat(scores), torch.cat(errors)))
+
+        self.active.fill_(max(choices, key=dev_auroc))
+
+    def tuned(self) -> dict:
+        return {"members": int(self.active), "trained": len(self.members)}
 
     def forward(self, x: Tensor) -> UQOutput:
         mean = self.member_probs(x).mean(0)
         return UQOutput(mean.clamp_min(1e-30).log(), entropy(mean), mean)
 
     def cost_facts(self) -> CostFacts:
-        m = len(self.members)
+        m = int(self.active)
         params = count_parameters(self.backbone)
         macs = count_macs(self.backbone, torch.zeros(1, *self.backbone.input_shape))
         return CostFacts(

@@ -115,8 +115,19 @@ def test_mc_dropout_p0_is_deterministic_and_identical_passes_have_zero_informati
     out = method(x)
     torch.testing.assert_close(out.probs, backbone(x).logits.softmax(-1))
     torch.testing.assert_close(out.score, torch.zeros(len(x)), atol=1e-6, rtol=0)
-    entropy_method = MCDropout(backbone, p=0.0, samples=3).eval()
+    entropy_method = MCDropout(backbone, p=0.0, samples=3, score_type="entropy").eval()
     torch.testing.assert_close(entropy_method(x).score, Entropy(backbone)(x).score)
+
+
+def test_mc_dropout_tunes_n_and_score_on_dev_and_repeats_its_masks():
+    backbone = _backbone()
+    method = MCDropout(backbone, p=0.3).eval()
+    method.calibrate(_loader(), _loader(seed=5))
+    assert method.tuned()["samples"] in (5, 10)
+    assert method.tuned()["score_type"] in ("entropy", "mutual_information")
+    x = next(iter(_loader()))[0]
+    torch.testing.assert_close(method(x).score, method(x).score)  # seeded masks
+    assert method.cost_facts().details["classifier_passes"] == method.tuned()["samples"]
 
 
 def test_an_ensemble_of_identical_members_equals_one_member():
