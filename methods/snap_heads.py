@@ -121,28 +121,29 @@ class SurprisalHead(nn.Module):
         return F.linear(x, weight, layer.bias)
 
     def predict(self, previous: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Pooled a_{l-1} [B, C_in] -> (z [B, r], mu [B, K, d], log sigma^2 [B, K, d])."""
+        """Pooled a_{l-1} [B, C_in] -> (z [B, r], mu, log sigma^2), the latter two [B, d], or
+        [B, K, d] for the mixture."""
         z = self._linear(self.project, previous)
-        shape = (len(z), self.components, self.d)
-        mu, xi = self._linear(self.heads, z).view(len(z), 2, -1).unbind(1)
-        variance = F.softplus(xi) + EPS**2
-        logvar = torch.log(variance).clamp(LOGVAR_MIN, LOGVAR_MAX).view(shape)
-        mu = mu.view(shape)
+        mu, xi = self._linear(self.heads, z).chunk(2, dim=-1)
+        logvar = torch.log(F.softplus(xi) + EPS**2).clamp(LOGVAR_MIN, LOGVAR_MAX)
         if self.fake_quant:
             logvar = fake_quant_logvar(logvar)
+        if self.variant == "mixture":
+            shape = (len(z), self.components, self.d)
+            mu, logvar = mu.view(shape), logvar.view(shape)
         return z, mu, logvar
 
     def forward(self, previous: Tensor, target: Tensor) -> Surprisal:
         """``previous``: pooled a_{l-1} [B, C_in]; ``target``: pooled a_l [B, d]."""
         z, mu, logvar = self.predict(previous)
-        v = target[:, None, :] - mu  # [B, K, d]
-        u2 = v**2 * torch.exp(-logvar)  # squared standardized error
         if self.variant == "mixture":
-            per_component = 0.5 * (u2.sum(-1) + logvar.sum(-1))  # [B, K]
+            v = target[:, None, :] - mu  # [B, K, d]
+            per_component = 0.5 * ((v * v * torch.exp(-logvar)).sum(-1) + logvar.sum(-1))
             log_weights = F.log_softmax(self._linear(self.mix, z), dim=-1)
             nll = -torch.logsumexp(log_weights - per_component, dim=-1)
             return Surprisal(nll, 2 * nll, logvar.flatten(1))
-        v, u2, logvar = v[:, 0], u2[:, 0], logvar[:, 0]
+        v = target - mu
+        u2 = v * v * torch.exp(-logvar)  # squared standardized error
         logdet = logvar.sum(-1)
         if self.variant == "gaussian":
             e = u2.sum(-1)

@@ -143,6 +143,8 @@ class SNAPUQ(UQMethod):
             )
         n = len(self.taps)
         self.register_buffer("tap_weights", torch.full((n,), 1.0 / n))  # w_l, sums to 1
+        dims = [float(self.heads[t].d) for t in self.taps]
+        self.register_buffer("tap_dims", torch.tensor(dims), persistent=False)
         self.register_buffer("lambda_now", torch.tensor(float(lambda_ss)))
         self.register_buffer("ratio_ema", torch.tensor(math.nan))
         self.register_buffer("map_coef", torch.tensor([0.0, 1.0, 0.0]))  # b0, b1, b2
@@ -229,15 +231,14 @@ class SNAPUQ(UQMethod):
         return self.options["lambda_ss"] * min(1.0, (self.global_step + 1) / steps)
 
     def losses(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        """L_clf, L_SS, R and the per-tap normalized NLL [B, |S|] for one batch (eq. 26-28)."""
+        """L_clf, L_SS, R and the per-tap NLL [B, |S|] for one batch (eq. 26-28)."""
         out = self.backbone(x)
         surprisal = self.surprisal(out)
-        omega = self.tap_weights * len(self.taps)  # sums to |S|
-        per_tap = torch.stack(
-            [surprisal[t].nll / self.heads[t].d for t in self.taps], dim=-1
-        )  # [B, |S|]
-        l_ss = (per_tap * omega).sum(-1).mean()
-        r_var = sum(s.logvar.abs().sum(-1).mean() for s in surprisal.values())
+        # omega_l / d_l with omega = |S| w (sums to |S|); no gradient flows through it.
+        scale = self.tap_weights * len(self.taps) / self.tap_dims
+        per_tap = torch.stack([surprisal[t].nll for t in self.taps], dim=-1)  # [B, |S|]
+        l_ss = (per_tap.mean(0) * scale).sum()
+        r_var = sum(s.logvar.abs().sum() for s in surprisal.values()) / len(x)
         reg = self.options["alpha_var"] * r_var
         if self._explicit_head_decay():
             reg = reg + self.options["alpha_wd"] * sum(

@@ -24,9 +24,12 @@ def float64():
 
 
 def _head_with(variant, mu, logvar, **kwargs):
-    """A head whose prediction is fixed to (mu, logvar) [B, K, d], to test its scoring."""
+    """A head whose prediction is fixed to (mu, logvar) [B, K, d] (K = 1 but for the mixture),
+    to test its scoring."""
     d = mu.shape[-1]
     head = SurprisalHead(4, d, 3, variant, **kwargs)
+    if variant != "mixture":
+        mu, logvar = mu[:, 0], logvar[:, 0]
     head.predict = lambda previous: (torch.zeros(len(mu), 3), mu, logvar)
     return head
 
