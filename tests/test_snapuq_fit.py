@@ -34,7 +34,10 @@ def test_default_snapuq_fit_meets_the_diagnostic_targets(capsys, tmp_path):
     # The record holds U in (0, 1); `uqbench test` reloads the checkpoint and agrees.
     assert main(["test", f"run={folder}"]) == 0
     capsys.readouterr()
-    assert json.loads((folder / "metrics.json").read_text())["metrics"] == m
+    tested = json.loads((folder / "metrics.json").read_text())
+    assert tested["metrics"] == m
+    assert tested["tuned"]["diagnostics"] == diagnostics  # what only the fit knew is kept
+    assert "test_evaluate" in tested["seconds"] and "train" in tested["seconds"]
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ any folder is written, so a typo costs a second, not a training run.
 from __future__ import annotations
 
 import dataclasses
+import json
 import platform
 import time
 from dataclasses import dataclass, field
@@ -336,7 +337,7 @@ def _write_run(
 
 def test(run: Path) -> dict[str, Any]:
     """Rebuild a finished run from its config, load its checkpoint safely, evaluate it again and
-    rewrite its ``metrics.json`` atomically."""
+    rewrite the metrics in its ``metrics.json`` atomically (what only the fit knew is kept)."""
     saved, checkpoint = read_run(run)
     config = RunConfig(
         method=saved["method"],
@@ -358,9 +359,13 @@ def test(run: Path) -> dict[str, Any]:
         raise RunDirError(f"cannot load checkpoint {checkpoint}: {exc}") from exc
     started = time.perf_counter()
     record = predict(method, datamodule)
-    document = _document(
-        resolved, method, record, seconds={"evaluate": time.perf_counter() - started}
-    )
+    fresh = _document(resolved, method, record)
+    # Keep what only the fit knew (training, dev diagnostics, timings); replace the metrics.
+    previous = json.loads((run / METRICS).read_text()) if (run / METRICS).is_file() else {}
+    document = fresh | {k: v for k, v in previous.items() if k not in ("metrics", "cost")}
+    document["seconds"] = previous.get("seconds", {}) | {
+        "test_evaluate": time.perf_counter() - started
+    }
     atomic_write_json(run / METRICS, document)
     return document
 
