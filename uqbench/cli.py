@@ -12,7 +12,8 @@ from uqbench.errors import UQBenchError
 _OVERRIDES_HELP = """\
 overrides (key=value):
   method=NAME          uncertainty method (default snapuq); see `uqbench list`
-  method=[A,B,...]     a group of post-hoc methods on one base model, one pass per split
+  method=A,B,...       a group of post-hoc methods on one base model, one pass per split
+                       (also method="[A,B]"; quote brackets in zsh)
   data=NAME            datamodule (default digits)
   backbone=NAME        backbone (default: the datamodule's); also timm/<model>
   seed=INT             training seed (default 13); data splits do not depend on it
