@@ -103,3 +103,13 @@ def test_coerce_rejects_bool_for_numbers_and_garbage_bools():
         coerce("maybe", bool, "k")
     with pytest.raises(ConfigError, match="expected int"):
         coerce(True, int, "k")
+
+
+def test_method_groups_parse_with_or_without_brackets():
+    from uqbench.runner import method_names
+
+    assert method_names("snapuq") == ["snapuq"]
+    assert method_names("msp,energy") == ["msp", "energy"]
+    assert method_names("[msp, energy,react]") == ["msp", "energy", "react"]
+    with pytest.raises(ConfigError, match="names no method"):
+        method_names("[]")
