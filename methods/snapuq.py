@@ -152,6 +152,7 @@ class SNAPUQ(UQMethod):
         self.register_buffer("iso_y", torch.zeros(0))
         self.register_buffer("gamma_used", torch.tensor(1.0 if gamma is None else gamma))
         self._dev_stats: dict[str, list[Tensor]] = {}
+        self._l_ss_sum, self._l_ss_steps = torch.zeros(()), 0
         self.diagnostics: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- modes
@@ -260,10 +261,17 @@ class SNAPUQ(UQMethod):
             self.check_finite(loss, "loss")
         if self.options["adaptive_lambda"] and not self.posthoc_mode:
             self._adapt_lambda(parts, lam)
-        # Two logged values: each self.log costs about as much as a head's forward pass.
-        logged = {"train/loss": loss, "train/l_ss": parts["ss"]}
-        self.log_dict(logged, on_step=False, on_epoch=True)
+        self.log("train/loss", loss, on_step=False, on_epoch=True)
+        # Each self.log costs about a head's forward pass: L_SS is summed here and logged once
+        # per epoch (on_train_epoch_end).
+        self._l_ss_sum = self._l_ss_sum + parts["ss"].detach()
+        self._l_ss_steps += 1
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        if self._l_ss_steps:
+            self.log("train/l_ss", self._l_ss_sum / self._l_ss_steps)
+        self._l_ss_sum, self._l_ss_steps = torch.zeros(()), 0
 
     def _raise_non_finite(self, per_tap: Tensor) -> None:
         """Stop with the first tap whose surprisal is NaN or infinite named (if any is)."""
