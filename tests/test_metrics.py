@@ -202,6 +202,7 @@ def test_metric_classes_accumulate_batches_like_the_functions():
     assert snll.compute().item() == pytest.approx(M.selective_nll(scores, p, y, 0.9))
 
 
+@pytest.mark.filterwarnings("ignore:.*was called before the ``update`` method.*")
 def test_metric_class_without_updates_raises_clearly():
     with pytest.raises(ValueError, match="no examples"):
         M.AUROC().compute()
