@@ -1,21 +1,27 @@
-"""``mc_dropout``: Monte Carlo dropout (Gal & Ghahramani, 2016) on the classifier's input.
+"""``mc_dropout``: Monte Carlo dropout (Gal & Ghahramani, 2016).
 
-Dropout with rate ``p`` acts on the pooled penultimate vector, in training and at inference;
-one pass of the backbone's trunk is followed by ``N`` stochastic passes of the classifier,
-whose softmax outputs are averaged. Score: ``entropy`` (predictive entropy ``H[mean p]``) or
-``mutual_information`` (``H[mean p] - mean H[p]``). ``N`` and the score are chosen on the dev mix
-by AUROC of ID ok | ID err from N in {5, 10} and both scores (the paper's C.2 grid) unless fixed
-with ``method.samples`` / ``method.score_type``. With ``p = 0`` every pass is the deterministic
-model. Inference masks come from a generator seeded per call, so evaluation is repeatable.
+Dropout with rate ``p`` is active in training and at inference, and ``N`` stochastic passes are
+averaged. Where it acts (``placement``):
 
-This is last-layer MC dropout: the suite's backbones have no dropout inside, so the trunk runs
-once and only the classifier is sampled (its cost facts say so).
+- ``taps`` (default): on the output of every tapped block (forward hooks on the backbone's tap
+  modules) and on the classifier's input. Each of the N passes runs the whole network, as the
+  paper's MCD does, so it costs N forward passes.
+- ``head``: only on the classifier's input (last-layer MC dropout): the trunk runs once, the
+  classifier N times.
+
+Score: ``entropy`` (predictive entropy ``H[mean p]``) or ``mutual_information``
+(``H[mean p] - mean H[p]``). ``N`` and the score are chosen on the dev mix by AUROC of
+ID ok | ID err from N in {5, 10} and both scores (the paper's C.2 grid) unless fixed with
+``method.samples`` / ``method.score_type``. With ``p = 0`` every pass is the deterministic model.
+Inference masks come from a generator seeded per call, so evaluation is repeatable, and the first
+n passes of N are the passes of n.
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +30,7 @@ from torch.utils.data import DataLoader
 from uqbench.methods.energy import _nan_low
 from uqbench.methods.entropy import entropy
 
+from uqbench.backbones.base import count_macs
 from uqbench.errors import ConfigError
 from uqbench.method import CostFacts, UQMethod, UQOutput
 from uqbench.metrics import auroc
@@ -34,12 +41,14 @@ MASK_SEED = 0
 
 
 class MCDropout(UQMethod):
-    """Args: ``p`` in [0, 1); ``samples`` N >= 1 and ``score_type`` (None: tuned on dev)."""
+    """Args: ``p`` in [0, 1); ``placement``: ``taps`` | ``head``; ``samples`` N >= 1 and
+    ``score_type`` (None: tuned on dev)."""
 
     def __init__(
         self,
         backbone,
-        p: float = 0.2,
+        p: float = 0.1,
+        placement: Literal["taps", "head"] = "taps",
         samples: int | None = None,
         score_type: Literal["entropy", "mutual_information"] | None = None,
         **kwargs,
@@ -49,27 +58,60 @@ class MCDropout(UQMethod):
             raise ConfigError(f"method.p must be in [0, 1), got {p}")
         if samples is not None and samples < 1:
             raise ConfigError(f"method.samples (N) must be >= 1, got {samples}")
-        self.p = p
+        self.p, self.placement = p, placement
         self.samples_grid = (samples,) if samples is not None else SAMPLES_GRID
         self.scores_grid = (score_type,) if score_type is not None else SCORES
         self.register_buffer("samples_used", torch.tensor(self.samples_grid[-1]))
         self.register_buffer("use_mutual_information", torch.tensor(score_type == SCORES[1]))
+        self._generator: torch.Generator | None = None  # set: seeded masks (inference)
+        self._dropping = False
+        if placement == "taps":
+            for module in backbone.tap_modules().values():
+                module.register_forward_hook(self._tap_dropout)
+
+    def _drop(self, x: Tensor) -> Tensor:
+        if self.p == 0:
+            return x
+        if self._generator is None:
+            return F.dropout(x, self.p, training=True)
+        keep = torch.bernoulli(torch.full_like(x, 1.0 - self.p), generator=self._generator)
+        return x * keep / (1.0 - self.p)
+
+    def _tap_dropout(self, _module: Any, _inputs: Any, output: Tensor) -> Tensor | None:
+        return self._drop(output) if self._dropping else None
+
+    def _stochastic(self, fn: Callable[[], Tensor], seeded: bool) -> Tensor:
+        self._dropping = True
+        self._generator = torch.Generator().manual_seed(MASK_SEED) if seeded else None
+        try:
+            return fn()
+        finally:
+            self._dropping, self._generator = False, None
+
+    def _pass(self, x: Tensor) -> Tensor:
+        """Logits of one stochastic pass (dropout at the taps, if placed there, and the head)."""
+        return self.backbone.forward_head(self._drop(self.backbone(x).pooled))
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        pooled = self.backbone(x).pooled
-        logits = self.backbone.forward_head(F.dropout(pooled, self.p, training=True))
-        loss = self.classification_loss(logits, y)
+        loss = self.classification_loss(self._stochastic(lambda: self._pass(x), False), y)
         self.check_finite(loss, "loss")
         self.log("train/loss", loss, on_step=False, on_epoch=True)
         return loss
 
-    def sample_probs(self, pooled: Tensor, samples: int) -> Tensor:
-        """[N, B, C] softmax of ``samples`` classifier passes under seeded dropout masks."""
-        generator = torch.Generator().manual_seed(MASK_SEED)
-        keep = torch.full((samples, *pooled.shape), 1.0 - self.p)
-        masks = torch.bernoulli(keep, generator=generator) / (1.0 - self.p)
-        return torch.stack([self.backbone.forward_head(pooled * m).softmax(-1) for m in masks])
+    def sample_probs(self, x: Tensor, samples: int) -> Tensor:
+        """[N, B, C] softmax of ``samples`` stochastic passes under seeded masks."""
+
+        def passes() -> Tensor:
+            if self.placement == "head":
+                self._dropping = False
+                pooled = self.backbone(x).pooled
+                self._dropping = True
+                heads = [self.backbone.forward_head(self._drop(pooled)) for _ in range(samples)]
+                return torch.stack(heads).softmax(-1)
+            return torch.stack([self._pass(x) for _ in range(samples)]).softmax(-1)
+
+        return self._stochastic(passes, True)
 
     @staticmethod
     def _score(probs: Tensor, mutual_information: bool) -> Tensor:
@@ -77,7 +119,7 @@ class MCDropout(UQMethod):
         return score - entropy(probs).mean(0) if mutual_information else score
 
     def forward(self, x: Tensor) -> UQOutput:
-        probs = self.sample_probs(self.backbone(x).pooled, int(self.samples_used))
+        probs = self.sample_probs(x, int(self.samples_used))
         mean = probs.mean(0)
         score = self._score(probs, bool(self.use_mutual_information))
         return UQOutput(mean.clamp_min(1e-30).log(), score, mean)
@@ -85,16 +127,16 @@ class MCDropout(UQMethod):
     @torch.no_grad()
     def calibrate(self, dev: DataLoader, dev_mix: DataLoader) -> None:
         self.eval()
-        pooled, errors = [], []
-        for x, y in dev_mix:
-            out = self.backbone(x)
-            pooled.append(out.pooled)
-            errors.append((out.logits.argmax(-1) != y).double())
-        pooled_all, target = torch.cat(pooled), torch.cat(errors)
+        most = max(self.samples_grid)
+        batches = [(self.sample_probs(x, most), y) for x, y in dev_mix]
 
         def dev_auroc(choice: tuple[int, str]) -> float:
-            probs = self.sample_probs(pooled_all, choice[0])
-            return _nan_low(auroc(self._score(probs, choice[1] == SCORES[1]), target))
+            scores, errors = [], []
+            for probs, y in batches:
+                kept = probs[: choice[0]]  # the first n passes of N are the passes of n
+                scores.append(self._score(kept, choice[1] == SCORES[1]))
+                errors.append((kept.mean(0).argmax(-1) != y).double())
+            return _nan_low(auroc(torch.cat(scores), torch.cat(errors)))
 
         samples, score = max(itertools.product(self.samples_grid, self.scores_grid), key=dev_auroc)
         self.samples_used.fill_(samples)
@@ -106,10 +148,18 @@ class MCDropout(UQMethod):
 
     def cost_facts(self) -> CostFacts:
         n = int(self.samples_used)
-        head_macs = self.backbone.num_features * self.backbone.num_classes
+        if self.placement == "head":
+            head_macs = self.backbone.num_features * self.backbone.num_classes
+            return CostFacts(
+                forward_passes=1,
+                extra_macs=(n - 1) * head_macs,
+                exports=("dropout RNG", f"{n} classifier passes"),
+                details={"trunk_passes": 1, "classifier_passes": n, "p": self.p},
+            )
+        macs = count_macs(self.backbone, torch.zeros(1, *self.backbone.input_shape))
         return CostFacts(
-            forward_passes=1,
-            extra_macs=(n - 1) * head_macs,
-            exports=("dropout RNG", f"{n} classifier passes"),
-            details={"trunk_passes": 1, "classifier_passes": n, "p": self.p},
+            forward_passes=n,
+            extra_macs=(n - 1) * macs,
+            exports=("dropout RNG",),
+            details={"placement": "taps", "p": self.p},
         )

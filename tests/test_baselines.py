@@ -108,15 +108,35 @@ def test_temperature_fit_recovers_a_known_temperature():
     assert fit_temperature(logits, labels, "grid") in (2.0, 3.0)
 
 
-def test_mc_dropout_p0_is_deterministic_and_identical_passes_have_zero_information():
+@pytest.mark.parametrize("placement", ["taps", "head"])
+def test_mc_dropout_p0_is_deterministic_and_identical_passes_have_zero_information(placement):
     backbone = _backbone()
     x = next(iter(_loader()))[0]
-    method = MCDropout(backbone, p=0.0, samples=5, score_type="mutual_information").eval()
+    with torch.no_grad():
+        expected = backbone(x).logits.softmax(-1)
+    method = MCDropout(
+        backbone, p=0.0, placement=placement, samples=5, score_type="mutual_information"
+    ).eval()
     out = method(x)
-    torch.testing.assert_close(out.probs, backbone(x).logits.softmax(-1))
+    torch.testing.assert_close(out.probs, expected)
     torch.testing.assert_close(out.score, torch.zeros(len(x)), atol=1e-6, rtol=0)
-    entropy_method = MCDropout(backbone, p=0.0, samples=3, score_type="entropy").eval()
-    torch.testing.assert_close(entropy_method(x).score, Entropy(backbone)(x).score)
+    entropy_method = MCDropout(
+        _backbone(), p=0.0, placement=placement, samples=3, score_type="entropy"
+    ).eval()
+    torch.testing.assert_close(entropy_method(x).score, Entropy(_backbone())(x).score)
+
+
+def test_mc_dropout_at_the_taps_samples_the_whole_network():
+    backbone = _backbone()
+    x = next(iter(_loader()))[0]
+    method = MCDropout(backbone, p=0.3, samples=4, score_type="entropy").eval()
+    probs = method.sample_probs(x, 4)
+    assert not torch.allclose(probs[0], probs[1])  # passes differ
+    torch.testing.assert_close(method.sample_probs(x, 2), probs[:2])  # first n of N
+    with torch.no_grad():
+        plain = backbone(x).logits  # outside sampling, the hooks leave the backbone alone
+    torch.testing.assert_close(plain, _backbone()(x).logits)
+    assert method.cost_facts().forward_passes == int(method.samples_used)
 
 
 def test_mc_dropout_tunes_n_and_score_on_dev_and_repeats_its_masks():
@@ -127,7 +147,7 @@ def test_mc_dropout_tunes_n_and_score_on_dev_and_repeats_its_masks():
     assert method.tuned()["score_type"] in ("entropy", "mutual_information")
     x = next(iter(_loader()))[0]
     torch.testing.assert_close(method(x).score, method(x).score)  # seeded masks
-    assert method.cost_facts().details["classifier_passes"] == method.tuned()["samples"]
+    assert method.cost_facts().forward_passes == method.tuned()["samples"]
 
 
 def test_an_ensemble_of_identical_members_equals_one_member():

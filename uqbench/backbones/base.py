@@ -54,6 +54,10 @@ class Backbone(nn.Module):
         """Pooled penultimate vector [B, D] -> logits [B, C]."""
         raise NotImplementedError
 
+    def tap_modules(self) -> dict[str, nn.Module]:
+        """The module whose output is each tap, so a method can hook it (MC dropout does)."""
+        raise NotImplementedError(f"{type(self).__name__} does not name its tap modules")
+
     def forward(self, x: Tensor) -> BackboneOutput:
         taps = self.forward_features(x)
         pooled = self.pool(taps["penultimate"])

@@ -35,6 +35,9 @@ class DigitsCNN(Backbone):
     def forward_head(self, pooled: Tensor) -> Tensor:
         return self.classifier(pooled)
 
+    def tap_modules(self) -> dict[str, nn.Module]:
+        return {"stem": self.stem, "mid": self.mid, "penultimate": self.last}
+
 
 def digits_cnn(num_classes: int, input_shape: tuple[int, ...], width: int = 16) -> DigitsCNN:
     """Factory registered as ``digits-cnn``; ``backbone.width`` scales every layer."""

@@ -56,6 +56,9 @@ class DSCNN(Backbone):
     def forward_head(self, pooled: Tensor) -> Tensor:
         return self.classifier(pooled)
 
+    def tap_modules(self) -> dict[str, nn.Module]:
+        return {"stem": self.stem, **dict(zip(self.tap_names[1:], self.blocks, strict=True))}
+
 
 def ds_cnn(num_classes: int, input_shape: tuple[int, ...], filters: int = 64) -> DSCNN:
     """Factory registered as ``ds-cnn``."""

@@ -54,6 +54,14 @@ class ResNet8(Backbone):
     def forward_head(self, pooled: Tensor) -> Tensor:
         return self.classifier(pooled)
 
+    def tap_modules(self) -> dict[str, nn.Module]:
+        return {
+            "stem": self.stem,
+            "stage1": self.stage1,
+            "mid": self.stage2,
+            "penultimate": self.stage3,
+        }
+
 
 def resnet8(num_classes: int, input_shape: tuple[int, ...], width: int = 16) -> ResNet8:
     """Factory registered as ``resnet8``."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from uqbench.backbones.base import Backbone
 from uqbench.errors import UnknownNameError
@@ -57,6 +57,9 @@ class TimmBackbone(Backbone):
 
     def forward_head(self, pooled: Tensor) -> Tensor:
         return self.model.get_classifier()(pooled)
+
+    def tap_modules(self) -> dict[str, nn.Module]:
+        return {self._alias.get(n, n): m for n, m in self._stage_modules.items()}
 
 
 def timm_factory(model_name: str) -> Callable[..., TimmBackbone]:
