@@ -18,11 +18,12 @@ from typing import Literal
 
 import torch
 from torch import Tensor
-from uqbench.methods.energy import check_grid, energy
+from uqbench.methods.energy import energy
 
 from uqbench.backbones.base import BackboneOutput
 from uqbench.method import CostFacts, UQOutput
 from uqbench.posthoc import PostHocMethod, RecordRequest
+from uqbench.tuning import check_range
 
 
 def ash(x: Tensor, percentile: float, mode: Literal["b", "p", "s"]) -> Tensor:
@@ -53,7 +54,7 @@ class ASH(PostHocMethod):
         **kwargs,
     ) -> None:
         super().__init__(backbone, **kwargs)
-        check_grid((percentile,), "method.percentile", 0.0, 100.0)
+        check_range((percentile,), "method.percentile", 0.0, 100.0)
         self.mode, self.percentile, self.on = mode, percentile, on
 
     def record_request(self) -> RecordRequest:

@@ -14,13 +14,12 @@ import copy
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from uqbench.methods.energy import _nan_low
 from uqbench.methods.entropy import entropy
 
 from uqbench.backbones.base import count_macs, count_parameters
 from uqbench.errors import ConfigError
 from uqbench.method import CostFacts, UQMethod, UQOutput
-from uqbench.metrics import auroc
+from uqbench.tuning import best_by_auroc
 
 
 def reinitialized(module: nn.Module, seed: int) -> nn.Module:
@@ -66,15 +65,13 @@ class DeepEnsemble(UQMethod):
         choices = sorted({m for m in (3, 5) if m < len(self.members)} | {len(self.members)})
         batches = [(self.member_probs(x, len(self.members)), y) for x, y in dev_mix]
 
-        def dev_auroc(count: int) -> float:
-            scores, errors = [], []
-            for probs, y in batches:
-                mean = probs[:count].mean(0)
-                scores.append(entropy(mean))
-                errors.append((mean.argmax(-1) != y).double())
-            return _nan_low(auroc(torch.cat(scores), torch.cat(errors)))
+        def dev_scores(count: int) -> Tensor:
+            return torch.cat([entropy(probs[:count].mean(0)) for probs, _ in batches])
 
-        self.active.fill_(max(choices, key=dev_auroc))
+        def dev_errors(count: int) -> Tensor:
+            return torch.cat([(p[:count].mean(0).argmax(-1) != y).double() for p, y in batches])
+
+        self.active.fill_(best_by_auroc(choices, dev_scores, dev_errors))
 
     def tuned(self) -> dict:
         return {"members": int(self.active), "trained": len(self.members)}

@@ -8,10 +8,9 @@ import torch
 from torch import Tensor
 
 from uqbench.backbones.base import BackboneOutput
-from uqbench.errors import ConfigError
 from uqbench.method import CostFacts
-from uqbench.metrics import auroc
 from uqbench.posthoc import PostHocMethod, Record, dev_errors
+from uqbench.tuning import best_by_auroc, check_range
 
 GRID = (0.5, 1.0, 1.5, 2.0)
 
@@ -21,30 +20,18 @@ def energy(logits: Tensor, temperature: float | Tensor = 1.0) -> Tensor:
     return -temperature * torch.logsumexp(logits / temperature, dim=-1)
 
 
-def check_grid(values: tuple[float, ...], key: str, low: float, high: float | None = None) -> None:
-    """Every grid value must lie in (low, high); raise a ConfigError naming the key otherwise."""
-    if not values:
-        raise ConfigError(f"{key} must list at least one value")
-    for v in values:
-        if not (v > low and (high is None or v < high)):
-            bound = f"in ({low}, {high})" if high is not None else f"> {low}"
-            raise ConfigError(f"{key}: every value must be {bound}, got {v}")
-
-
 class Energy(PostHocMethod):
     """Args: ``temperatures``: the grid T is tuned over (a single value fixes T)."""
 
     def __init__(self, backbone, temperatures: tuple[float, ...] = GRID, **kwargs) -> None:
         super().__init__(backbone, **kwargs)
-        check_grid(tuple(temperatures), "method.temperatures", 0.0)
+        check_range(temperatures, "method.temperatures", 0.0)
         self.temperatures = tuple(temperatures)
         self.register_buffer("temperature", torch.tensor(1.0))
 
     def fit_record(self, train: Record | None, dev: Record, dev_mix: Record) -> None:
-        errors = dev_errors(dev_mix)
-        best = max(
-            self.temperatures, key=lambda t: _nan_low(auroc(energy(dev_mix.out.logits, t), errors))
-        )
+        logits = dev_mix.out.logits
+        best = best_by_auroc(self.temperatures, lambda t: energy(logits, t), dev_errors(dev_mix))
         self.temperature.fill_(best)
 
     def score(self, out: BackboneOutput) -> Tensor:
@@ -55,8 +42,3 @@ class Energy(PostHocMethod):
 
     def cost_facts(self) -> CostFacts:
         return CostFacts(extra_params=1, exports=("temperature T", "logsumexp"))
-
-
-def _nan_low(value: float) -> float:
-    """Rank NaN (undefined AUROC) below every real value when choosing on a grid."""
-    return value if value == value else float("-inf")

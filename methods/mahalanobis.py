@@ -26,8 +26,8 @@ from torch import Tensor
 from uqbench.backbones.base import BackboneOutput, global_pool
 from uqbench.errors import ConfigError
 from uqbench.method import CostFacts
-from uqbench.metrics import auroc
 from uqbench.posthoc import PostHocMethod, Record, RecordRequest, dev_errors
+from uqbench.tuning import best_by_auroc
 
 SHRINKAGE_GRID = (0.0, 1e-4, 1e-3)
 VARIANCE_FLOOR = 1e-8
@@ -118,13 +118,11 @@ class Mahalanobis(PostHocMethod):
         grid = list(itertools.product(_weight_grid(len(self.taps)), self.shrinkage))
         per_tap = [self._tap_distances(dev_mix.out, i) for i in range(len(self.taps))]
 
-        def dev_auroc(choice: tuple[tuple[float, ...], float]) -> float:
+        def dev_scores(choice: tuple[tuple[float, ...], float]) -> Tensor:
             weights, shrink = choice
-            score = self._combine([d(shrink) for d in per_tap], torch.tensor(weights))
-            value = auroc(score, errors)
-            return value if value == value else float("-inf")
+            return self._combine([d(shrink) for d in per_tap], torch.tensor(weights))
 
-        weights, shrink = max(grid, key=dev_auroc)
+        weights, shrink = best_by_auroc(grid, dev_scores, errors)
         self.tap_weights.copy_(torch.tensor(weights))
         self.shrinkage_used.fill_(shrink)
 

@@ -27,13 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
-from uqbench.methods.energy import _nan_low
 from uqbench.methods.entropy import entropy
 
 from uqbench.backbones.base import count_macs
 from uqbench.errors import ConfigError
 from uqbench.method import CostFacts, UQMethod, UQOutput
-from uqbench.metrics import auroc
+from uqbench.tuning import best_by_auroc
 
 SAMPLES_GRID = (5, 10)
 SCORES = ("entropy", "mutual_information")
@@ -130,15 +129,17 @@ class MCDropout(UQMethod):
         most = max(self.samples_grid)
         batches = [(self.sample_probs(x, most), y) for x, y in dev_mix]
 
-        def dev_auroc(choice: tuple[int, str]) -> float:
-            scores, errors = [], []
-            for probs, y in batches:
-                kept = probs[: choice[0]]  # the first n passes of N are the passes of n
-                scores.append(self._score(kept, choice[1] == SCORES[1]))
-                errors.append((kept.mean(0).argmax(-1) != y).double())
-            return _nan_low(auroc(torch.cat(scores), torch.cat(errors)))
+        # The first n passes of N are the passes of n.
+        def dev_scores(choice: tuple[int, str]) -> Tensor:
+            kept = [self._score(p[: choice[0]], choice[1] == SCORES[1]) for p, _ in batches]
+            return torch.cat(kept)
 
-        samples, score = max(itertools.product(self.samples_grid, self.scores_grid), key=dev_auroc)
+        def dev_errors(choice: tuple[int, str]) -> Tensor:
+            kept = [(p[: choice[0]].mean(0).argmax(-1) != y).double() for p, y in batches]
+            return torch.cat(kept)
+
+        grid = itertools.product(self.samples_grid, self.scores_grid)
+        samples, score = best_by_auroc(grid, dev_scores, dev_errors)
         self.samples_used.fill_(samples)
         self.use_mutual_information.fill_(score == SCORES[1])
 

@@ -19,10 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
-from uqbench.methods.energy import _nan_low, check_grid
 
 from uqbench.method import CostFacts, UQMethod, UQOutput
-from uqbench.metrics import auroc
+from uqbench.tuning import best_by_auroc, check_range
 
 TEMPERATURES = (1.0, 10.0, 100.0, 1000.0)
 EPSILONS = (0.0, 0.0005, 0.001, 0.0014, 0.002, 0.0024, 0.005, 0.01)
@@ -41,8 +40,8 @@ class ODIN(UQMethod):
         **kwargs,
     ) -> None:
         super().__init__(backbone, **kwargs)
-        check_grid(tuple(temperatures), "method.temperatures", 0.0)
-        check_grid(tuple(e + 1.0 for e in epsilons), "method.epsilons (each >= 0)", 0.999999)
+        check_range(temperatures, "method.temperatures", 0.0)
+        check_range(epsilons, "method.epsilons", 0.0, low_inclusive=True)
         self.temperatures, self.epsilons = tuple(temperatures), tuple(epsilons)
         self.register_buffer("temperature", torch.tensor(1000.0))
         self.register_buffer("epsilon", torch.tensor(0.0014))
@@ -76,9 +75,10 @@ class ODIN(UQMethod):
                     scores.setdefault((t, eps), []).append(self._score(x, sign, t, eps))
             errors.append((logits.argmax(-1) != y).double())
         target = torch.cat(errors)
-        best = max(
+        best = best_by_auroc(
             itertools.product(self.temperatures, self.epsilons),
-            key=lambda key: _nan_low(auroc(torch.cat(scores[key]), target)),
+            lambda key: torch.cat(scores[key]),
+            target,
         )
         self.temperature.fill_(best[0])
         self.epsilon.fill_(best[1])

@@ -9,11 +9,12 @@ in OpenOOD.
 from __future__ import annotations
 
 import torch
-from uqbench.methods.energy import check_grid, energy
+from uqbench.methods.energy import energy
 
 from uqbench.backbones.base import BackboneOutput
 from uqbench.method import CostFacts, UQOutput
 from uqbench.posthoc import PostHocMethod, Record
+from uqbench.tuning import check_range
 
 
 class ReAct(PostHocMethod):
@@ -21,7 +22,7 @@ class ReAct(PostHocMethod):
 
     def __init__(self, backbone, percentile: float = 90.0, **kwargs) -> None:
         super().__init__(backbone, **kwargs)
-        check_grid((percentile,), "method.percentile", 0.0, 100.0)
+        check_range((percentile,), "method.percentile", 0.0, 100.0)
         self.percentile = percentile
         self.register_buffer("threshold", torch.tensor(float("inf")))
 

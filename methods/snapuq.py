@@ -37,7 +37,7 @@ from uqbench.backbones.base import global_pool as gap
 from uqbench.calibration import fit_isotonic, fit_logistic, isotonic_predict
 from uqbench.errors import CalibrationError, ConfigError, TrainingError
 from uqbench.method import CostFacts, UQMethod, UQOutput
-from uqbench.metrics import auroc
+from uqbench.tuning import best_by_auroc
 
 ISOTONIC_CLIP = 1e-4
 GAMMA_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -420,7 +420,7 @@ class SNAPUQ(UQMethod):
             return
         gamma = self.options["gamma"]
         grid = (1.0,) if label_free else ((gamma,) if gamma is not None else GAMMA_GRID)
-        best = max(grid, key=lambda g: auroc(g * snap + (1 - g) * m, errors))
+        best = best_by_auroc(grid, lambda g: g * snap + (1 - g) * m, errors)
         self.gamma_used.fill_(best)
         thresholds, values = fit_isotonic(best * snap + (1 - best) * m, errors.double())
         self.iso_x = thresholds

@@ -206,3 +206,14 @@ def test_metric_classes_accumulate_batches_like_the_functions():
 def test_metric_class_without_updates_raises_clearly():
     with pytest.raises(ValueError, match="no examples"):
         M.AUROC().compute()
+
+
+def test_best_by_auroc_prefers_the_best_ranking_and_ranks_nan_last():
+    from uqbench.tuning import best_by_auroc
+
+    errors = torch.tensor([0, 0, 1, 1])
+    scores = {"good": torch.tensor([0.1, 0.2, 0.8, 0.9]), "bad": torch.tensor([0.9, 0.8, 0.2, 0.1])}
+    assert best_by_auroc(["bad", "good"], scores.__getitem__, errors) == "good"
+    # A choice whose errors are one class only (AUROC undefined) never wins.
+    per_choice = {"good": torch.zeros(4), "bad": errors}
+    assert best_by_auroc(["good", "bad"], scores.__getitem__, per_choice.__getitem__) == "bad"
