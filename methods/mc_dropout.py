@@ -65,7 +65,14 @@ class MCDropout(UQMethod):
         self._generator: torch.Generator | None = None  # set: seeded masks (inference)
         self._dropping = False
         if placement == "taps":
-            for module in backbone.tap_modules().values():
+            try:
+                modules = backbone.tap_modules()
+            except NotImplementedError as exc:
+                raise ConfigError(
+                    f"{exc}; MC dropout at the taps hooks those modules. Use "
+                    f"method.placement=head (dropout on the classifier's input only)"
+                ) from exc
+            for module in modules.values():
                 module.register_forward_hook(self._tap_dropout)
 
     def _drop(self, x: Tensor) -> Tensor:

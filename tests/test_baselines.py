@@ -231,6 +231,19 @@ def test_the_one_pass_record_scores_like_the_methods_own_forward_pass(build):
     torch.testing.assert_close(from_record.probs, direct.probs, rtol=1e-4, atol=1e-6)
 
 
+class _Unnamed(torch.nn.Module):
+    """A backbone stand-in that keeps the base class's tap_modules (which names none)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def tap_modules(self):
+        from uqbench.backbones.base import Backbone
+
+        return Backbone.tap_modules(self)
+
+
 @pytest.mark.parametrize(
     "build,message",
     [
@@ -242,6 +255,7 @@ def test_the_one_pass_record_scores_like_the_methods_own_forward_pass(build):
         (lambda b: ASH(b, percentile=0.0), "method.percentile"),
         (lambda b: Mahalanobis(b, shrinkage=(-1.0,)), "method.shrinkage"),
         (lambda b: MCDropout(b, p=1.0), "method.p must be in [0, 1)"),
+        (lambda b: MCDropout(_Unnamed(b)), "does not name its tap modules; MC dropout"),
     ],
 )
 def test_bad_baseline_options(build, message):
