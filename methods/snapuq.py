@@ -340,8 +340,8 @@ class SNAPUQ(UQMethod):
 
     # ----------------------------------------------------------------- diagnostics (G.8)
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        super().validation_step(batch, batch_idx)
-        logits, ebar, _, _ = self.features(batch[0])
+        logits, ebar, _, _ = self.features(batch[0])  # one pass for both logs
+        self.log_dev_classification(logits, batch[1])
         self._dev_stats.setdefault("ebar", []).append(ebar.detach())
         self._dev_stats.setdefault("conf", []).append(logits.softmax(-1).amax(-1).detach())
 

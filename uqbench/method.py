@@ -132,7 +132,10 @@ class UQMethod(LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
-        logits = self.backbone(x).logits
+        self.log_dev_classification(self.backbone(x).logits, y)
+
+    def log_dev_classification(self, logits: Tensor, y: Tensor) -> None:
+        """Dev NLL and accuracy of the classifier, logged once per validation epoch."""
         self.log("dev/nll", F.cross_entropy(logits, y), prog_bar=True)
         self.log("dev/accuracy", (logits.argmax(-1) == y).float().mean(), prog_bar=True)
 
