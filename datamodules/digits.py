@@ -68,6 +68,7 @@ class Digits(UQDataModule):
     default_backbone = "digits-cnn"
     default_max_epochs = 20
     corruptions = tuple(CORRUPTIONS)
+    ood_names = ("photos",)
 
     def __init__(self, batch_size: int = 64, num_workers: int = 0, split_seed: int = 0) -> None:
         super().__init__(batch_size, num_workers, split_seed)
@@ -120,7 +121,9 @@ class Digits(UQDataModule):
                     x[chosen] = corrupt(x[chosen], name, severity, self.split_seed + 1)
         return TensorDataset(self.normalize(x), self._dev_labels)
 
-    def ood_set(self) -> Dataset:
+    def ood_set(self, name: str = "photos") -> Dataset:
+        if name not in self.ood_names:
+            raise KeyError(f"digits has no OOD set {name!r}; its sets: {self.ood_names}")
         self.setup()
         x = to_28x28(photo_patches(OOD_COUNT, self.split_seed))
         return TensorDataset(self.normalize(x), torch.full((OOD_COUNT,), -1, dtype=torch.long))

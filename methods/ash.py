@@ -6,9 +6,9 @@ Per example, of the ``n`` activations keep the top ``k = n - round(n p / 100)`` 
 - ``ASH-B`` (``mode=b``): set every kept value to ``sum(x) / k`` (binarize, preserving the sum);
 - ``ASH-S`` (``mode=s``): scale the kept values by ``exp(sum(x) / sum(kept))``.
 
-``on=pooled`` (OpenOOD's default, with ASH-B at p = 90) shapes the pooled penultimate vector;
-``on=maps`` shapes the penultimate feature maps before pooling (the ASH paper's placement and
-pytorch-ood's default with ASH-S at 65%). The classifier reads the shaped features and the score
+``on=pooled`` (the default) shapes the pooled penultimate vector, as ASH's official code and
+OpenOOD do (ASH-B at p = 90); ``on=maps`` shapes the penultimate feature maps before pooling
+(pytorch-ood's default, with ASH-S at 65%). The classifier reads the shaped features and the score
 is ``-logsumexp(z)`` (energy at T = 1).
 """
 
@@ -21,8 +21,8 @@ from torch import Tensor
 from uqbench.methods.energy import energy
 
 from uqbench.backbones.base import BackboneOutput
-from uqbench.method import CostFacts, UQOutput
-from uqbench.posthoc import PostHocMethod, RecordRequest
+from uqbench.method import CostFacts, PostHocMethod, UQOutput
+from uqbench.recorded_pass import TapRequest
 from uqbench.tuning import check_range
 
 
@@ -57,8 +57,8 @@ class ASH(PostHocMethod):
         check_range((percentile,), "method.percentile", 0.0, 100.0)
         self.mode, self.percentile, self.on = mode, percentile, on
 
-    def record_request(self) -> RecordRequest:
-        return RecordRequest(maps=frozenset({"penultimate"}) if self.on == "maps" else frozenset())
+    def record_request(self) -> TapRequest:
+        return TapRequest(maps=frozenset({"penultimate"}) if self.on == "maps" else frozenset())
 
     def output(self, out: BackboneOutput) -> UQOutput:
         if self.on == "maps":

@@ -3,23 +3,24 @@ al., 2017), trained together on the same batches, each with its own initializati
 the run's seed and the member's index). Probabilities are the members' mean softmax; the score is
 the entropy of that mean (the predictive entropy; TorchUncertainty's mean of entropies differs).
 
-The paper's C.2 chooses M from {3, 5} on dev: all ``members`` are trained, then the first 3 or
-all of them are kept, whichever gives the higher AUROC of ID ok | ID err on the dev mix.
+The paper's C.2 chooses M from {3, 5} on dev: ``trained`` members (default 5) are trained, then
+the first 3 or all of them are kept, whichever gives the higher AUROC of ID ok | ID err on the
+dev mix. ``method.members=M`` fixes M: exactly M members are trained and kept.
 """
 
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 from uqbench.methods.entropy import entropy
 
 from uqbench.backbones.base import count_macs, count_parameters
 from uqbench.errors import ConfigError
 from uqbench.method import CostFacts, UQMethod, UQOutput
-from uqbench.tuning import best_by_auroc
+from uqbench.tuning import auroc_objective
 
 
 def reinitialized(module: nn.Module, seed: int) -> nn.Module:
@@ -34,17 +35,23 @@ def reinitialized(module: nn.Module, seed: int) -> nn.Module:
 
 
 class DeepEnsemble(UQMethod):
-    """Args: ``members`` M >= 1."""
+    """Args: ``members``: fixes M >= 1; ``trained``: members trained when M is tuned."""
 
-    def __init__(self, backbone, members: int = 5, **kwargs) -> None:
-        if members < 1:
-            raise ConfigError(f"method.members (M) must be >= 1, got {members}")
+    def __init__(self, backbone, members: int | None = None, trained: int = 5, **kwargs) -> None:
+        count = members if members is not None else trained
+        if count < 1:
+            raise ConfigError(f"method.members (M) and method.trained must be >= 1, got {count}")
         super().__init__(backbone, **kwargs)
         base_seed = torch.initial_seed()
         self.members = nn.ModuleList(
-            [backbone, *(reinitialized(backbone, base_seed + 7919 * m) for m in range(1, members))]
+            [backbone, *(reinitialized(backbone, base_seed + 7919 * m) for m in range(1, count))]
         )
-        self.register_buffer("active", torch.tensor(members))
+        self.choices = (
+            (count,)
+            if members is not None
+            else tuple(sorted({m for m in (3, 5) if m < count} | {count}))
+        )
+        self.register_buffer("active", torch.tensor(count))
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
@@ -59,19 +66,24 @@ class DeepEnsemble(UQMethod):
         members = self.members[: int(self.active) if count is None else count]
         return torch.stack([member(x).logits.softmax(-1) for member in members])
 
+    def search_space(self) -> dict[str, tuple[Any, ...]]:
+        return {"members": self.choices}
+
     @torch.no_grad()
-    def calibrate(self, dev: DataLoader, dev_mix: DataLoader) -> None:
+    def tuning_scorer(self, data):
         self.eval()
-        choices = sorted({m for m in (3, 5) if m < len(self.members)} | {len(self.members)})
-        batches = [(self.member_probs(x, len(self.members)), y) for x, y in dev_mix]
+        batches = [(self.member_probs(x, len(self.members)), y) for x, y in data.loader("dev_mix")]
 
-        def dev_scores(count: int) -> Tensor:
-            return torch.cat([entropy(probs[:count].mean(0)) for probs, _ in batches])
+        def objective(choice: dict[str, Any]) -> float:
+            m = choice["members"]
+            scores = torch.cat([entropy(probs[:m].mean(0)) for probs, _ in batches])
+            errors = torch.cat([(p[:m].mean(0).argmax(-1) != y).double() for p, y in batches])
+            return auroc_objective(scores, errors)
 
-        def dev_errors(count: int) -> Tensor:
-            return torch.cat([(p[:count].mean(0).argmax(-1) != y).double() for p, y in batches])
+        return objective
 
-        self.active.fill_(best_by_auroc(choices, dev_scores, dev_errors))
+    def apply(self, choice: dict[str, Any]) -> None:
+        self.active.fill_(choice["members"])
 
     def tuned(self) -> dict:
         return {"members": int(self.active), "trained": len(self.members)}

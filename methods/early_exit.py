@@ -14,7 +14,6 @@ import torch
 from torch import Tensor, nn
 from uqbench.methods.entropy import entropy
 
-from uqbench.backbones.base import global_pool
 from uqbench.errors import ConfigError
 from uqbench.method import CostFacts, UQMethod, UQOutput
 
@@ -48,7 +47,9 @@ class EarlyExit(UQMethod):
     def all_logits(self, x: Tensor) -> list[Tensor]:
         """Logits of every exit, then of the backbone's classifier."""
         out = self.backbone(x)
-        return [head(global_pool(out.taps[n])) for n, head in self.exits.items()] + [out.logits]
+        return [head(self.backbone.pool_tap(out.taps[n])) for n, head in self.exits.items()] + [
+            out.logits
+        ]
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch

@@ -1,16 +1,18 @@
 """``energy``: energy score ``E(x) = -T logsumexp(z / T)`` (Liu et al., 2020); higher energy =
 more uncertain. ``T`` is chosen from {0.5, 1, 1.5, 2} (``temperatures``) by AUROC of
-ID ok | ID err on the dev mix (dev + corrupted dev), as the paper's C.2 tunes it on dev."""
+ID ok | ID err on the dev mix (dev + corrupted dev), as the paper's C.2 tunes it on dev;
+``method.temperature=1.5`` fixes it."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from uqbench.backbones.base import BackboneOutput
-from uqbench.method import CostFacts
-from uqbench.posthoc import PostHocMethod, Record, dev_errors
-from uqbench.tuning import best_by_auroc, check_range
+from uqbench.method import CostFacts, PostHocMethod
+from uqbench.tuning import auroc_objective, check_range, grid
 
 GRID = (0.5, 1.0, 1.5, 2.0)
 
@@ -21,18 +23,29 @@ def energy(logits: Tensor, temperature: float | Tensor = 1.0) -> Tensor:
 
 
 class Energy(PostHocMethod):
-    """Args: ``temperatures``: the grid T is tuned over (a single value fixes T)."""
+    """Args: ``temperature``: fixes T; ``temperatures``: the grid T is tuned over otherwise."""
 
-    def __init__(self, backbone, temperatures: tuple[float, ...] = GRID, **kwargs) -> None:
+    def __init__(
+        self,
+        backbone,
+        temperature: float | None = None,
+        temperatures: tuple[float, ...] = GRID,
+        **kwargs,
+    ) -> None:
         super().__init__(backbone, **kwargs)
-        check_range(temperatures, "method.temperatures", 0.0)
-        self.temperatures = tuple(temperatures)
+        self.temperatures = grid(temperature, temperatures)
+        check_range(self.temperatures, "method.temperature(s)", 0.0)
         self.register_buffer("temperature", torch.tensor(1.0))
 
-    def fit_record(self, train: Record | None, dev: Record, dev_mix: Record) -> None:
-        logits = dev_mix.out.logits
-        best = best_by_auroc(self.temperatures, lambda t: energy(logits, t), dev_errors(dev_mix))
-        self.temperature.fill_(best)
+    def search_space(self) -> dict[str, tuple[Any, ...]]:
+        return {"temperature": self.temperatures}
+
+    def tuning_scorer(self, data):
+        mix = data.record("dev_mix")
+        return lambda c: auroc_objective(energy(mix.out.logits, c["temperature"]), mix.errors)
+
+    def apply(self, choice: dict[str, Any]) -> None:
+        self.temperature.fill_(choice["temperature"])
 
     def score(self, out: BackboneOutput) -> Tensor:
         return energy(out.logits, self.temperature)

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from uqbench.backbones.base import BackboneOutput
-from uqbench.posthoc import PostHocMethod
+from uqbench.method import PostHocMethod
 
 
 def entropy(probs: Tensor) -> Tensor:

@@ -7,7 +7,8 @@ Two variants:
   ``min_c sum_l w_l (1/d_l) sum_i (a_li - mu_lci)^2 / (var_li + shrinkage)``. The tap weights
   ``w`` and the shrinkage are chosen on the dev mix by AUROC of ID ok | ID err from the grids
   ``{(1, 0), (0, 1), (0.5, 0.5)}`` (two taps; one-hot and uniform weights for other counts) and
-  ``{0, 1e-4, 1e-3}``.
+  ``{0, 1e-4, 1e-3}``; ``method.tap_weights=[0.5,0.5]`` or a one-value ``method.shrinkage``
+  fixes either.
 - ``variant=mds`` (OpenOOD's MDS, Lee et al. 2018 without input preprocessing): on the pooled
   penultimate vector, class means and one shared full covariance (the covariance of the
   class-centred train features), score ``min_c (f - mu_c)^T Sigma^+ (f - mu_c)``.
@@ -17,17 +18,16 @@ Higher distance = more uncertain.
 
 from __future__ import annotations
 
-import itertools
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from uqbench.backbones.base import BackboneOutput, global_pool
+from uqbench.backbones.base import BackboneOutput
 from uqbench.errors import ConfigError
-from uqbench.method import CostFacts
-from uqbench.posthoc import PostHocMethod, Record, RecordRequest, dev_errors
-from uqbench.tuning import best_by_auroc
+from uqbench.method import CostFacts, PostHocMethod
+from uqbench.recorded_pass import TapRequest
+from uqbench.tuning import auroc_objective, grid
 
 SHRINKAGE_GRID = (0.0, 1e-4, 1e-3)
 VARIANCE_FLOOR = 1e-8
@@ -39,7 +39,7 @@ def class_means(features: Tensor, labels: Tensor, num_classes: int) -> Tensor:
     if (counts == 0).any():
         missing = torch.nonzero(counts == 0).flatten().tolist()
         raise ConfigError(f"mahalanobis: classes {missing} have no training examples")
-    sums = torch.zeros(num_classes, features.shape[1], dtype=features.dtype)
+    sums = torch.zeros(num_classes, features.shape[1], dtype=features.dtype, device=features.device)
     sums.index_add_(0, labels, features)
     return sums / counts[:, None]
 
@@ -57,9 +57,8 @@ def _weight_grid(n: int) -> list[tuple[float, ...]]:
 
 class Mahalanobis(PostHocMethod):
     """Args: ``variant``: ``paper`` or ``mds``; ``taps``: the paper variant's taps (SNAP's);
-    ``shrinkage``: grid added to the diagonal variances (paper variant)."""
-
-    needs_train_record = True
+    ``shrinkage``: grid added to the diagonal variances; ``tap_weights``: fixes the weights
+    (paper variant)."""
 
     def __init__(
         self,
@@ -67,6 +66,7 @@ class Mahalanobis(PostHocMethod):
         variant: Literal["paper", "mds"] = "paper",
         taps: tuple[str, ...] = ("mid", "penultimate"),
         shrinkage: tuple[float, ...] = SHRINKAGE_GRID,
+        tap_weights: tuple[float, ...] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(backbone, **kwargs)
@@ -80,6 +80,11 @@ class Mahalanobis(PostHocMethod):
             raise ConfigError(f"method.shrinkage: values must be >= 0, got {tuple(shrinkage)}")
         self.variant, self.shrinkage = variant, tuple(shrinkage)
         self.taps = tuple(taps) if variant == "paper" else ("penultimate",)
+        if tap_weights is not None and len(tap_weights) != len(self.taps):
+            raise ConfigError(
+                f"method.tap_weights has {len(tap_weights)} values for {len(self.taps)} taps"
+            )
+        self.weight_grid = grid(tap_weights, _weight_grid(len(self.taps)))
         shapes = backbone.tap_shapes()
         c = backbone.num_classes
         for i, tap in enumerate(self.taps):
@@ -92,14 +97,15 @@ class Mahalanobis(PostHocMethod):
         self.register_buffer("tap_weights", torch.full((len(self.taps),), 1.0 / len(self.taps)))
         self.register_buffer("shrinkage_used", torch.tensor(0.0))
 
-    def record_request(self) -> RecordRequest:
-        return RecordRequest(taps=frozenset(self.taps) if self.variant == "paper" else frozenset())
+    def record_request(self) -> TapRequest:
+        return TapRequest(taps=frozenset(self.taps) if self.variant == "paper" else frozenset())
 
     def _features(self, out: BackboneOutput, tap: str) -> Tensor:
-        return out.pooled if self.variant == "mds" else global_pool(out.taps[tap])
+        return out.pooled if self.variant == "mds" else self.backbone.pool_tap(out.taps[tap])
 
-    def fit_record(self, train: Record | None, dev: Record, dev_mix: Record) -> None:
-        assert train is not None, "the runner records the train split for Mahalanobis"
+    def calibrate(self, data) -> None:
+        """Class means and variances (and MDS's precision) from the train split's record."""
+        train = data.record("train")
         c = self.backbone.num_classes
         for i, tap in enumerate(self.taps):
             features = self._features(train.out, tap).double()
@@ -112,19 +118,26 @@ class Mahalanobis(PostHocMethod):
             if self.variant == "mds":
                 covariance = centred.T @ centred / len(centred)
                 self.precision.copy_(torch.linalg.pinv(covariance, hermitian=True))
+
+    def search_space(self) -> dict[str, tuple[Any, ...]]:
         if self.variant == "mds":
-            return
-        errors = dev_errors(dev_mix)
-        grid = list(itertools.product(_weight_grid(len(self.taps)), self.shrinkage))
-        per_tap = [self._tap_distances(dev_mix.out, i) for i in range(len(self.taps))]
+            return {}
+        return {"tap_weights": self.weight_grid, "shrinkage": self.shrinkage}
 
-        def dev_scores(choice: tuple[tuple[float, ...], float]) -> Tensor:
-            weights, shrink = choice
-            return self._combine([d(shrink) for d in per_tap], torch.tensor(weights))
+    def tuning_scorer(self, data):
+        mix = data.record("dev_mix")
+        per_tap = [self._tap_distances(mix.out, i) for i in range(len(self.taps))]
 
-        weights, shrink = best_by_auroc(grid, dev_scores, errors)
-        self.tap_weights.copy_(torch.tensor(weights))
-        self.shrinkage_used.fill_(shrink)
+        def objective(choice: dict[str, Any]) -> float:
+            distances = [d(choice["shrinkage"]) for d in per_tap]
+            weights = torch.tensor(choice["tap_weights"])
+            return auroc_objective(self._combine(distances, weights), mix.errors)
+
+        return objective
+
+    def apply(self, choice: dict[str, Any]) -> None:
+        self.tap_weights.copy_(torch.tensor(choice["tap_weights"]))
+        self.shrinkage_used.fill_(choice["shrinkage"])
 
     def _tap_distances(self, out: BackboneOutput, i: int):
         """A function shrinkage -> [N, C] dimension-normalized distances at tap ``i``."""

@@ -13,26 +13,27 @@ Score: ``entropy`` (predictive entropy ``H[mean p]``) or ``mutual_information``
 (``H[mean p] - mean H[p]``). ``N`` and the score are chosen on the dev mix by AUROC of
 ID ok | ID err from N in {5, 10} and both scores (the paper's C.2 grid) unless fixed with
 ``method.samples`` / ``method.score_type``. With ``p = 0`` every pass is the deterministic model.
-Inference masks come from a generator seeded per call, so evaluation is repeatable, and the first
-n passes of N are the passes of n.
+
+At inference each pass draws one mask per dropout site, shared by every example of the batch,
+from a generator seeded per call: the N passes are N fixed sub-networks, so an example's score
+never depends on the batch it is in, evaluation is repeatable, and the first n passes of N are
+the passes of n. Training uses ordinary per-example dropout.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader
 from uqbench.methods.entropy import entropy
 
 from uqbench.backbones.base import count_macs
 from uqbench.errors import ConfigError
 from uqbench.method import CostFacts, UQMethod, UQOutput
-from uqbench.tuning import best_by_auroc
+from uqbench.tuning import auroc_objective, grid
 
 SAMPLES_GRID = (5, 10)
 SCORES = ("entropy", "mutual_information")
@@ -58,8 +59,8 @@ class MCDropout(UQMethod):
         if samples is not None and samples < 1:
             raise ConfigError(f"method.samples (N) must be >= 1, got {samples}")
         self.p, self.placement = p, placement
-        self.samples_grid = (samples,) if samples is not None else SAMPLES_GRID
-        self.scores_grid = (score_type,) if score_type is not None else SCORES
+        self.samples_grid = grid(samples, SAMPLES_GRID)
+        self.scores_grid = grid(score_type, SCORES)
         self.register_buffer("samples_used", torch.tensor(self.samples_grid[-1]))
         self.register_buffer("use_mutual_information", torch.tensor(score_type == SCORES[1]))
         self._generator: torch.Generator | None = None  # set: seeded masks (inference)
@@ -80,7 +81,9 @@ class MCDropout(UQMethod):
             return x
         if self._generator is None:
             return F.dropout(x, self.p, training=True)
-        keep = torch.bernoulli(torch.full_like(x, 1.0 - self.p), generator=self._generator)
+        # One mask per site and pass, shared across the batch (batch-invariant scores).
+        rate = torch.full(x.shape[1:], 1.0 - self.p, device=x.device)
+        keep = torch.bernoulli(rate, generator=self._generator)
         return x * keep / (1.0 - self.p)
 
     def _tap_dropout(self, _module: Any, _inputs: Any, output: Tensor) -> Tensor | None:
@@ -88,7 +91,10 @@ class MCDropout(UQMethod):
 
     def _stochastic(self, fn: Callable[[], Tensor], seeded: bool) -> Tensor:
         self._dropping = True
-        self._generator = torch.Generator().manual_seed(MASK_SEED) if seeded else None
+        self._generator = None
+        if seeded:
+            device = next(self.parameters()).device
+            self._generator = torch.Generator(device=device).manual_seed(MASK_SEED)
         try:
             return fn()
         finally:
@@ -130,25 +136,27 @@ class MCDropout(UQMethod):
         score = self._score(probs, bool(self.use_mutual_information))
         return UQOutput(mean.clamp_min(1e-30).log(), score, mean)
 
+    def search_space(self) -> dict[str, tuple[Any, ...]]:
+        return {"samples": self.samples_grid, "score_type": self.scores_grid}
+
     @torch.no_grad()
-    def calibrate(self, dev: DataLoader, dev_mix: DataLoader) -> None:
+    def tuning_scorer(self, data):
         self.eval()
         most = max(self.samples_grid)
-        batches = [(self.sample_probs(x, most), y) for x, y in dev_mix]
+        batches = [(self.sample_probs(x, most), y) for x, y in data.loader("dev_mix")]
 
-        # The first n passes of N are the passes of n.
-        def dev_scores(choice: tuple[int, str]) -> Tensor:
-            kept = [self._score(p[: choice[0]], choice[1] == SCORES[1]) for p, _ in batches]
-            return torch.cat(kept)
+        # The first n passes of N are the passes of n; N changes the predictions too.
+        def objective(choice: dict[str, Any]) -> float:
+            n, mutual = choice["samples"], choice["score_type"] == SCORES[1]
+            scores = torch.cat([self._score(p[:n], mutual) for p, _ in batches])
+            errors = torch.cat([(p[:n].mean(0).argmax(-1) != y).double() for p, y in batches])
+            return auroc_objective(scores, errors)
 
-        def dev_errors(choice: tuple[int, str]) -> Tensor:
-            kept = [(p[: choice[0]].mean(0).argmax(-1) != y).double() for p, y in batches]
-            return torch.cat(kept)
+        return objective
 
-        grid = itertools.product(self.samples_grid, self.scores_grid)
-        samples, score = best_by_auroc(grid, dev_scores, dev_errors)
-        self.samples_used.fill_(samples)
-        self.use_mutual_information.fill_(score == SCORES[1])
+    def apply(self, choice: dict[str, Any]) -> None:
+        self.samples_used.fill_(choice["samples"])
+        self.use_mutual_information.fill_(choice["score_type"] == SCORES[1])
 
     def tuned(self) -> dict:
         score = SCORES[1] if bool(self.use_mutual_information) else SCORES[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from uqbench.backbones.base import BackboneOutput
-from uqbench.posthoc import PostHocMethod
+from uqbench.method import PostHocMethod
 
 
 class MSP(PostHocMethod):

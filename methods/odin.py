@@ -1,48 +1,62 @@
 """``odin``: temperature scaling plus input perturbation (Liang et al., 2018).
 
 ``x~ = x - epsilon * sign(grad_x CE(z(x) / T, argmax z(x)))`` (a step that raises the top
-softmax score), then the score ``1 - max softmax(z(x~) / T)``. ``T`` and ``epsilon`` are chosen
-on the dev mix by AUROC of ID ok | ID err from OpenOOD's grid (T in {1, 10, 100, 1000}, epsilon in
-{0, 0.0005, 0.001, 0.0014, 0.002, 0.0024, 0.005, 0.01}); pass single values to fix them.
-``epsilon = 0`` is the paper's ODIN-lite (temperature only). Epsilon is in the units of the
-normalized input. Predictions come from the unperturbed logits.
+softmax score), then the score ``1 - max softmax(z(x~) / T)``. Predictions come from the
+unperturbed logits. ``epsilon = 0`` is the paper's ODIN-lite (temperature only).
 
-ODIN needs the gradient with respect to the input, so it is the one post-hoc method that cannot
-score from the shared record: it costs two forward passes and one backward pass per input.
+**Units.** ``epsilon`` is a step on the *normalized* input the backbone reads. ODIN, OpenOOD and
+pytorch-ood state it in pixel units of [0, 1] images; a pixel step ``e`` on a datamodule that
+normalizes with standard deviation ``s`` is ``e / s`` here (digits: s = 0.42, so OpenOOD's
+0.0014 is 0.0033 here). The grid below is OpenOOD's, applied in normalized units.
+
+**Tuning.** ODIN detects inputs from another distribution, so ``T`` and ``epsilon`` are chosen
+on that task, not on ID ok | ID err (where it picks T = 1, epsilon = 0 and becomes MSP): by
+AUROC of correctly classified clean dev inputs (negatives) against the shifted copy of dev
+(positives, the datamodule's ``dev_shift_set``), the one shifted set the dev protocol has.
+Grids: T in {1, 10, 100, 1000}, epsilon in {0, 0.0005, 0.001, 0.0014, 0.002, 0.0024, 0.005,
+0.01}; ``method.temperature`` / ``method.epsilon`` fix either.
+
+ODIN needs the gradient with respect to the input, so it cannot score from a recorded pass: it
+costs two forward passes and one backward pass per input.
 """
 
 from __future__ import annotations
 
-import itertools
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader
 
-from uqbench.method import CostFacts, UQMethod, UQOutput
-from uqbench.tuning import best_by_auroc, check_range
+from uqbench.method import CostFacts, Needs, Objective, UQMethod, UQOutput
+from uqbench.tuning import auroc_objective, check_range, grid
 
 TEMPERATURES = (1.0, 10.0, 100.0, 1000.0)
 EPSILONS = (0.0, 0.0005, 0.001, 0.0014, 0.002, 0.0024, 0.005, 0.01)
+SHIFT_ON_DEV = Objective("AUROC of clean dev ok | shifted dev (dev_shift_set)")
 
 
 class ODIN(UQMethod):
-    """Args: ``temperatures`` (> 0) and ``epsilons`` (>= 0): the grids tuned over."""
+    """Args: ``temperature`` / ``epsilon`` fix either; else ``temperatures`` (> 0) and
+    ``epsilons`` (>= 0) are the grids tuned over."""
 
-    posthoc = True
+    needs: ClassVar[Needs] = Needs(base=True, trains=False, scores_from="input_gradients")
+    objective = SHIFT_ON_DEV
 
     def __init__(
         self,
         backbone,
+        temperature: float | None = None,
+        epsilon: float | None = None,
         temperatures: tuple[float, ...] = TEMPERATURES,
         epsilons: tuple[float, ...] = EPSILONS,
         **kwargs,
     ) -> None:
         super().__init__(backbone, **kwargs)
-        check_range(temperatures, "method.temperatures", 0.0)
-        check_range(epsilons, "method.epsilons", 0.0, low_inclusive=True)
-        self.temperatures, self.epsilons = tuple(temperatures), tuple(epsilons)
+        self.temperatures = grid(temperature, temperatures)
+        self.epsilons = grid(epsilon, epsilons)
+        check_range(self.temperatures, "method.temperature(s)", 0.0)
+        check_range(self.epsilons, "method.epsilon(s)", 0.0, low_inclusive=True)
         self.register_buffer("temperature", torch.tensor(1000.0))
         self.register_buffer("epsilon", torch.tensor(0.0014))
 
@@ -64,24 +78,33 @@ class ODIN(UQMethod):
         logits, sign = self._gradient_sign(x, t)
         return UQOutput(logits, self._score(x, sign, t, eps))
 
-    def calibrate(self, dev: DataLoader, dev_mix: DataLoader) -> None:
+    def search_space(self) -> dict[str, tuple[Any, ...]]:
+        return {"temperature": self.temperatures, "epsilon": self.epsilons}
+
+    def tuning_scorer(self, data):
         self.eval()
         scores: dict[tuple[float, float], list[Tensor]] = {}
-        errors = []
-        for x, y in dev_mix:
-            for t in self.temperatures:
-                logits, sign = self._gradient_sign(x, t)
-                for eps in self.epsilons:
-                    scores.setdefault((t, eps), []).append(self._score(x, sign, t, eps))
-            errors.append((logits.argmax(-1) != y).double())
-        target = torch.cat(errors)
-        best = best_by_auroc(
-            itertools.product(self.temperatures, self.epsilons),
-            lambda key: torch.cat(scores[key]),
-            target,
-        )
-        self.temperature.fill_(best[0])
-        self.epsilon.fill_(best[1])
+        kept, positives = [], []  # clean dev: only correct predictions; shifted dev: all
+        for split in ("dev", "dev_shift"):
+            for x, y in data.loader(split):
+                for t in self.temperatures:
+                    logits, sign = self._gradient_sign(x, t)
+                    for eps in self.epsilons:
+                        scores.setdefault((t, eps), []).append(self._score(x, sign, t, eps))
+                shifted = split == "dev_shift"
+                kept.append((logits.argmax(-1) == y) | shifted)
+                positives.append(torch.full_like(y, shifted, dtype=torch.float64))
+        keep, target = torch.cat(kept), torch.cat(positives)
+
+        def objective(choice: dict[str, Any]) -> float:
+            score = torch.cat(scores[(choice["temperature"], choice["epsilon"])])
+            return auroc_objective(score[keep], target[keep])
+
+        return objective
+
+    def apply(self, choice: dict[str, Any]) -> None:
+        self.temperature.fill_(choice["temperature"])
+        self.epsilon.fill_(choice["epsilon"])
 
     def tuned(self) -> dict:
         return {"temperature": float(self.temperature), "epsilon": float(self.epsilon)}

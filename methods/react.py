@@ -12,8 +12,7 @@ import torch
 from uqbench.methods.energy import energy
 
 from uqbench.backbones.base import BackboneOutput
-from uqbench.method import CostFacts, UQOutput
-from uqbench.posthoc import PostHocMethod, Record
+from uqbench.method import CostFacts, PostHocMethod, UQOutput
 from uqbench.tuning import check_range
 
 
@@ -26,8 +25,8 @@ class ReAct(PostHocMethod):
         self.percentile = percentile
         self.register_buffer("threshold", torch.tensor(float("inf")))
 
-    def fit_record(self, train: Record | None, dev: Record, dev_mix: Record) -> None:
-        values = dev.out.pooled.flatten().double()
+    def calibrate(self, data) -> None:
+        values = data.record("dev").out.pooled.flatten().double()
         self.threshold.fill_(float(torch.quantile(values, self.percentile / 100.0)))
 
     def output(self, out: BackboneOutput) -> UQOutput:

@@ -18,8 +18,11 @@ heads in the last ``qat_fraction`` of epochs. At inference, one pass gives (eq. 
          = iso(gamma S + (1 - gamma) m)       mapping=isotonic (PAV, clipped to [1e-4, 1 - 1e-4])
          = S                                  mapping=none
 
-``label_free=true`` drops the confidence term (b2 = 0, gamma = 1). The score is U: higher means
-more uncertain. ``posthoc=true`` freezes the cached base classifier and trains only the heads.
+``label_free=true`` drops the confidence term (b2 = 0, gamma = 1). The score ranks as U: higher
+means more uncertain. With the logistic map the score is U's logit ``b0 + b1 S + b2 m`` in
+float64 (U itself is in ``extras["U"]``): a sigmoid saturates to exactly 1.0 for confident
+errors and would tie them, losing their ranking. ``posthoc=true`` starts from the cached base
+classifier, freezes it and trains only the heads.
 """
 
 from __future__ import annotations
@@ -29,15 +32,13 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 from uqbench.methods.snap_heads import Surprisal, SurprisalHead, Variant
 
 from uqbench.backbones.base import Backbone, BackboneOutput, count_macs
-from uqbench.backbones.base import global_pool as gap
 from uqbench.calibration import fit_isotonic, fit_logistic, isotonic_predict
 from uqbench.errors import CalibrationError, ConfigError, TrainingError
-from uqbench.method import CostFacts, UQMethod, UQOutput
-from uqbench.tuning import best_by_auroc
+from uqbench.method import CostFacts, Needs, UQMethod, UQOutput
+from uqbench.tuning import auroc_objective, grid
 
 ISOTONIC_CLIP = 1e-4
 GAMMA_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -73,7 +74,7 @@ class SNAPUQ(UQMethod):
             clips at 1.0 on CIFAR-10).
         mapping, alpha, gamma, label_free: the map from (S, m) to U; ``gamma=None`` tunes it on
             the dev mix from {0, .25, .5, .75, 1} by AUROC.
-        posthoc: train only the heads on the frozen, cached base classifier.
+        posthoc: start from the cached base classifier, freeze it, train only the heads.
         qat_fraction: fraction of final epochs with fake int8 heads (0 disables).
     """
 
@@ -125,6 +126,8 @@ class SNAPUQ(UQMethod):
             "qat_fraction": qat_fraction,
         }
         self.posthoc_mode = posthoc
+        if posthoc:  # the runner passes the trained base classifier: it stays as it is
+            backbone.requires_grad_(False)
         shapes = backbone.tap_shapes()
         self.heads = nn.ModuleDict()
         self.in_channels: dict[str, int] = {}
@@ -156,18 +159,9 @@ class SNAPUQ(UQMethod):
         self.diagnostics: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- modes
-    def uses_base_model(self) -> bool:
-        return self.posthoc_mode
-
-    def trains(self) -> bool:
-        return True
-
-    def setup(self, stage: str) -> None:
-        # Freeze here, not in __init__: the runner first trains the shared backbone as the base
-        # classifier when the cache has none, and Lightning calls setup before building the
-        # optimizer.
-        if self.posthoc_mode:
-            self.backbone.requires_grad_(False)
+    @classmethod
+    def needs_for(cls, options: dict[str, Any]) -> Needs:
+        return Needs(base=bool(options.get("posthoc", False)), trains=True, scores_from="inputs")
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Lightning restores saved module modes around validation, so enforce this every batch.
@@ -184,10 +178,10 @@ class SNAPUQ(UQMethod):
             previous_tap = _predecessor(self.backbone, tap)
             previous = pooled.get(previous_tap)
             if previous is None:
-                previous = pooled[previous_tap] = gap(out.taps[previous_tap])
+                previous = pooled[previous_tap] = self.backbone.pool_tap(out.taps[previous_tap])
             target = pooled.get(tap)
             if target is None:
-                target = pooled[tap] = gap(out.taps[tap])
+                target = pooled[tap] = self.backbone.pool_tap(out.taps[tap])
             if detach:
                 previous, target = previous.detach(), target.detach()
             result[tap] = head(previous, target)
@@ -205,20 +199,24 @@ class SNAPUQ(UQMethod):
         return out.logits, ebar, snap, confidence_blend(out.logits, self.options["alpha"])
 
     def map_score(self, snap: Tensor, m: Tensor) -> Tensor:
-        """U(x) from S(x) and m(x) with the fitted map."""
+        """The score from S(x) and m(x) with the fitted map, in float64: S (no map), U's logit
+        (logistic: same ranking as U, never saturated) or U (isotonic)."""
         mapping = self.options["mapping"]
         if mapping == "none":
-            return snap
+            return snap.double()
         if mapping == "logistic":
-            b0, b1, b2 = self.map_coef.to(snap.dtype)
-            return torch.sigmoid(b0 + b1 * snap + b2 * m)
-        psi = self.gamma_used * snap + (1 - self.gamma_used) * m
-        return isotonic_predict(self.iso_x, self.iso_y, psi.to(self.iso_x.dtype)).to(snap.dtype)
+            b0, b1, b2 = self.map_coef.double()
+            return b0 + b1 * snap.double() + b2 * m.double()
+        gamma = float(self.gamma_used)  # psi exactly as the map was fitted on it
+        psi = gamma * snap + (1 - gamma) * m
+        return isotonic_predict(self.iso_x, self.iso_y, psi.to(self.iso_x.dtype)).double()
 
     def forward(self, x: Tensor) -> UQOutput:
         logits, ebar, snap, m = self.features(x)
-        extras = {"S": snap, "m": m, "ebar": ebar}
-        return UQOutput(logits, self.map_score(snap, m), extras=extras)
+        score = self.map_score(snap, m)
+        u = torch.sigmoid(score) if self.options["mapping"] == "logistic" else score
+        extras = {"S": snap, "m": m, "ebar": ebar, "U": u}
+        return UQOutput(logits, score, extras=extras)
 
     # ----------------------------------------------------------------- training
     def lambda_ss(self) -> float:
@@ -377,11 +375,11 @@ class SNAPUQ(UQMethod):
 
     # ----------------------------------------------------------------- calibration
     @torch.no_grad()
-    def _collect(self, loader: DataLoader) -> dict[str, Tensor]:
-        """Over a loader, in eval mode: e_bar [N, |S|], S, m, confidence and errors [N]."""
+    def _collect(self, batches: Any) -> dict[str, Tensor]:
+        """Over batches, in eval mode: e_bar [N, |S|], S, m, confidence and errors [N]."""
         self.eval()
         parts: dict[str, list[Tensor]] = {}
-        for x, y in loader:
+        for x, y in batches:
             logits, ebar, snap, m = self.features(x)
             batch = {
                 "ebar": ebar,
@@ -394,16 +392,17 @@ class SNAPUQ(UQMethod):
                 parts.setdefault(key, []).append(value)
         return {key: torch.cat(values) for key, values in parts.items()}
 
-    def calibrate(self, dev: DataLoader, dev_mix: DataLoader) -> None:
-        """Diagnostics and tap weights on clean dev; the map U on the dev mix (ID + CID)."""
-        clean = self._collect(dev)
+    def calibrate(self, data) -> None:
+        """Diagnostics and tap weights on clean dev; the logistic map on the dev mix (ID + CID);
+        for the isotonic map, the dev mix is kept for the tuning loop (gamma) and ``apply``."""
+        clean = self._collect(data.loader("dev"))
         self._set_tap_weights(clean["ebar"])
         self.diagnostics = self._diagnose(clean["ebar"], clean["conf"])
         mapping = self.options["mapping"]
         if mapping == "none":
             return
-        mix = self._collect(dev_mix)
-        snap, m, errors = mix["S"], mix["m"], mix["errors"]
+        mix = self._collect(data.loader("dev_mix"))
+        errors = mix["errors"]
         if errors.all() or not errors.any():
             raise CalibrationError(
                 f"method.mapping={mapping} is fitted to predict errors on the dev mix, but all "
@@ -411,18 +410,32 @@ class SNAPUQ(UQMethod):
                 f"there is a single class. Use method.mapping=none (U = S), or a dev mix with "
                 f"both right and wrong predictions."
             )
-        label_free = self.options["label_free"]
+        self._mix = (mix["S"], mix["m"], errors.double())
         if mapping == "logistic":
+            label_free = self.options["label_free"]
+            snap, m = mix["S"], mix["m"]
             features = snap[:, None] if label_free else torch.stack([snap, m], dim=-1)
             b0, b = fit_logistic(features, errors.double())
             coef = [b0, float(b[0]), 0.0 if label_free else float(b[1])]
             self.map_coef.copy_(torch.tensor(coef))
-            return
-        gamma = self.options["gamma"]
-        grid = (1.0,) if label_free else ((gamma,) if gamma is not None else GAMMA_GRID)
-        best = best_by_auroc(grid, lambda g: g * snap + (1 - g) * m, errors)
-        self.gamma_used.fill_(best)
-        thresholds, values = fit_isotonic(best * snap + (1 - best) * m, errors.double())
+
+    def search_space(self) -> dict[str, tuple[Any, ...]]:
+        if self.options["mapping"] != "isotonic":
+            return {}
+        if self.options["label_free"]:
+            return {"gamma": (1.0,)}
+        return {"gamma": grid(self.options["gamma"], GAMMA_GRID)}
+
+    def tuning_scorer(self, data):
+        snap, m, errors = self._mix
+        return lambda c: auroc_objective(c["gamma"] * snap + (1 - c["gamma"]) * m, errors)
+
+    def apply(self, choice: dict[str, Any]) -> None:
+        """Fit the isotonic map on the dev mix's psi at the chosen gamma."""
+        gamma = choice["gamma"]
+        snap, m, errors = self._mix
+        self.gamma_used.fill_(gamma)
+        thresholds, values = fit_isotonic(gamma * snap + (1 - gamma) * m, errors)
         self.iso_x = thresholds
         self.iso_y = values.clamp(ISOTONIC_CLIP, 1 - ISOTONIC_CLIP)
 

@@ -2,21 +2,21 @@
 
 Probabilities ``softmax(z / T)`` with one scalar ``T > 0`` fitted on the clean dev split to
 minimize NLL, either by L-BFGS on ``log T`` (``fit=lbfgs``, from T = 1) or by the paper's grid
-{0.5, 0.75, 1, 1.25, 1.5, 2, 3} (``fit=grid``). Score ``1 - max softmax(z / T)``.
+{0.5, 0.75, 1, 1.25, 1.5, 2, 3} (``fit=grid``, searched by the shared tuning loop with dev NLL
+as its objective). ``method.temperature=1.5`` fixes T. Score ``1 - max softmax(z / T)``.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from uqbench.backbones.base import BackboneOutput
-from uqbench.errors import ConfigError
-from uqbench.method import CostFacts, UQOutput
-from uqbench.posthoc import PostHocMethod, Record
+from uqbench.errors import CalibrationError
+from uqbench.method import CostFacts, Objective, PostHocMethod, UQOutput
 
 GRID = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
 
@@ -31,7 +31,7 @@ def fit_temperature(
     logits, labels = logits.detach().double(), labels.long()
     if method == "grid":
         return min(grid, key=lambda t: float(F.cross_entropy(logits / t, labels)))
-    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    log_t = torch.zeros((), dtype=torch.float64, device=logits.device, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
 
     def closure() -> Tensor:
@@ -44,18 +44,47 @@ def fit_temperature(
     return float(log_t.detach().exp())
 
 
-class Temperature(PostHocMethod):
-    """Args: ``fit``: ``lbfgs`` or ``grid``."""
+DEV_NLL = Objective("NLL on dev", higher_is_better=False)
 
-    def __init__(self, backbone, fit: Literal["lbfgs", "grid"] = "lbfgs", **kwargs) -> None:
+
+class Temperature(PostHocMethod):
+    """Args: ``fit``: ``lbfgs`` or ``grid``; ``temperature``: fixes T (no fit)."""
+
+    objective = DEV_NLL
+
+    def __init__(
+        self,
+        backbone,
+        fit: Literal["lbfgs", "grid"] = "lbfgs",
+        temperature: float | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(backbone, **kwargs)
-        self.fit = fit
+        if temperature is not None and not temperature > 0:
+            raise CalibrationError(f"method.temperature must be > 0, got {temperature}")
+        self.fit, self.fixed = fit, temperature
         self.register_buffer("temperature", torch.tensor(1.0))
 
-    def fit_record(self, train: Record | None, dev: Record, dev_mix: Record) -> None:
-        t = fit_temperature(dev.out.logits, dev.labels, self.fit)
+    def search_space(self) -> dict[str, tuple[Any, ...]]:
+        if self.fixed is not None:
+            return {"temperature": (self.fixed,)}
+        return {"temperature": GRID} if self.fit == "grid" else {}
+
+    def tuning_scorer(self, data):
+        dev = data.record("dev")
+        logits, labels = dev.out.logits.double(), dev.labels
+        return lambda c: float(F.cross_entropy(logits / c["temperature"], labels))
+
+    def apply(self, choice: dict[str, Any]) -> None:
+        self.temperature.fill_(choice["temperature"])
+
+    def calibrate(self, data) -> None:
+        if self.search_space():
+            return  # the tuning loop sets T
+        dev = data.record("dev")
+        t = fit_temperature(dev.out.logits, dev.labels, "lbfgs")
         if not t > 0:
-            raise ConfigError(f"temperature fit failed (T = {t}); try method.fit=grid")
+            raise CalibrationError(f"temperature fit failed (T = {t}); try method.fit=grid")
         self.temperature.fill_(t)
 
     def output(self, out: BackboneOutput) -> UQOutput:

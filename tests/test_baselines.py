@@ -20,7 +20,8 @@ from uqbench.methods.temperature import Temperature, fit_temperature
 
 from uqbench.backbones.digits_cnn import digits_cnn
 from uqbench.errors import ConfigError
-from uqbench.posthoc import Record, RecordRequest, record
+from uqbench.recorded_pass import RecordedPass, TapRequest, record_pass
+from uqbench.stages.calibrate import calibrate_method
 
 SHAPE = (1, 28, 28)
 
@@ -28,6 +29,34 @@ SHAPE = (1, 28, 28)
 def _backbone(seed=0):
     torch.manual_seed(seed)
     return digits_cnn(10, SHAPE).eval()
+
+
+class _Records:
+    """DevData stand-in: fixed recorded passes and loaders per split."""
+
+    def __init__(self, train=None, dev=None, mix=None, loaders=None):
+        self.records = {"train": train, "dev": dev, "dev_mix": mix}
+        self.loaders = loaders or {}
+
+    def record(self, split):
+        return self.records[split]
+
+    def loader(self, split):
+        return iter(self.loaders[split])
+
+
+def _ready(method):
+    """Mark a method calibrated without fitting (tests of formulas on fixed state)."""
+    method.calibrated.fill_(True)
+    return method.eval()
+
+
+def record(backbone, loader, request):
+    return record_pass(backbone, loader, request)
+
+
+RecordRequest = TapRequest
+Record = RecordedPass
 
 
 def _loader(n=96, seed=1):
@@ -61,7 +90,7 @@ def test_react_clips_at_the_dev_percentile_then_scores_energy():
     backbone = _backbone()
     method = ReAct(backbone, percentile=90)
     dev = record(backbone, _loader(), RecordRequest())
-    method.fit_record(None, dev, dev)
+    calibrate_method(method, _Records(dev=dev))
     threshold = float(np.percentile(dev.out.pooled.numpy().ravel(), 90))
     assert float(method.threshold) == pytest.approx(threshold, rel=1e-5)
     out = method.output(dev.out)
@@ -78,7 +107,7 @@ def test_mahalanobis_statistics_match_scikit_learn():
     centred = features - means[labels]
     reference = EmpiricalCovariance(assume_centered=True).fit(centred.numpy())
     method = Mahalanobis(backbone, variant="mds")
-    method.fit_record(train, train, train)
+    calibrate_method(method, _Records(train, train, train))
     np.testing.assert_allclose(
         method.precision.numpy(),
         reference.precision_,
@@ -93,7 +122,7 @@ def test_mahalanobis_statistics_match_scikit_learn():
     # The paper's variant: diagonal variance, dimension-normalized, class minimum of the sum.
     paper = Mahalanobis(backbone, variant="paper", shrinkage=(0.0,))
     rec = record(backbone, _loader(300, seed=2), paper.record_request())
-    paper.fit_record(rec, rec, rec)
+    calibrate_method(paper, _Records(rec, rec, rec))
     a = rec.out.taps["penultimate"].double()
     var = (a - class_means(a, labels, 10)[labels]).pow(2).mean(0).clamp_min(1e-8)
     torch.testing.assert_close(paper.variance_1.double(), var.to(paper.variance_1).double())
@@ -114,22 +143,22 @@ def test_mc_dropout_p0_is_deterministic_and_identical_passes_have_zero_informati
     x = next(iter(_loader()))[0]
     with torch.no_grad():
         expected = backbone(x).logits.softmax(-1)
-    method = MCDropout(
-        backbone, p=0.0, placement=placement, samples=5, score_type="mutual_information"
-    ).eval()
+    method = _ready(
+        MCDropout(backbone, p=0.0, placement=placement, samples=5, score_type="mutual_information")
+    )
     out = method(x)
     torch.testing.assert_close(out.probs, expected)
     torch.testing.assert_close(out.score, torch.zeros(len(x)), atol=1e-6, rtol=0)
-    entropy_method = MCDropout(
-        _backbone(), p=0.0, placement=placement, samples=3, score_type="entropy"
-    ).eval()
+    entropy_method = _ready(
+        MCDropout(_backbone(), p=0.0, placement=placement, samples=3, score_type="entropy")
+    )
     torch.testing.assert_close(entropy_method(x).score, Entropy(_backbone())(x).score)
 
 
 def test_mc_dropout_at_the_taps_samples_the_whole_network():
     backbone = _backbone()
     x = next(iter(_loader()))[0]
-    method = MCDropout(backbone, p=0.3, samples=4, score_type="entropy").eval()
+    method = _ready(MCDropout(backbone, p=0.3, samples=4, score_type="entropy"))
     probs = method.sample_probs(x, 4)
     assert not torch.allclose(probs[0], probs[1])  # passes differ
     torch.testing.assert_close(method.sample_probs(x, 2), probs[:2])  # first n of N
@@ -142,7 +171,7 @@ def test_mc_dropout_at_the_taps_samples_the_whole_network():
 def test_mc_dropout_tunes_n_and_score_on_dev_and_repeats_its_masks():
     backbone = _backbone()
     method = MCDropout(backbone, p=0.3).eval()
-    method.calibrate(_loader(), _loader(seed=5))
+    calibrate_method(method, _Records(loaders={"dev_mix": _loader(seed=5)}))
     assert method.tuned()["samples"] in (5, 10)
     assert method.tuned()["score_type"] in ("entropy", "mutual_information")
     x = next(iter(_loader()))[0]
@@ -152,7 +181,7 @@ def test_mc_dropout_tunes_n_and_score_on_dev_and_repeats_its_masks():
 
 def test_an_ensemble_of_identical_members_equals_one_member():
     backbone = _backbone()
-    ensemble = DeepEnsemble(backbone, members=3).eval()
+    ensemble = _ready(DeepEnsemble(backbone, members=3))
     for member in ensemble.members[1:]:
         member.load_state_dict(backbone.state_dict())
     x = next(iter(_loader()))[0]
@@ -165,7 +194,7 @@ def test_an_ensemble_of_identical_members_equals_one_member():
 
 
 def test_ensemble_score_is_the_entropy_of_the_mean_not_the_mean_entropy():
-    ensemble = DeepEnsemble(_backbone(), members=2).eval()
+    ensemble = _ready(DeepEnsemble(_backbone(), members=2))
     x = next(iter(_loader()))[0]
     probs = ensemble.member_probs(x)
     mean = probs.mean(0)
@@ -220,7 +249,7 @@ def test_the_one_pass_record_scores_like_the_methods_own_forward_pass(build):
     method = build(backbone).eval()
     request = method.record_request()
     train = record(backbone, _loader(300, seed=2), request)
-    method.fit_record(train, train, train)
+    calibrate_method(method, _Records(train, train, train))
     loader = _loader(64, seed=4)
     rec: Record = record(backbone, loader, request)
     from_record = method.output(rec.out)
@@ -249,13 +278,18 @@ class _Unnamed(torch.nn.Module):
     [
         (lambda b: Mahalanobis(b, taps=("mid", "block9")), "mahalanobis needs tap 'block9'"),
         (lambda b: MCDropout(b, samples=0), "method.samples (N) must be >= 1"),
-        (lambda b: DeepEnsemble(b, members=0), "method.members (M) must be >= 1"),
-        (lambda b: Energy(b, temperatures=(1.0, -2.0)), "method.temperatures: every value must"),
+        (
+            lambda b: DeepEnsemble(b, members=0),
+            "method.members (M) and method.trained must be >= 1",
+        ),
+        (lambda b: Energy(b, temperatures=(1.0, -2.0)), "method.temperature(s): every value"),
         (lambda b: ReAct(b, percentile=100.0), "method.percentile: every value must be in"),
         (lambda b: ASH(b, percentile=0.0), "method.percentile"),
         (lambda b: Mahalanobis(b, shrinkage=(-1.0,)), "method.shrinkage"),
         (lambda b: MCDropout(b, p=1.0), "method.p must be in [0, 1)"),
         (lambda b: MCDropout(_Unnamed(b)), "does not name its tap modules; MC dropout"),
+        (lambda b: ASH(b, mode="x"), "method.mode: expected one of b, p, s, got 'x'"),
+        (lambda b: Energy(b, temperature="hot"), "method.temperature: expected"),
     ],
 )
 def test_bad_baseline_options(build, message):

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from uqbench.cli import main
+from uqbench.metric_table import lookup
 
 FAST = ["trainer.max_epochs=2"]
 POSTHOC = ["msp", "entropy", "temperature", "energy", "mahalanobis", "react", "ash"]
@@ -25,14 +26,24 @@ def test_posthoc_group_shares_one_base_and_tests_back_identically(capsys, tmp_pa
         # `uqbench test` scores with the method's own forward passes: same metrics as the record.
         assert main(["test", f"run={folder}"]) == 0
         capsys.readouterr()
-        again = json.loads((folder / "metrics.json").read_text())["metrics"]
-        for task in ("id_vs_error", "id_vs_ood"):
-            assert again[task]["auroc"] == pytest.approx(doc["metrics"][task]["auroc"], abs=1e-6)
+        (tested,) = folder.glob("test-*.json")
+        again = json.loads(tested.read_text())["metrics"]
+        for task in ("id_vs_error", "id_vs_ood/photos", "id_vs_ood/mean"):
+            assert lookup(again, f"{task}/auroc") == pytest.approx(
+                lookup(doc["metrics"], f"{task}/auroc"), abs=1e-6
+            )
     assert len(keys) == 1
     temperature = json.loads((tmp_path / "g-temperature" / "metrics.json").read_text())
     assert temperature["tuned"]["temperature"] > 0
     energy = json.loads((tmp_path / "g-energy" / "metrics.json").read_text())
     assert energy["tuned"]["temperature"] in (0.5, 1.0, 1.5, 2.0)
+    # Every candidate of the grid is recorded with its dev objective, not only the winner.
+    tuning = energy["tuning"]
+    assert [c["params"]["temperature"] for c in tuning["candidates"]] == [0.5, 1.0, 1.5, 2.0]
+    best = max(c["value"] for c in tuning["candidates"])
+    assert tuning["chosen"]["temperature"] == energy["tuned"]["temperature"]
+    chosen = next(c for c in tuning["candidates"] if c["params"] == tuning["chosen"])
+    assert chosen["value"] == best and tuning["searched"] == ["temperature"]
 
 
 @pytest.mark.slow
@@ -56,8 +67,10 @@ def test_each_other_baseline_fits(capsys, tmp_path, args):
 def test_group_with_a_training_method_and_missing_base_are_clear_errors(capsys, tmp_path):
     assert main(["fit", "method=[msp,snapuq]", f"out={tmp_path}", *FAST]) == 2
     assert "cannot join a group of post-hoc methods" in capsys.readouterr().err
+    assert main(["fit", "method=[msp,odin]", f"out={tmp_path}", *FAST]) == 2
+    assert "does not score from the shared base model" in capsys.readouterr().err
     assert main(["fit", "method=[msp,msp]", f"out={tmp_path}", *FAST]) == 2
     assert "lists a method twice" in capsys.readouterr().err
     assert main(["fit", "method=energy", "train_base=false", f"out={tmp_path}", *FAST]) == 2
-    assert "no cached base model" in capsys.readouterr().err
+    assert "no usable cached base model" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []

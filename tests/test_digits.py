@@ -45,7 +45,7 @@ def test_splits_depend_on_split_seed_not_on_the_training_seed(digits):
 def test_eval_sets_cover_every_corruption_and_severity(digits):
     names = [s.name for s in digits.eval_sets()]
     assert len(CORRUPTIONS) >= 6
-    assert names[0] == "id" and names[-1] == "ood"
+    assert names[0] == "id" and names[-1] == "ood/photos"
     assert len(names) == 2 + 5 * len(CORRUPTIONS)
     assert "cid/gaussian_noise/3" in names
 
@@ -75,9 +75,9 @@ def test_corrupt_rejects_unknown_names_and_severities():
 def test_cid_and_ood_sets_are_deterministic(digits):
     a = digits.cid_set("shot_noise", 3).tensors[0]
     torch.testing.assert_close(a, digits.cid_set("shot_noise", 3).tensors[0])
-    ood_x, ood_y = digits.ood_set().tensors
+    ood_x, ood_y = digits.ood_set("photos").tensors
     assert ood_x.shape == (360, 1, 28, 28) and (ood_y == -1).all()
-    torch.testing.assert_close(ood_x, digits.ood_set().tensors[0])
+    torch.testing.assert_close(ood_x, digits.ood_set("photos").tensors[0])
     # OOD patches are prepared like digits: 17 ink levels before the resize, same normalization.
     raw = ood_x * digits.std + digits.mean
     assert raw.min() > -1e-5 and raw.max() < 1 + 1e-5

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from uqbench.cli import main
-from uqbench.evaluation import EvalRecord, compute_metrics
-from uqbench.records import json_safe
+from uqbench.metric_table import compute_metrics
+from uqbench.predictions import Predictions
+from uqbench.run_folder import json_safe
 
 FAST = ["method=msp", "trainer.max_epochs=3", "seed=13"]
 
@@ -30,24 +31,25 @@ def test_fit_writes_a_complete_run_folder_and_prints_the_report(capsys, tmp_path
         "scores.npz",
     ]
     assert not (tmp_path / "run.partial").exists()
-    for heading in ("Accuracy", "ID ok | ID err", "ID ok | OOD", "AURC", "ECE", "s5"):
+    for heading in ("Accuracy", "id_vs_error", "id_vs_ood/photos", "aurc", "ece", "s5"):
         assert heading in out
 
     document = json.loads((folder / "metrics.json").read_text())
-    assert document["schema_version"] == 1
+    assert document["schema_version"] == 2
     m = document["metrics"]
-    assert m["counts"] == {**m["counts"], "id": 360, "cid": 40 * 360, "ood": 360}
+    assert m["counts"] == {**m["counts"], "id": 360, "cid": 40 * 360, "ood": {"photos": 360}}
     assert 0.5 < m["accuracy"]["id"] <= 1.0
-    for task in ("id_vs_error", "id_vs_ood"):
-        assert 0.0 <= m[task]["auroc"] <= 1.0 and 0.0 <= m[task]["auprc"] <= 1.0
+    for task in (m["id_vs_error"], m["id_vs_error_cid_mean"], m["id_vs_ood"]["photos"]):
+        assert 0.0 <= task["auroc"] <= 1.0 and 0.0 <= task["auprc"] <= 1.0
+    assert m["id_vs_ood"]["mean"] == m["id_vs_ood"]["photos"]  # one OOD set: its own mean
     assert 0 <= m["selective"]["id"]["aurc"] <= 1 and 0 <= m["calibration"]["ece"] <= 1
     assert m["accuracy"]["cid"]["5"] < m["accuracy"]["id"]
     assert document["cost"]["forward_passes"] == 1
 
     # The per-example record recomputes every metric exactly.
-    record = EvalRecord.load(folder / "scores.npz")
+    record = Predictions.load(folder / "scores.npz")
     assert json_safe(compute_metrics(record)) == m
-    assert record.probs.shape == (360 * 42, 10)
+    assert record.probs.shape == (144 + 360 * 42, 10)  # dev, ID, 40 CID sets, OOD
     np.testing.assert_allclose(record.probs.sum(1), 1, atol=1e-5)
 
     config = json.loads((folder / "config.json").read_text())
@@ -71,8 +73,11 @@ def test_posthoc_reuses_the_cached_base_and_test_reproduces_metrics(capsys, tmp_
 
     assert main(["test", f"run={first}"]) == 0
     out = capsys.readouterr().out
-    assert "ID ok | ID err" in out
-    assert json.loads((first / "metrics.json").read_text())["metrics"] == a["metrics"]
+    assert "id_vs_error" in out
+    # The fit's record stays as it was; the test's results lie beside it.
+    assert json.loads((first / "metrics.json").read_text()) == a
+    (tested,) = first.glob("test-*.json")
+    assert json.loads(tested.read_text())["metrics"] == a["metrics"]
 
 
 def test_a_run_that_fails_midway_leaves_no_result(capsys, tmp_path, monkeypatch):
@@ -81,9 +86,9 @@ def test_a_run_that_fails_midway_leaves_no_result(capsys, tmp_path, monkeypatch)
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(uqbench.runner, "predict_posthoc", boom)
-    with pytest.raises(KeyboardInterrupt):
-        main(["fit", f"out={tmp_path}", "name=x", *FAST])
+    monkeypatch.setattr(uqbench.runner, "evaluate", boom)
+    assert main(["fit", f"out={tmp_path}", "name=x", *FAST]) == 130  # Ctrl-C: said, exit 130
+    assert "interrupted; nothing was written" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -91,3 +96,6 @@ def test_wandb_logger_offline(capsys, tmp_path):
     folder, _ = _fit(capsys, tmp_path, "logger=wandb", name="w")
     assert (folder / "wandb").is_dir()
     assert (folder / "metrics.json").is_file()
+    assert not list(tmp_path.glob("*.partial"))
+    link = folder / "wandb" / "latest-run"
+    assert not link.is_symlink() or link.resolve().is_dir()  # still valid after the rename

@@ -208,12 +208,44 @@ def test_metric_class_without_updates_raises_clearly():
         M.AUROC().compute()
 
 
-def test_best_by_auroc_prefers_the_best_ranking_and_ranks_nan_last():
-    from uqbench.tuning import best_by_auroc
+class _Tunable:
+    """A stand-in method: a 2 x 2 grid whose objective is given, NaN for one candidate."""
 
-    errors = torch.tensor([0, 0, 1, 1])
-    scores = {"good": torch.tensor([0.1, 0.2, 0.8, 0.9]), "bad": torch.tensor([0.9, 0.8, 0.2, 0.1])}
-    assert best_by_auroc(["bad", "good"], scores.__getitem__, errors) == "good"
-    # A choice whose errors are one class only (AUROC undefined) never wins.
-    per_choice = {"good": torch.zeros(4), "bad": errors}
-    assert best_by_auroc(["good", "bad"], scores.__getitem__, per_choice.__getitem__) == "bad"
+    def __init__(self, values, fixed_b=None, higher_is_better=True):
+        from uqbench.method import Objective
+
+        self.values, self.applied = values, None
+        self.objective = Objective("test objective", higher_is_better)
+        self.b = (fixed_b,) if fixed_b is not None else (1, 2)
+
+    def search_space(self):
+        return {"a": ("x", "y"), "b": self.b}
+
+    def tuning_scorer(self, data):
+        return lambda c: self.values[(c["a"], c["b"])]
+
+    def apply(self, choice):
+        self.applied = choice
+
+
+def test_tuning_loop_records_every_candidate_ranks_nan_last_and_respects_fixed_values():
+    from uqbench.tuning import tune
+
+    values = {("x", 1): 0.6, ("x", 2): math.nan, ("y", 1): 0.9, ("y", 2): 0.9}
+    method = _Tunable(values)
+    record = tune(method, data=None)
+    assert method.applied == {"a": "y", "b": 1}  # best; the tie goes to the first candidate
+    assert [c["params"] for c in record["candidates"]] == [
+        {"a": "x", "b": 1},
+        {"a": "x", "b": 2},
+        {"a": "y", "b": 1},
+        {"a": "y", "b": 2},
+    ]
+    assert record["candidates"][1]["value"] != record["candidates"][1]["value"]  # NaN kept
+    assert record["searched"] == ["a", "b"] and record["fixed"] == []
+    lower = _Tunable({k: (v if v == v else 0.0) for k, v in values.items()}, higher_is_better=False)
+    tune(lower, None)
+    assert lower.applied == {"a": "x", "b": 2}  # minimizing
+    fixed = _Tunable(values, fixed_b=2)
+    record = tune(fixed, None)
+    assert fixed.applied == {"a": "y", "b": 2} and record["fixed"] == ["b"]

@@ -2,7 +2,7 @@
 
 The public API is small and stable::
 
-    from uqbench import UQMethod, PostHocMethod, UQOutput, CostFacts, UQDataModule, Backbone
+    from uqbench import UQMethod, PostHocMethod, Needs, UQOutput, CostFacts, UQDataModule, Backbone
 
 Names are imported lazily so that ``uqbench --help`` does not pay for torch and Lightning.
 """
@@ -17,8 +17,12 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "UQMethod": "uqbench.method",
     "UQOutput": "uqbench.method",
-    "PostHocMethod": "uqbench.posthoc",
+    "PostHocMethod": "uqbench.method",
+    "Needs": "uqbench.method",
+    "Objective": "uqbench.method",
     "CostFacts": "uqbench.method",
+    "DevData": "uqbench.dev_data",
+    "calibrate_method": "uqbench.stages.calibrate",
     "UQDataModule": "uqbench.datamodule",
     "EvalSet": "uqbench.datamodule",
     "Backbone": "uqbench.backbones.base",

@@ -17,6 +17,7 @@ overrides (key=value):
   data=NAME            datamodule (default digits)
   backbone=NAME        backbone (default: the datamodule's); also timm/<model>
   seed=INT             training seed (default 13); data splits do not depend on it
+  threads=INT          torch CPU threads (default: half the cores, at most 4)
   train_base=BOOL      train a missing base model for post-hoc methods (default true)
   logger=csv|wandb|none  training logger (default csv; wandb honours WANDB_MODE=offline)
   out=PATH             parent folder of run folders (default runs)
@@ -68,10 +69,12 @@ def _list() -> int:
         print(f"{title}:")
         for e in (r for r in rows if r.kind == kind):
             status = f"BROKEN  {e.error}" if e.broken else ""
+            if e.conflict:
+                status = f"CONFLICT  name registered by several distributions {status}"
             print(f"  {e.name:<16} {e.distribution:<22} {e.target:<45} {status}".rstrip())
         if kind == "backbone":
             print(f"  {'timm/<model>':<16} {'timm':<22} any timm model, taps by forward hooks")
-    return 1 if any(r.broken for r in rows) else 0
+    return 1 if any(r.broken or r.conflict for r in rows) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     except UQBenchError as exc:
         print(f"uqbench: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            "\nuqbench: interrupted; nothing was written (the unfinished run folder was removed)",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

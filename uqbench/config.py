@@ -34,6 +34,7 @@ class RunConfig:
     data: str = "digits"
     backbone: str | None = None  # None: the datamodule's default backbone
     seed: int = 13
+    threads: int | None = None  # torch CPU threads; None: half the cores, at most 4
     train_base: bool = True  # false: a post-hoc method must find its base model in the cache
     logger: Literal["csv", "wandb", "none"] = "csv"
     out: str = "runs"  # parent folder of run folders
@@ -46,6 +47,20 @@ class RunConfig:
 
 
 _TOP_LEVEL = {f.name: f for f in dataclasses.fields(RunConfig) if not f.name.endswith("_args")}
+ECHO_LIMIT = 80
+
+
+def shorten(text: str, limit: int = ECHO_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters for an error message (values can be huge)."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[: limit - 1]}... ({len(text)} characters)"
+
+
+def closest(name: str, choices: list[str]) -> str | None:
+    """The closest valid name, compared case-insensitively (``MSP`` suggests ``msp``)."""
+    lowered = {c.lower(): c for c in choices}
+    match = difflib.get_close_matches(name.lower(), list(lowered), n=1)
+    return lowered[match[0]] if match else None
 
 
 def parse_overrides(overrides: list[str]) -> RunConfig:
@@ -60,14 +75,14 @@ def parse_overrides(overrides: list[str]) -> RunConfig:
         key = key.strip()
         if not sep or not key:
             raise ConfigError(
-                f"malformed override {item!r}: expected key=value, "
+                f"malformed override {shorten(item)!r}: expected key=value, "
                 "e.g. method=msp or method.lr=1e-3"
             )
         head, dot, rest = key.partition(".")
         if dot:
             if head not in PREFIXES or not rest:
                 raise ConfigError(
-                    f"unknown key {key!r}: prefixed keys start with one of "
+                    f"unknown key {shorten(key)!r}: prefixed keys start with one of "
                     f"{', '.join(p + '.' for p in PREFIXES)}"
                 )
             getattr(config, f"{head}_args")[rest] = raw
@@ -75,7 +90,8 @@ def parse_overrides(overrides: list[str]) -> RunConfig:
             setattr(config, key, coerce(raw, hints[key], key))
         else:
             raise ConfigError(
-                f"unknown key {key!r}. Valid top-level keys: {', '.join(sorted(_TOP_LEVEL))}; "
+                f"unknown key {shorten(key)!r}. Valid top-level keys: "
+                f"{', '.join(sorted(_TOP_LEVEL))}; "
                 f"plugin options go under {', '.join(p + '.' for p in PREFIXES)}"
             )
     return config
@@ -132,10 +148,10 @@ def bind(
     bound: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in params:
-            close = difflib.get_close_matches(key, list(params), n=1)
-            hint = f" Did you mean {prefix}.{close[0]}?" if close else ""
+            close = closest(key, list(params))
+            hint = f" Did you mean {prefix}.{close}?" if close else ""
             raise ConfigError(
-                f"unknown key {prefix}.{key} for {name}.{hint} Valid keys: "
+                f"unknown key {prefix}.{shorten(key)} for {name}.{hint} Valid keys: "
                 + (
                     ", ".join(
                         f"{prefix}.{k} ({_type_name(p.annotation)})" for k, p in params.items()
@@ -181,12 +197,14 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
                 return coerce(value, arg, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"{key}: expected {_type_name(annotation)}, got {value!r}")
+        raise ConfigError(f"{key}: expected {_type_name(annotation)}, got {shorten(repr(value))}")
     if origin is Literal:
         for choice in args:
             if value == choice or (isinstance(value, str) and str(choice) == value):
                 return choice
-        raise ConfigError(f"{key}: expected one of {', '.join(map(str, args))}, got {value!r}")
+        raise ConfigError(
+            f"{key}: expected one of {', '.join(map(str, args))}, got {shorten(repr(value))}"
+        )
     if origin in (list, tuple) or annotation in (list, tuple):
         items = _split_list(value, key)
         item_type = args[0] if args else Any
@@ -200,19 +218,21 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
             return True
         if text in ("false", "0", "no", "off"):
             return False
-        raise ConfigError(f"{key}: expected bool (true or false), got {value!r}")
+        raise ConfigError(f"{key}: expected bool (true or false), got {shorten(repr(value))}")
     if annotation in (int, float):
         if isinstance(value, bool):
             raise ConfigError(f"{key}: expected {annotation.__name__}, got {value!r}")
         try:
             number = annotation(value) if annotation is float else _to_int(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected {annotation.__name__}, got {value!r}") from None
+            raise ConfigError(
+                f"{key}: expected {annotation.__name__}, got {shorten(repr(value))}"
+            ) from None
         return number
     if annotation is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{key}: expected str, got {value!r}")
+        raise ConfigError(f"{key}: expected str, got {shorten(repr(value))}")
     if isinstance(annotation, type) and isinstance(value, annotation):
         return value
     raise ConfigError(f"{key}: cannot set a value of type {_type_name(annotation)} from the CLI")
@@ -232,7 +252,7 @@ def _split_list(value: Any, key: str) -> list[Any]:
     text = str(value).strip()
     if text.startswith("["):
         if not text.endswith("]"):
-            raise ConfigError(f"{key}: unterminated list {value!r}; write [a,b,c]")
+            raise ConfigError(f"{key}: unterminated list {shorten(repr(value))}; write [a,b,c]")
         text = text[1:-1]
     return [part.strip() for part in text.split(",") if part.strip()]
 

@@ -4,7 +4,17 @@
   ``split_seed`` (never by the training seed); every post-training fit and every tuning choice
   uses it. ``test``: the in-distribution (ID) test split.
 - CID: the ID test split under each corruption type at severities 1-5.
-- OOD: inputs from another distribution, prepared exactly like the ID inputs.
+- OOD: one or more named sets (``ood_names``, e.g. near and far) from other distributions,
+  prepared exactly like the ID inputs; every OOD metric is reported per set and as their mean.
+- Shifted dev (optional, ``dev_shift_set``): the dev split under shift (each image corrupted
+  once). It is what "the dev mix" (dev + shifted dev) adds: error-predicting maps and tuning
+  objectives see errors under shift without touching the test sets. Without it, the dev mix is
+  dev alone, and methods that tune on shift (ODIN) refuse to run.
+
+Every dataset yields ``(x, y)``: ``x`` a float tensor of shape ``input_shape``, ``y`` an int
+class index in ``[0, num_classes)`` (-1 for OOD). ``setup`` loads the data; ``__init__`` only
+stores options (it runs before any data is loaded, when options are checked), and a
+datamodule must not reseed global generators (the runner seeds training after ``setup``).
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset
 
 
 @dataclass(frozen=True)
@@ -48,9 +58,18 @@ class UQDataModule(LightningDataModule):
     default_max_epochs: int = 20
     corruptions: tuple[str, ...] = ()
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    ood_names: tuple[str, ...] = ("ood",)
 
     def __init__(self, batch_size: int = 64, num_workers: int = 0, split_seed: int = 0) -> None:
         super().__init__()
+        from uqbench.errors import ConfigError
+
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
+        if split_seed < 0:
+            raise ConfigError(f"data.split_seed must be >= 0, got {split_seed}")
         self.batch_size, self.num_workers, self.split_seed = batch_size, num_workers, split_seed
         self.train_set: Dataset
         self.dev_set: Dataset
@@ -59,19 +78,13 @@ class UQDataModule(LightningDataModule):
     def cid_set(self, corruption: str, severity: int) -> Dataset:
         raise NotImplementedError
 
-    def ood_set(self) -> Dataset:
+    def ood_set(self, name: str) -> Dataset:
+        """The OOD set ``name`` (one of ``ood_names``), labels -1."""
         raise NotImplementedError
 
     def dev_shift_set(self) -> Dataset | None:
         """The dev split under shift (e.g. each image corrupted once), or None if unavailable."""
         return None
-
-    def dev_mix_dataloader(self) -> DataLoader:
-        """Dev + shifted dev (ID + CID): what error-predicting maps are fitted on."""
-        shifted = self.dev_shift_set()
-        return self.loader(
-            self.dev_set if shifted is None else ConcatDataset([self.dev_set, shifted])
-        )
 
     def loader(self, dataset: Dataset, shuffle: bool = False) -> DataLoader:
         return DataLoader(
@@ -87,8 +100,11 @@ class UQDataModule(LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self.loader(self.test_set)
 
+    def eval_set_count(self) -> int:
+        return 1 + len(self.corruptions) * len(self.severities) + len(self.ood_names)
+
     def eval_sets(self) -> Iterator[EvalSet]:
-        """ID test, then every (corruption, severity), then OOD; built lazily, one at a time."""
+        """ID test, then every (corruption, severity), then each OOD set; built lazily."""
         yield EvalSet("id", "id", self.test_set)
         for corruption in self.corruptions:
             for severity in self.severities:
@@ -99,4 +115,5 @@ class UQDataModule(LightningDataModule):
                     corruption,
                     severity,
                 )
-        yield EvalSet("ood", "ood", self.ood_set())
+        for name in self.ood_names:
+            yield EvalSet(f"ood/{name}", "ood", self.ood_set(name))

@@ -1,33 +1,73 @@
 """The method contract: a LightningModule that returns logits and an uncertainty score.
 
-Every method, first-party or plugin, subclasses :class:`UQMethod`. The runner knows only this:
+Every method, first-party or plugin, subclasses :class:`UQMethod` (or :class:`PostHocMethod`).
+The runner knows only this:
 
+- ``needs`` (:class:`Needs`), declared once: whether the method starts from the cached base
+  classifier, whether it trains, and what it scores from (a recorded backbone pass, raw inputs,
+  or input gradients). A method whose needs depend on an option overrides ``needs_for``.
 - ``forward(x) -> UQOutput``: one inference; ``score`` is oriented so that **higher means more
-  uncertain**, for every method, always.
+  uncertain**, for every method, always, and an example's score never depends on its batch.
 - ``training_step``: cross-entropy on the backbone by default.
-- ``calibrate(dev_loader)``: everything fitted on the dev split after training.
-- ``cost_facts()``: what the method costs at inference beyond the backbone.
-- ``posthoc = True`` marks a method that does not train: the runner loads (or trains once and
-  caches) the base classifier for the (backbone, data, seed, training config) and reuses it.
-  A method that trains on top of a frozen base overrides ``uses_base_model`` and ``trains``.
+- ``calibrate(data)``: the one post-training hook; ``data`` (:class:`~uqbench.dev_data.DevData`)
+  gives lazy access to the train, dev and dev-mix splits as loaders or recorded passes.
+- ``search_space()``: the hyperparameters tuned on dev and their grids, searched by the shared
+  loop (:func:`uqbench.tuning.tune`) with ``tuning_scorer`` and applied with ``apply``.
+- ``tuned()`` and ``cost_facts()``: what was fitted, and what inference costs beyond the backbone.
 
-A post-hoc method implements only ``score(out)`` on a :class:`BackboneOutput`, so it can score
-from a recorded forward pass.
+A method with anything to fit after training (it overrides ``calibrate`` or has a search space)
+refuses to score until the runner has calibrated it.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import typing
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from uqbench.backbones.base import Backbone, BackboneOutput
-from uqbench.errors import ConfigError, TrainingError
+from uqbench.errors import CalibrationError, ConfigError, TrainingError
+
+if TYPE_CHECKING:
+    from uqbench.dev_data import DevData
+    from uqbench.recorded_pass import TapRequest
+
+ScoresFrom = Literal["record", "inputs", "input_gradients"]
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a method needs from the runner.
+
+    ``base``: start from the base classifier cached for (backbone, data, seed, training config):
+    the runner trains or loads it before the method is built and passes the trained backbone.
+    ``trains``: run ``trainer.fit`` on the method. ``scores_from``: ``record`` (``output`` of a
+    :class:`BackboneOutput`, so one recorded pass per split serves a whole group), ``inputs`` (its
+    own ``forward``), ``input_gradients`` (its own ``forward``, which differentiates the input).
+    """
+
+    base: bool = False
+    trains: bool = True
+    scores_from: ScoresFrom = "inputs"
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What the tuning loop maximizes (or minimizes), described for the report."""
+
+    description: str
+    higher_is_better: bool = True
+
+
+ERRORS_ON_DEV_MIX = Objective("AUROC of ID ok | ID err on the dev mix (dev + shifted dev)")
 
 
 @dataclass
@@ -65,11 +105,38 @@ class CostFacts:
         return asdict(self)
 
 
+def _checked_init(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a method's ``__init__`` so that its options are checked against their annotations
+    when it is built from Python too (``ASH(mode="x")`` is an error, not ASH-P)."""
+    from uqbench.config import coerce
+
+    signature = inspect.signature(init)
+    try:
+        hints = typing.get_type_hints(init)
+    except Exception:  # noqa: BLE001 - unresolvable annotations are left unchecked
+        hints = {}
+
+    @functools.wraps(init)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
+        bound = signature.bind(self, *args, **kwargs)
+        for name, value in list(bound.arguments.items()):
+            parameter = signature.parameters[name]
+            if name in ("self", "backbone") or parameter.kind is parameter.VAR_KEYWORD:
+                continue
+            if name in hints:
+                bound.arguments[name] = coerce(value, hints[name], f"method.{name}")
+        init(*bound.args, **bound.kwargs)
+
+    wrapper.__uqbench_checked__ = True  # type: ignore[attr-defined]
+    return wrapper
+
+
 class UQMethod(LightningModule):
     """Base class of every uncertainty method.
 
     Args:
-        backbone: the classifier with named taps (injected by the runner).
+        backbone: the classifier with named taps (injected by the runner; already trained when
+            ``needs.base``).
         lr: initial learning rate.
         weight_decay: L2 weight decay of the optimizer.
         optimizer: ``adam``, ``adamw`` or ``sgd`` (momentum 0.9).
@@ -77,7 +144,13 @@ class UQMethod(LightningModule):
         min_lr: final learning rate of the cosine schedule.
     """
 
-    posthoc: ClassVar[bool] = False
+    needs: ClassVar[Needs] = Needs()
+    objective: Objective = ERRORS_ON_DEV_MIX
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in vars(cls) and not hasattr(cls.__init__, "__uqbench_checked__"):
+            cls.__init__ = _checked_init(cls.__init__)
 
     def __init__(
         self,
@@ -101,23 +174,44 @@ class UQMethod(LightningModule):
             "schedule": schedule,
             "min_lr": min_lr,
         }
+        # Persistent, so a checkpoint says whether its method was calibrated (uqbench test).
+        self.register_buffer("calibrated", torch.tensor(False))
+        self.register_forward_pre_hook(lambda module, args: module.check_calibrated())
 
-    def uses_base_model(self) -> bool:
-        """Load the cached base classifier (training it once if missing) before anything else."""
-        return self.posthoc
-
-    def trains(self) -> bool:
-        """Run ``trainer.fit`` on this method (after loading the base model, if it uses one)."""
-        return not self.posthoc
+    @classmethod
+    def needs_for(cls, options: dict[str, Any]) -> Needs:
+        """The needs of this class built with ``options`` (the default ignores the options)."""
+        return cls.needs
 
     # ----------------------------------------------------------------- inference
     def score(self, out: BackboneOutput) -> Tensor:
         """Uncertainty [B] from one backbone pass; higher = more uncertain."""
         raise NotImplementedError(f"{type(self).__name__} must implement score() or forward()")
 
-    def forward(self, x: Tensor) -> UQOutput:
-        out = self.backbone(x)
+    def output(self, out: BackboneOutput) -> UQOutput:
+        """Logits, score and probabilities from one backbone pass (recorded or live)."""
         return UQOutput(out.logits, self.score(out))
+
+    def forward(self, x: Tensor) -> UQOutput:
+        return self.output(self.backbone(x))
+
+    def record_request(self) -> TapRequest:
+        """The taps and maps a record-scored method reads beyond logits and the pooled vector."""
+        from uqbench.recorded_pass import TapRequest
+
+        return TapRequest()
+
+    def requires_calibration(self) -> bool:
+        """True when anything is fitted after training (``calibrate`` or a search space)."""
+        return type(self).calibrate is not UQMethod.calibrate or bool(self.search_space())
+
+    def check_calibrated(self) -> None:
+        """Refuse to score an uncalibrated method instead of returning a silent number."""
+        if not bool(self.calibrated) and self.requires_calibration():
+            raise CalibrationError(
+                f"{type(self).__name__} fits state after training and has not been calibrated: "
+                f"call uqbench.calibrate_method(method, data) (the runner does) before scoring"
+            )
 
     # ----------------------------------------------------------------- training
     def classification_loss(self, logits: Tensor, y: Tensor) -> Tensor:
@@ -167,18 +261,30 @@ class UQMethod(LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
     # ----------------------------------------------------------------- after training
-    def calibrate(self, dev: DataLoader, dev_mix: DataLoader) -> None:
-        """Fit post-training state on dev data (temperature, statistics, maps).
+    def calibrate(self, data: DevData) -> None:
+        """Fit post-training state (statistics, maps) from ``data``; the default fits nothing.
 
-        ``dev``: the clean dev split. ``dev_mix``: the dev split plus a shifted copy of it (ID +
-        CID, for maps that learn to predict errors under shift); equal to ``dev`` when the
-        datamodule has no shifted dev set. The default fits nothing. Fitted state must live in
-        buffers or parameters so that it is saved in the run's checkpoint.
+        ``data.loader("dev")`` / ``data.record("dev")`` give the clean dev split as batches or
+        as a recorded pass; ``"dev_mix"`` is dev plus a shifted copy (ID + CID, for maps that
+        learn to predict errors under shift); ``"train"`` the training split. Fitted state must
+        live in buffers or parameters so that the run's checkpoint holds it.
         """
         return None
 
+    def search_space(self) -> dict[str, tuple[Any, ...]]:
+        """Hyperparameters tuned on dev, each with its candidates (one candidate: fixed)."""
+        return {}
+
+    def tuning_scorer(self, data: DevData) -> Callable[[dict[str, Any]], float]:
+        """A function from one candidate (a value per hyperparameter) to its dev objective."""
+        raise NotImplementedError(f"{type(self).__name__} has a search space but no scorer")
+
+    def apply(self, choice: dict[str, Any]) -> None:
+        """Set the chosen candidate (in buffers, so the checkpoint holds it)."""
+        raise NotImplementedError(f"{type(self).__name__} has a search space but no apply()")
+
     def tuned(self) -> dict[str, Any]:
-        """Hyperparameters chosen on dev by ``calibrate`` (written to ``metrics.json``)."""
+        """Values fitted on dev by ``calibrate`` (written to ``metrics.json``)."""
         return {}
 
     def cost_facts(self) -> CostFacts:
@@ -186,6 +292,19 @@ class UQMethod(LightningModule):
         return CostFacts()
 
 
+UQMethod.__init__ = _checked_init(UQMethod.__init__)  # type: ignore[method-assign]
+
+
+class PostHocMethod(UQMethod):
+    """A method that never trains: it scores a :class:`BackboneOutput` of the cached base.
+
+    Subclasses implement ``score`` (or ``output`` if they change the probabilities or logits),
+    may fit state in ``calibrate`` and declare taps they read in ``record_request``.
+    """
+
+    needs: ClassVar[Needs] = Needs(base=True, trains=False, scores_from="record")
+
+
 class BaseClassifier(UQMethod):
-    """The plain cross-entropy classifier every post-hoc method starts from (trains a backbone
-    in place; the runner caches the result)."""
+    """The plain cross-entropy classifier every ``needs.base`` method starts from (trains a
+    backbone in place; the base-model stage caches the result)."""

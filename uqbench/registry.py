@@ -15,7 +15,6 @@ that is not an entry point: it wraps any timm model (see ``uqbench.backbones.tim
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import importlib.util
 import json
@@ -45,18 +44,27 @@ class Entry:
     target: str
     distribution: str
     error: str | None = None
+    conflict: bool = False  # another distribution registers the same name
 
     @property
     def broken(self) -> bool:
         return self.error is not None
 
 
-def _entry_points(kind: str) -> dict[str, metadata.EntryPoint]:
-    group = GROUPS[kind]
-    found: dict[str, metadata.EntryPoint] = {}
-    for ep in metadata.entry_points(group=group):
-        found.setdefault(ep.name, ep)  # the first distribution on sys.path wins, as for imports
+def _all_entry_points(kind: str) -> dict[str, list[metadata.EntryPoint]]:
+    """Every entry point of one kind by name; a name with two or more is a conflict."""
+    found: dict[str, list[metadata.EntryPoint]] = {}
+    seen: set[tuple[str, str, str]] = set()
+    for ep in metadata.entry_points(group=GROUPS[kind]):
+        key = (ep.name, ep.value, _distribution(ep))
+        if key not in seen:  # the same distribution seen twice on sys.path is not a conflict
+            seen.add(key)
+            found.setdefault(ep.name, []).append(ep)
     return dict(sorted(found.items()))
+
+
+def _entry_points(kind: str) -> dict[str, metadata.EntryPoint]:
+    return {name: eps[0] for name, eps in _all_entry_points(kind).items()}
 
 
 def names(kind: str) -> list[str]:
@@ -79,15 +87,24 @@ def load(kind: str, name: str) -> Any:
         from uqbench.backbones.timm_backbone import timm_factory
 
         return timm_factory(name[len(TIMM_PREFIX) :])
-    eps = _entry_points(kind)
-    if name not in eps:
-        valid = list(eps) + ([f"{TIMM_PREFIX}<model>"] if kind == "backbone" else [])
-        close = difflib.get_close_matches(name, list(eps), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+    from uqbench.config import closest, shorten
+
+    every = _all_entry_points(kind)
+    if name not in every:
+        valid = list(every) + ([f"{TIMM_PREFIX}<model>"] if kind == "backbone" else [])
+        close = closest(name, list(every))
+        hint = f" Did you mean {close!r}?" if close else ""
         raise UnknownNameError(
-            f"unknown {kind} {name!r}.{hint} Valid {kind} names: {', '.join(valid)}. "
+            f"unknown {kind} {shorten(name)!r}.{hint} Valid {kind} names: {', '.join(valid)}. "
             f"Run `uqbench list` to see every installed plugin."
         )
+    if len(every[name]) > 1:
+        sources = "; ".join(f"{_distribution(ep)} ({ep.value})" for ep in every[name])
+        raise UnknownNameError(
+            f"{kind} {name!r} is registered by more than one installed distribution: {sources}. "
+            f"Uninstall one of them (pip uninstall <name>) so the name means one plugin."
+        )
+    eps = _entry_points(kind)
     try:
         return eps[name].load()
     except Exception as exc:  # a broken plugin must say which one it is
@@ -105,7 +122,12 @@ def entries(use_cache: bool = True) -> list[Entry]:
     under a fingerprint of everything an import result depends on (see :func:`_fingerprint`);
     any install, uninstall or edit of a plugin's files invalidates it.
     """
-    points = [(kind, name, ep) for kind in GROUPS for name, ep in _entry_points(kind).items()]
+    points = [
+        (kind, name, ep)
+        for kind in GROUPS
+        for name, eps in _all_entry_points(kind).items()
+        for ep in eps
+    ]
     fingerprint = _fingerprint(points)
     cache_file = _status_cache()
     if use_cache:
@@ -113,8 +135,12 @@ def entries(use_cache: bool = True) -> list[Entry]:
         if cached is not None:
             return cached
     found: list[Entry] = []
+    counts = {
+        (kind, name): sum(1 for k, n, _ in points if (k, n) == (kind, name))
+        for kind, name, _ in points
+    }
     for kind, name, ep in points:
-        entry = Entry(kind, name, ep.value, _distribution(ep))
+        entry = Entry(kind, name, ep.value, _distribution(ep), conflict=counts[(kind, name)] > 1)
         try:
             ep.load()
         except Exception as exc:  # noqa: BLE001 - any failure marks the plugin broken

@@ -1,12 +1,27 @@
-"""The readable table ``uqbench fit`` and ``uqbench test`` print at the end of a run."""
+"""The readable table ``uqbench fit`` and ``uqbench test`` print at the end of a run.
+
+Rows and columns come from the metric table (:mod:`uqbench.metric_table`): a metric is named,
+formatted and oriented in one place.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from uqbench.metric_table import MetricSpec, lookup, table
 
-def _f(value: Any, digits: int = 3) -> str:
-    return "n/a" if value is None or value != value else f"{value:.{digits}f}"
+HEADLINE = (
+    "id_vs_error/auroc",
+    "id_vs_ood/mean/auroc",
+    "selective/id/aurc",
+    "selective/id+cid/aurc",
+    "calibration/ece",
+    "accuracy/id",
+)
+
+
+def _f(value: Any, fmt: str = ".3f") -> str:
+    return "n/a" if value is None or value != value else format(value, fmt)
 
 
 def _short(value: Any) -> str:
@@ -20,9 +35,26 @@ def _short(value: Any) -> str:
     return str(value)
 
 
+def _specs(m: dict[str, Any]) -> list[MetricSpec]:
+    ood_sets = [k for k in m.get("id_vs_ood", {}) if k != "mean"]
+    return table(ood_sets)
+
+
+def _task_lines(m: dict[str, Any], specs: list[MetricSpec], tasks: list[str]) -> list[str]:
+    lines = []
+    for task in tasks:
+        row = [s for s in specs if s.task == task]
+        if not row or lookup(m, task) is None:
+            continue
+        cells = "  ".join(f"{s.name} {_f(lookup(m, s.key), s.fmt)}" for s in row)
+        lines.append(f"  {task:<26} {cells}   ({row[0].subset})")
+    return lines
+
+
 def format_report(document: dict[str, Any], folder: str | None = None) -> str:
     """Render a ``metrics.json`` document (scores: higher = more uncertain) as plain text."""
     m = document["metrics"]
+    specs = _specs(m)
     lines = [
         f"uqbench  method={document['method']}  data={document['data']}  "
         f"backbone={document['backbone']}  seed={document['seed']}",
@@ -34,9 +66,10 @@ def format_report(document: dict[str, Any], folder: str | None = None) -> str:
         how = "reused from cache" if training["base_reused"] else "trained and cached"
         lines.append(f"base model: {how} ({training['base_key']})")
     counts = m["counts"]
+    ood = ", ".join(f"{k} {v}" for k, v in counts["ood"].items())
     lines.append(
         f"examples: ID {counts['id']} ({counts['id_errors']} errors), CID {counts['cid']}, "
-        f"OOD {counts['ood']}"
+        f"OOD {ood}, dev {counts['dev']}"
     )
     acc = m["accuracy"]
     line = f"\nAccuracy        ID {_f(acc['id'])}"
@@ -44,39 +77,46 @@ def format_report(document: dict[str, Any], folder: str | None = None) -> str:
         line += "   CID " + "  ".join(f"s{s} {_f(v)}" for s, v in acc["cid"].items())
         line += f"   CID mean {_f(acc['cid_mean'])}"
     lines.append(line)
-    lines.append("\nFailure detection          AUROC   AUPRC   FPR@95TPR")
-    tasks = [("id_vs_error", "ID ok | ID err (ID+CID)"), ("id_vs_ood", "ID ok | OOD")]
-    for key, label in tasks:
-        if key in m:
-            r = m[key]
-            lines.append(f"  {label:<24} {_f(r['auroc'])}   {_f(r['auprc'])}   {_f(r['fpr95'])}")
+    lines.append("\nFailure detection (score: higher = more uncertain)")
+    ood_tasks = [f"id_vs_ood/{k}" for k in m.get("id_vs_ood", {})]
+    lines += _task_lines(m, specs, ["id_vs_error", "id_vs_error_cid_mean", *ood_tasks])
     by_sev = m.get("id_vs_error_by_severity", {})
     if by_sev:
         lines.append(
             "  AUROC ID ok | ID err by severity: "
             + "  ".join(("clean" if s == "0" else f"s{s}") + f" {_f(v)}" for s, v in by_sev.items())
         )
-    lines.append("\nSelective prediction       AURC    risk@80 risk@90 risk@95 sNLL@90")
-    for split, r in m["selective"].items():
-        lines.append(
-            f"  {split:<24} {_f(r['aurc'], 4)}  {_f(r['risk@80'])}   {_f(r['risk@90'])}   "
-            f"{_f(r['risk@95'])}   {_f(r['snll@90'])}"
-        )
-    cal = m["calibration"]
-    lines.append(
-        f"\nCalibration (ID)  NLL {_f(cal['nll'])}   Brier {_f(cal['brier'], 4)}   "
-        f"ECE (15 adaptive bins) {_f(cal['ece'])}"
-    )
+    lines.append("\nSelective prediction")
+    lines += _task_lines(m, specs, ["selective/id", "selective/id+cid"])
+    lines.append("\nCalibration")
+    lines += _task_lines(m, specs, ["calibration", "calibration_ts"])
+    if "calibration_ts" in m:
+        lines.append(f"  (calibration_ts: T = {_f(m['calibration_ts']['temperature'])} on dev)")
     cost = document.get("cost", {})
     if cost:
         lines.append(
-            f"Cost              {cost['forward_passes']} forward pass(es), "
+            f"\nCost              {cost['forward_passes']} forward pass(es), "
             f"+{cost['extra_params']} params, +{cost['extra_macs']} MACs"
         )
-    tuned = dict(document.get("tuned", {}))
-    diagnostics = tuned.pop("diagnostics", {})
-    if tuned:
-        lines.append("Tuned on dev      " + ", ".join(f"{k}={_short(v)}" for k, v in tuned.items()))
+    tuning = document.get("tuning")
+    if tuning:
+        chosen = ", ".join(f"{k}={_short(v)}" for k, v in tuning["chosen"].items())
+        best = max(
+            (c["value"] for c in tuning["candidates"] if c["value"] is not None),
+            default=None,
+            key=lambda v: v if tuning["higher_is_better"] else -v,
+        )
+        lines.append(
+            f"Tuned on dev      {chosen} of {len(tuning['candidates'])} candidates "
+            f"(fixed: {', '.join(tuning['fixed']) or 'none'}); objective: {tuning['objective']}"
+            f" = {_f(best)}"
+        )
+    fitted = dict(document.get("tuned", {}))
+    diagnostics = fitted.pop("diagnostics", {})
+    if fitted:
+        lines.append(
+            "Fitted on dev     " + ", ".join(f"{k}={_short(v)}" for k, v in fitted.items())
+        )
     for tap, stats in diagnostics.items():
         lines.append(
             f"Dev diagnostics   {tap}: mean e_bar {_f(stats['ebar_mean'])} (expect ~1), "
@@ -92,20 +132,16 @@ def format_report(document: dict[str, Any], folder: str | None = None) -> str:
 def format_group_report(results: list[tuple[Any, dict[str, Any]]]) -> str:
     """One row per method of a group run: the headline metrics, side by side."""
     first = results[0][1]
+    specs = {s.key: s for s in _specs(first["metrics"])}
+    header = "  ".join(f"{key:>22}" for key in HEADLINE)
     lines = [
         f"uqbench  data={first['data']}  backbone={first['backbone']}  seed={first['seed']}  "
         f"(one base model, one recorded pass per split)",
         "",
-        f"{'method':<14} {'AUROC err':>9} {'AUROC OOD':>9} {'AURC ID':>8} {'AURC ID+CID':>11} "
-        f"{'ECE':>6} {'acc ID':>6}  run folder",
+        f"{'method':<14} {header}  run folder",
     ]
     for folder, doc in results:
         m = doc["metrics"]
-        ood = m.get("id_vs_ood", {}).get("auroc")
-        sel = m["selective"]
-        lines.append(
-            f"{doc['method']:<14} {_f(m['id_vs_error']['auroc']):>9} {_f(ood):>9} "
-            f"{_f(sel['id']['aurc'], 4):>8} {_f(sel.get('id+cid', {}).get('aurc'), 4):>11} "
-            f"{_f(m['calibration']['ece']):>6} {_f(m['accuracy']['id']):>6}  {folder}"
-        )
+        cells = "  ".join(f"{_f(lookup(m, k), specs[k].fmt):>22}" for k in HEADLINE)
+        lines.append(f"{doc['method']:<14} {cells}  {folder}")
     return "\n".join(lines)

@@ -4,13 +4,25 @@ A backbone is a classifier split in two, ``forward_features`` (input -> named ac
 ``forward_head`` (pooled penultimate vector -> logits), so that methods can read any tap and
 post-hoc methods such as ReAct can edit the pooled vector before the classifier.
 
-Taps are named activations in depth order (``tap_names``). Every backbone has ``mid`` and
-``penultimate``; a tap's *predecessor* is the tap before it in that order, which is what
-SNAP-UQ projects from when it predicts the tap.
+The contract (checked by :func:`check_backbone`, which the runner calls on every backbone):
+
+- ``num_classes``, ``input_shape`` (per example, e.g. ``(1, 28, 28)`` or ``(40, 98)``) and
+  ``num_features`` (width D of the pooled penultimate vector) are attributes;
+- ``tap_names``: named activations in depth order; every backbone has ``mid`` and
+  ``penultimate``, and a tap's *predecessor* is the tap before it (what SNAP-UQ projects from);
+- ``forward_features(x)`` returns every tap; each is ``[B, C]`` (a vector), ``[B, C, L]`` (1-D
+  maps, e.g. a Conv1d network on audio) or ``[B, C, H, W]``;
+- ``pool_tap(t)`` turns any tap into ``[B, C]`` (global average over every axis after the
+  channels); methods pool through it, never on their own; ``pool(penultimate)`` is what the
+  classifier reads (``pool_tap`` unless the backbone has its own head pooling);
+- ``forward_head(pooled)`` maps ``[B, D]`` to logits ``[B, num_classes]``;
+- ``tap_modules()`` (optional) names the module whose output is each tap, so a method can hook
+  it (MC dropout at the taps does).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -31,8 +43,9 @@ class BackboneOutput:
 
 
 def global_pool(feature: Tensor) -> Tensor:
-    """Global average pooling: [B, C, H, W] -> [B, C]; vectors [B, D] pass through."""
-    return feature.mean(dim=(2, 3)) if feature.dim() == 4 else feature
+    """Global average pooling over every axis after the channels: [B, C, ...] -> [B, C];
+    vectors [B, D] pass through."""
+    return feature.flatten(2).mean(-1) if feature.dim() > 2 else feature
 
 
 class Backbone(nn.Module):
@@ -41,14 +54,19 @@ class Backbone(nn.Module):
     tap_names: tuple[str, ...] = ()
     num_classes: int
     input_shape: tuple[int, ...]
+    num_features: int
 
     def forward_features(self, x: Tensor) -> dict[str, Tensor]:
         """Input [B, *input_shape] -> every tap, in ``tap_names`` order; the last is penultimate."""
         raise NotImplementedError
 
-    def pool(self, feature: Tensor) -> Tensor:
-        """The pooling in front of the classifier: [B, C, H, W] -> [B, C] by default."""
+    def pool_tap(self, feature: Tensor) -> Tensor:
+        """Any tap [B, C, ...] -> [B, C]: global average pooling (vectors pass through)."""
         return global_pool(feature)
+
+    def pool(self, feature: Tensor) -> Tensor:
+        """The pooling in front of the classifier (penultimate tap -> [B, D])."""
+        return self.pool_tap(feature)
 
     def forward_head(self, pooled: Tensor) -> Tensor:
         """Pooled penultimate vector [B, D] -> logits [B, C]."""
@@ -75,9 +93,36 @@ class Backbone(nn.Module):
         """Per-example shape of each tap, from one dummy forward pass."""
         was_training = self.training
         self.eval()
-        out = self(torch.zeros(1, *self.input_shape))
+        device = next(self.parameters(), torch.zeros(())).device  # also "meta" (resolve-time)
+        out = self(torch.zeros(1, *self.input_shape, device=device))
         self.train(was_training)
         return {name: tuple(t.shape[1:]) for name, t in out.taps.items()}
+
+
+def check_backbone(backbone: Backbone, name: str) -> None:
+    """Raise :class:`~uqbench.errors.ConfigError` naming what ``backbone`` lacks of the contract
+    (module docstring): attributes, the ``mid`` and ``penultimate`` taps, tap ranks, head."""
+    from uqbench.errors import ConfigError
+
+    where = f"backbone {name!r} ({type(backbone).__name__})"
+    for attribute in ("num_classes", "input_shape", "num_features", "tap_names"):
+        if not hasattr(backbone, attribute):
+            raise ConfigError(f"{where} does not set {attribute}; see the backbone contract")
+    missing = [t for t in ("mid", "penultimate") if t not in backbone.tap_names]
+    if missing:
+        raise ConfigError(f"{where} has no tap {missing[0]!r}; its taps: {backbone.tap_names}")
+    shapes = backbone.tap_shapes()
+    if list(shapes) != list(backbone.tap_names):
+        raise ConfigError(
+            f"{where}: forward_features returned taps {list(shapes)}, but tap_names is "
+            f"{list(backbone.tap_names)}; they must match, in depth order"
+        )
+    for tap, shape in shapes.items():
+        if not 1 <= len(shape) <= 3:
+            raise ConfigError(
+                f"{where}: tap {tap!r} has per-example shape {shape}; a tap must be [C], [C, L] "
+                f"or [C, H, W]"
+            )
 
 
 def count_parameters(model: nn.Module, fold_batchnorm: bool = True) -> int:
@@ -105,9 +150,9 @@ def count_macs(model: nn.Module, example: Tensor) -> int:
     """
     macs = 0
 
-    def conv_hook(module: nn.Conv2d, _inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        nonlocal macs
-        kernel = module.weight.shape[1] * module.weight.shape[2] * module.weight.shape[3]
+    def conv_hook(module: nn.Module, _inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        nonlocal macs  # any convolution: in-channels per group x kernel size per output value
+        kernel = math.prod(module.weight.shape[1:])
         macs += output.numel() // output.shape[0] * kernel
 
     def linear_hook(module: nn.Linear, inputs: tuple[Tensor, ...], _output: Tensor) -> None:
@@ -116,14 +161,14 @@ def count_macs(model: nn.Module, example: Tensor) -> int:
 
     handles = []
     for module in model.modules():
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, nn.modules.conv._ConvNd):
             handles.append(module.register_forward_hook(conv_hook))
         elif isinstance(module, nn.Linear):
             handles.append(module.register_forward_hook(linear_hook))
     was_training = model.training
     model.eval()
     try:
-        model(example)
+        model(example.to(next(model.parameters(), example).device))
     finally:
         model.train(was_training)
         for handle in handles:

@@ -1,0 +1,252 @@
+"""The metric table: every metric declared once, and the evaluation it drives.
+
+Each :class:`MetricSpec` names a metric, its task and subset, the ``torchmetrics.Metric`` that
+computes it, whether higher is better and how it is displayed. :data:`TABLE` drives
+``metrics.json`` (its keys are the paths ``task/metric``), the printed report, the leaderboard
+columns and the metric a sweep optimizes (:func:`spec`). Tasks, as in the paper's Appendix F:
+
+- ``id_vs_error``: positives are wrong predictions, negatives right ones, pooled over the ID
+  test split and every CID set; ``id_vs_error_cid_mean`` is the mean over corruption x
+  severity of the same metric within each CID set (the paper's F.2 rule);
+- ``id_vs_ood/<set>``: OOD inputs of one named set are positives, correctly classified ID test
+  inputs negatives (misclassified ID inputs are left out); ``id_vs_ood/mean`` averages the sets;
+- ``selective/id`` and ``selective/id+cid``: AURC, risk at 80/90/95% coverage, selective NLL;
+- ``calibration``: NLL, Brier and ECE on ID with the method's probabilities;
+  ``calibration_ts``: the same with its log-probabilities temperature-scaled on dev (one T
+  fitted by NLL on the ``dev`` group), so every method can be compared calibrated (paper C.4).
+
+Every metric is a :class:`torchmetrics.Metric`, updated once per evaluation set (a chunk of
+examples) and computed once, in float64 and exact on ties (:mod:`uqbench.metrics`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torchmetrics import Metric
+
+from uqbench import metrics as M
+from uqbench.predictions import Predictions
+
+COVERAGES = (0.8, 0.9, 0.95)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric of one task: ``key`` is its path in ``metrics.json`` (``task/name``)."""
+
+    task: str
+    name: str
+    subset: str
+    make: Callable[[], Metric]
+    higher_is_better: bool
+    fmt: str = ".3f"
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}/{self.name}"
+
+
+def _ranking(task: str, subset: str) -> list[MetricSpec]:
+    return [
+        MetricSpec(task, "auroc", subset, M.AUROC, True),
+        MetricSpec(task, "auprc", subset, M.AUPRC, True),
+        MetricSpec(task, "fpr95", subset, M.FPRAtTPR, False),
+    ]
+
+
+def _selective(task: str, subset: str) -> list[MetricSpec]:
+    return [
+        MetricSpec(task, "aurc", subset, M.AURC, False, ".4f"),
+        *(
+            MetricSpec(
+                task, f"risk@{round(c * 100)}", subset, lambda c=c: M.RiskAtCoverage(c), False
+            )
+            for c in COVERAGES
+        ),
+        MetricSpec(task, "snll@90", subset, lambda: M.SelectiveNLL(0.9), False),
+    ]
+
+
+def _calibration(task: str, subset: str) -> list[MetricSpec]:
+    return [
+        MetricSpec(task, "nll", subset, M.NLL, False),
+        MetricSpec(task, "brier", subset, M.BrierScore, False, ".4f"),
+        MetricSpec(task, "ece", subset, lambda: M.AdaptiveECE(15), False),
+    ]
+
+
+def table(ood_sets: list[str]) -> list[MetricSpec]:
+    """Every metric reported for a datamodule whose OOD sets are ``ood_sets``."""
+    rows = [
+        *_ranking("id_vs_error", "ID + every CID set, pooled"),
+        *_ranking("id_vs_error_cid_mean", "mean over corruption x severity"),
+    ]
+    for name in [*ood_sets, *(["mean"] if ood_sets else [])]:
+        subset = "mean over OOD sets" if name == "mean" else f"ID ok vs OOD set {name}"
+        rows += _ranking(f"id_vs_ood/{name}", subset)
+    rows += _selective("selective/id", "ID") + _selective("selective/id+cid", "ID + CID")
+    rows += _calibration("calibration", "ID, the method's probabilities")
+    rows += _calibration("calibration_ts", "ID, probabilities temperature-scaled on dev")
+    rows += [MetricSpec("accuracy", "id", "ID", M.Accuracy, True)]
+    return rows
+
+
+TABLE = table(["<set>"])  # the shape of the table, for documentation and lookups
+
+
+def spec(key: str) -> MetricSpec:
+    """The spec whose key is ``key`` (``id_vs_ood/<any set>/auroc`` matches any OOD set)."""
+    parts = key.split("/")
+    if len(parts) == 3 and parts[0] == "id_vs_ood" and parts[1] != "mean":
+        parts[1] = "<set>"
+    for row in table(["<set>"]):
+        if row.key == "/".join(parts):
+            return row
+    raise KeyError(f"no metric {key!r}; keys look like {TABLE[0].key}")
+
+
+def lookup(metrics: dict[str, Any], key: str) -> Any:
+    """The value at path ``key`` of a ``metrics.json`` ``metrics`` object (None if absent)."""
+    node: Any = metrics
+    for part in key.split("/"):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+# --------------------------------------------------------------------------- evaluation
+@dataclass
+class _Groups:
+    """Per-example views of a :class:`Predictions`: kinds, names, correctness."""
+
+    names: np.ndarray
+    kind: np.ndarray
+    correct: np.ndarray
+
+    @classmethod
+    def of(cls, p: Predictions) -> _Groups:
+        names = np.array(p.group_names, dtype=object)[p.group]
+        kind = np.array([n.split("/")[0] for n in names], dtype=object)
+        return cls(names, kind, p.probs.argmax(1) == p.label)
+
+
+def _chunks(p: Predictions, keep: np.ndarray) -> Iterator[np.ndarray]:
+    """Index arrays of the kept examples, one per evaluation set (the per-batch updates)."""
+    for g in range(len(p.group_names)):
+        index = np.flatnonzero(keep & (p.group == g))
+        if len(index):
+            yield index
+
+
+def _compute(specs: list[MetricSpec], p: Predictions, keep: np.ndarray, target: Any) -> dict:
+    """Update each spec's Metric chunk by chunk with the kept examples, compute once."""
+    if not keep.any():
+        return {}
+    instances = [s.make() for s in specs]
+    probs = torch.from_numpy(p.probs).double()
+    score = torch.from_numpy(p.score)
+    label = torch.from_numpy(p.label.astype(np.int64))
+    for index in _chunks(p, keep):
+        i = torch.from_numpy(index)
+        for metric in instances:
+            if isinstance(target, str):  # "probs": calibration and accuracy metrics
+                metric.update(probs[i], label[i])
+            elif isinstance(metric, M.SelectiveNLL):
+                metric.update(score[i], probs[i], label[i])
+            else:
+                metric.update(score[i], torch.from_numpy(target[index]))
+    return {s.name: float(m.compute()) for s, m in zip(specs, instances, strict=True)}
+
+
+def _temperature_scaled(p: Predictions, is_dev: np.ndarray) -> tuple[Predictions, float]:
+    """``p`` with probabilities ``softmax(log p / T)``, T fitted by NLL on the dev group."""
+    from uqbench.methods.temperature import fit_temperature
+
+    log_probs = torch.from_numpy(p.probs).double().clamp_min(M.PROB_FLOOR).log()
+    labels = torch.from_numpy(p.label.astype(np.int64))
+    t = fit_temperature(log_probs[is_dev], labels[is_dev])
+    scaled = (log_probs / t).softmax(-1).numpy().astype(np.float32)
+    return Predictions(scaled, p.score, p.label, p.group, p.group_names), t
+
+
+def _mean_defined(values: list[float]) -> float:
+    """Mean over the sets where the metric is defined (a set without errors has no AUROC)."""
+    defined = [v for v in values if v == v]
+    return float(np.mean(defined)) if defined else float("nan")
+
+
+def compute_metrics(p: Predictions) -> dict[str, Any]:
+    """Every metric of :func:`table` from per-example predictions."""
+    g = _Groups.of(p)
+    is_id, is_cid, is_dev = g.kind == "id", g.kind == "cid", g.kind == "dev"
+    id_or_cid = is_id | is_cid
+    errors = ~g.correct
+    ood_sets = [n.split("/", 1)[1] for n in p.group_names if n.startswith("ood/")]
+    specs = {s.key: s for s in table(ood_sets)}
+
+    def rows(task: str) -> list[MetricSpec]:
+        return [s for s in specs.values() if s.task == task]
+
+    result: dict[str, Any] = {
+        "counts": {
+            "dev": int(is_dev.sum()),
+            "id": int(is_id.sum()),
+            "cid": int(is_cid.sum()),
+            "ood": {name: int((g.names == f"ood/{name}").sum()) for name in ood_sets},
+            "id_errors": int((is_id & errors).sum()),
+            "id_cid_errors": int((id_or_cid & errors).sum()),
+        },
+        "accuracy": _compute(rows("accuracy"), p, is_id, "probs"),
+    }
+    cid_sets = sorted({n for n in g.names[is_cid]}, key=p.group_names.index)
+    severities = sorted({int(n.split("/")[2]) for n in cid_sets})
+    if severities:
+        sev = np.array(
+            [
+                int(n.split("/")[2]) if k == "cid" else 0
+                for n, k in zip(g.names, g.kind, strict=True)
+            ]
+        )
+        by_severity = {
+            str(s): _compute(rows("accuracy"), p, sev == s, "probs")["id"] for s in severities
+        }
+        result["accuracy"]["cid"] = by_severity
+        result["accuracy"]["cid_mean"] = float(np.mean(list(by_severity.values())))
+    result["id_vs_error"] = _compute(rows("id_vs_error"), p, id_or_cid, errors)
+    if cid_sets:
+        per_set = [_compute(rows("id_vs_error"), p, g.names == n, errors) for n in cid_sets]
+        result["id_vs_error_cid_mean"] = {
+            s.name: _mean_defined([r[s.name] for r in per_set])
+            for s in rows("id_vs_error_cid_mean")
+        }
+        sev_masks = {0: is_id, **{s: sev == s for s in severities}}
+        result["id_vs_error_by_severity"] = {
+            str(s): M.auroc(p.score[mask], errors[mask]) for s, mask in sev_masks.items()
+        }
+    if ood_sets:
+        per_ood = {}
+        for name in ood_sets:
+            ood = g.names == f"ood/{name}"
+            per_ood[name] = _compute(rows(f"id_vs_ood/{name}"), p, (is_id & g.correct) | ood, ood)
+        per_ood["mean"] = {
+            s.name: _mean_defined([per_ood[n][s.name] for n in ood_sets])
+            for s in rows("id_vs_ood/mean")
+        }
+        result["id_vs_ood"] = per_ood
+    result["selective"] = {"id": _compute(rows("selective/id"), p, is_id, errors)}
+    if is_cid.any():
+        result["selective"]["id+cid"] = _compute(rows("selective/id+cid"), p, id_or_cid, errors)
+    result["calibration"] = _compute(rows("calibration"), p, is_id, "probs")
+    if is_dev.any():
+        scaled, t = _temperature_scaled(p, is_dev)
+        result["calibration_ts"] = {
+            "temperature": t,
+            **_compute(rows("calibration_ts"), scaled, is_id, "probs"),
+        }
+    return result

@@ -1,0 +1,103 @@
+"""The training stage: Lightning's Trainer, the logger (CSV or W&B) and the run's device.
+
+Lightning decides the device (``trainer.accelerator=auto`` by default: a GPU when there is one),
+and every later stage runs on the device training used. Lightning's info lines go to debug, and
+its progress bar shows only when a terminal is attached (never in CI or in logs).
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from uqbench.errors import ConfigError
+from uqbench.stages.resolve import Resolved, trial_trainer_options
+
+OFFLINE_MODES = ("offline", "disabled", "dryrun")
+
+
+def quiet_lightning() -> None:
+    """Keep the run's output to the report: Lightning's info lines and tips go to debug."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*number of training batches.*")
+
+
+def check_wandb_login() -> None:
+    """``logger=wandb`` must never wait at W&B's login prompt: check for a key before training."""
+    if os.environ.get("WANDB_MODE", "").lower() in OFFLINE_MODES or os.environ.get("WANDB_API_KEY"):
+        return
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("//")[-1].split("/")[0]
+    try:
+        if netrc.netrc().authenticators(host.split(":")[0]):
+            return
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        pass
+    raise ConfigError(
+        "logger=wandb needs a W&B login and none was found: run `wandb login` (or set "
+        "WANDB_API_KEY), or log without a server with WANDB_MODE=offline (sync later with "
+        "`wandb sync`), or use logger=csv"
+    )
+
+
+def make_logger(resolved: Resolved, folder: Path, name: str) -> Any:
+    kind = resolved.config.logger
+    if kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(folder), name="", version="logs")
+    if kind == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+
+        return WandbLogger(
+            project=os.environ.get("WANDB_PROJECT", "uqbench"),
+            name=name,
+            save_dir=str(folder),
+            offline=os.environ.get("WANDB_MODE") == "offline",
+            config=resolved.to_dict(),
+        )
+    return False
+
+
+def make_trainer(resolved: Resolved, logger: Any) -> Any:
+    from lightning.pytorch import Trainer
+
+    quiet_lightning()
+    options = trial_trainer_options(
+        {
+            "enable_progress_bar": sys.stderr.isatty(),
+            "num_sanity_val_steps": 0,
+            "log_every_n_steps": 5,
+            **resolved.trainer_args,
+        }
+    )
+    return Trainer(**(options | {"logger": logger}))
+
+
+def run_device(resolved: Resolved) -> torch.device:
+    """The device the Trainer would train on (also for methods that never train)."""
+    return make_trainer(resolved, False).strategy.root_device
+
+
+def fit(trainer: Any, module: Any, datamodule: Any) -> None:
+    """``trainer.fit``; Lightning turns Ctrl-C into a normal return, so re-raise it here."""
+    trainer.fit(module, datamodule=datamodule)
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+
+
+def set_threads(threads: int | None) -> int:
+    from uqbench.stages.resolve import default_threads
+
+    count = threads or default_threads()
+    torch.set_num_threads(count)
+    return count

@@ -1,0 +1,250 @@
+"""Contract checks every method must pass, in the manner of scikit-learn's estimator checks.
+
+A plugin author runs them over a method in a test file::
+
+    import pytest
+    from uqbench.testing import method_checks
+
+    @pytest.mark.parametrize("check", method_checks(MyMethod, "digits-cnn"), ids=str)
+    def test_contract(check):
+        check()
+
+Each check builds the method on a first-party (or any registered) backbone, calibrates it on
+:class:`SyntheticData` (small random tensors, no download) with the runner's own stage, and
+asserts one rule of the contract (:mod:`uqbench.method`).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import TensorDataset
+
+from uqbench.datamodule import UQDataModule
+from uqbench.dev_data import DevData
+from uqbench.errors import UQBenchError
+from uqbench.method import UQMethod
+from uqbench.run_folder import json_safe
+
+
+class SyntheticData(UQDataModule):
+    """Random inputs for contract checks: learnable labels (the class is which of a few fixed
+    patterns was added), a noisy shifted dev copy, one corruption and one OOD set."""
+
+    num_classes = 4
+    input_shape: tuple[int, ...] = (1, 28, 28)
+    default_backbone = "digits-cnn"
+    default_max_epochs = 1
+    corruptions = ("noise",)
+    severities = (1,)
+    ood_names = ("uniform",)
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...] = (1, 28, 28),
+        num_classes: int = 4,
+        size: int = 96,
+        batch_size: int = 32,
+        split_seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size=batch_size, split_seed=split_seed)
+        self.input_shape, self.num_classes, self.size = tuple(input_shape), num_classes, size
+
+    def _make(self, n: int, offset: int) -> TensorDataset:
+        g = torch.Generator().manual_seed(self.split_seed * 1000 + offset)
+        patterns = torch.randn(
+            self.num_classes,
+            *self.input_shape,
+            generator=torch.Generator().manual_seed(self.split_seed),
+        )
+        y = torch.randint(self.num_classes, (n,), generator=g)
+        x = patterns[y] + 0.5 * torch.randn(n, *self.input_shape, generator=g)
+        return TensorDataset(x, y)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.train_set = self._make(self.size, 1)
+        self.dev_set = self._make(self.size // 2, 2)
+        self.test_set = self._make(self.size // 2, 3)
+
+    def _noisy(self, data: TensorDataset, offset: int) -> TensorDataset:
+        x, y = data.tensors
+        g = torch.Generator().manual_seed(offset)
+        return TensorDataset(x + 1.5 * torch.randn(x.shape, generator=g), y)
+
+    def dev_shift_set(self) -> TensorDataset:
+        return self._noisy(self.dev_set, 4)
+
+    def cid_set(self, corruption: str, severity: int) -> TensorDataset:
+        return self._noisy(self.test_set, 5)
+
+    def ood_set(self, name: str) -> TensorDataset:
+        g = torch.Generator().manual_seed(6)
+        x = 4 * torch.rand(self.size // 2, *self.input_shape, generator=g) - 2
+        return TensorDataset(x, torch.full((len(x),), -1))
+
+
+def build(
+    method_cls: type[UQMethod], backbone: str, seed: int = 0, **options: Any
+) -> tuple[UQMethod, SyntheticData]:
+    """A method on a fresh ``backbone`` (by registered name) and set-up synthetic data."""
+    from uqbench import registry
+
+    factory = registry.load("backbone", backbone)
+    shape = {"ds-cnn": (1, 49, 10), "resnet8": (3, 32, 32)}.get(backbone, (1, 28, 28))
+    data = SyntheticData(input_shape=shape)
+    data.setup()
+    torch.manual_seed(seed)
+    net = factory(num_classes=data.num_classes, input_shape=shape)
+    return method_cls(backbone=net, **options), data
+
+
+def calibrated(method: UQMethod, data: SyntheticData) -> UQMethod:
+    from uqbench.stages.calibrate import calibrate_method
+
+    calibrate_method(method, DevData(data, method.backbone, method.record_request()))
+    return method.eval()
+
+
+def _inputs(data: SyntheticData, n: int = 24) -> torch.Tensor:
+    return torch.cat(
+        [data.test_set.tensors[0][: n // 2], data.ood_set("uniform").tensors[0][: n - n // 2]]
+    )
+
+
+@dataclass
+class Check:
+    """One named contract check; call it to run it."""
+
+    name: str
+    run: Callable[[], None]
+
+    def __call__(self) -> None:
+        self.run()
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def method_checks(
+    method_cls: type[UQMethod], backbone: str = "digits-cnn", **options: Any
+) -> list[Check]:
+    """Every contract check for ``method_cls`` built with ``options`` on ``backbone``."""
+
+    def fresh() -> tuple[UQMethod, SyntheticData]:
+        return build(method_cls, backbone, **options)
+
+    def outputs() -> None:
+        method, data = fresh()
+        out = calibrated(method, data)(_inputs(data))
+        n, c = len(_inputs(data)), data.num_classes
+        assert out.logits.shape == (n, c), f"logits {tuple(out.logits.shape)} != {(n, c)}"
+        assert out.probs.shape == (n, c) and out.score.shape == (n,)
+        torch.testing.assert_close(
+            out.probs.sum(-1).double(), torch.ones(n, dtype=torch.float64), atol=1e-5, rtol=0
+        )
+        assert torch.isfinite(out.score).all(), "scores must be finite"
+
+    def orientation() -> None:
+        # Trained briefly on learnable synthetic data, far-out inputs must score as more
+        # uncertain than clean test inputs: higher = more uncertain.
+        method, data = fresh()
+        _train_briefly(method, data)
+        calibrated(method, data)
+        with torch.no_grad():
+            clean = method(data.test_set.tensors[0]).score.mean()
+            far = method(8 * data.ood_set("uniform").tensors[0]).score.mean()
+        assert far > clean, f"mean score of far inputs {far:.4g} <= clean {clean:.4g}"
+
+    def batch_invariance() -> None:
+        method, data = fresh()
+        calibrated(method, data)
+        x = _inputs(data)
+        with torch.no_grad():
+            whole = method(x).score
+            parts = torch.cat([method(x[i : i + 5]).score for i in range(0, len(x), 5)])
+        torch.testing.assert_close(parts, whole, rtol=1e-4, atol=1e-5)
+
+    def repeatable_and_round_trip() -> None:
+        method, data = fresh()
+        calibrated(method, data)
+        x = _inputs(data)
+        with torch.no_grad():
+            first, second = method(x), method(x)
+        torch.testing.assert_close(first.score, second.score)
+        buffer = io.BytesIO()
+        torch.save({"state_dict": method.state_dict()}, buffer)
+        buffer.seek(0)
+        state = torch.load(buffer, weights_only=True)["state_dict"]
+        other, _ = build(method_cls, backbone, seed=1, **options)  # other initial weights
+        other.load_state_dict(state)
+        with torch.no_grad():
+            again = other.eval()(x)
+        torch.testing.assert_close(again.score, first.score)
+        torch.testing.assert_close(again.probs, first.probs)
+
+    def fit_twice() -> None:
+        method, data = fresh()
+        calibrated(method, data)
+        once = copy.deepcopy(method.state_dict())
+        calibrated(method, data)
+        for key, value in method.state_dict().items():
+            torch.testing.assert_close(value, once[key], msg=f"{key} changed on a second fit")
+
+    def unfitted_refused() -> None:
+        method, data = fresh()
+        if not method.requires_calibration():
+            return
+        try:
+            method.eval()(_inputs(data))
+        except UQBenchError:
+            return
+        raise AssertionError("scoring before calibration returned numbers instead of an error")
+
+    def serializable() -> None:
+        method, data = fresh()
+        calibrated(method, data)
+        json.dumps(json_safe(method.tuned()), allow_nan=False)
+        json.dumps(json_safe(method.cost_facts().to_dict()), allow_nan=False)
+
+    checks = [
+        outputs,
+        orientation,
+        batch_invariance,
+        repeatable_and_round_trip,
+        fit_twice,
+        unfitted_refused,
+        serializable,
+    ]
+    return [Check(f"{method_cls.__name__}[{backbone}]:{c.__name__}", c) for c in checks]
+
+
+def _train_briefly(method: UQMethod, data: SyntheticData, steps: int = 60) -> None:
+    """A few optimizer steps of the method's own objective (or of cross-entropy on the backbone
+    when it does not train), enough for the synthetic patterns to be learned."""
+    from torch.utils.data import DataLoader
+
+    module: UQMethod = method
+    if not method.needs_for({}).trains:
+        from uqbench.method import BaseClassifier
+
+        module = BaseClassifier(method.backbone)
+    optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=3e-3)
+    module.train()
+    loader = DataLoader(
+        data.train_set, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
+    step = 0
+    while step < steps:
+        for batch in loader:
+            loss = module.training_step(batch, step)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
+    module.eval()
