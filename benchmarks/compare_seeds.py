@@ -15,16 +15,19 @@ from datetime import date
 from pathlib import Path
 
 from uqbench.config import RunConfig
+from uqbench.metric_table import lookup
 from uqbench.runner import fit
 
+# Paths into metrics.json, named by the metric table (uqbench/metric_table.py).
 COLUMNS = [
-    ("AUROC ID ok vs err", lambda m: m["id_vs_error"]["auroc"]),
-    ("AUROC ID ok vs OOD", lambda m: m["id_vs_ood"]["auroc"]),
-    ("AURC ID", lambda m: m["selective"]["id"]["aurc"]),
-    ("AURC ID+CID", lambda m: m["selective"]["id+cid"]["aurc"]),
-    ("ECE", lambda m: m["calibration"]["ece"]),
-    ("acc ID", lambda m: m["accuracy"]["id"]),
-    ("acc CID", lambda m: m["accuracy"]["cid_mean"]),
+    ("AUROC ID ok vs err", "id_vs_error/auroc"),
+    ("AUROC ID ok vs OOD", "id_vs_ood/mean/auroc"),
+    ("AURC ID", "selective/id/aurc"),
+    ("AURC ID+CID", "selective/id+cid/aurc"),
+    ("ECE", "calibration/ece"),
+    ("ECE (T-scaled)", "calibration_ts/ece"),
+    ("acc ID", "accuracy/id"),
+    ("acc CID", "accuracy/cid_mean"),
 ]
 
 
@@ -55,7 +58,7 @@ def main() -> None:
             metrics.append(json.loads((folder / "metrics.json").read_text())["metrics"])
         rows.append(
             f"| {method} | "
-            + " | ".join(_cell([get(m) for m in metrics]) for _, get in COLUMNS)
+            + " | ".join(_cell([lookup(m, key) for m in metrics]) for _, key in COLUMNS)
             + " |"
         )
     header = "| method | " + " | ".join(name for name, _ in COLUMNS) + " |"
