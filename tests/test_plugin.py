@@ -89,3 +89,34 @@ def test_fit_runs_the_plugin_with_its_own_options(site, tmp_path):
     assert bad.returncode == 2 and "method.temperature (float)" in bad.stderr
     broken = _uqbench(site, "fit", "method=broken", cache=tmp_path / "cache")
     assert broken.returncode == 2 and "failed to import" in broken.stderr
+
+
+def _tiny_dist(root: Path, dist: str, module: str) -> Path:
+    folder = root / dist
+    folder.mkdir()
+    (folder / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+        f'[project]\nname = "{dist}"\nversion = "1.0"\n'
+        f'[project.entry-points."uqbench.methods"]\ndup = "{module}:Dup"\n'
+        f'[tool.setuptools]\npy-modules = ["{module}"]\n'
+    )
+    (folder / f"{module}.py").write_text(
+        "from uqbench.methods.msp import MSP\n\n\nclass Dup(MSP):\n    pass\n"
+    )
+    return folder
+
+
+def test_two_distributions_registering_one_name_are_shown_and_refused(tmp_path):
+    target = tmp_path / "site"
+    for dist, module in (("uqbench-dup-a", "dup_a"), ("uqbench-dup-b", "dup_b")):
+        _pip_install(_tiny_dist(tmp_path, dist, module), target)
+    done = _uqbench(target, "list", cache=tmp_path / "cache")
+    rows = [line for line in done.stdout.splitlines() if line.strip().startswith("dup ")]
+    assert len(rows) == 2 and all("CONFLICT" in row for row in rows)
+    assert {"uqbench-dup-a 1.0", "uqbench-dup-b 1.0"} <= {
+        " ".join(row.split()[1:3]) for row in rows
+    }
+    assert done.returncode == 1
+    fit = _uqbench(target, "fit", "method=dup", cache=tmp_path / "cache")
+    assert fit.returncode == 2
+    assert "uqbench-dup-a 1.0" in fit.stderr and "uqbench-dup-b 1.0" in fit.stderr

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -228,6 +229,8 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(
                 f"{key}: expected {annotation.__name__}, got {shorten(repr(value))}"
             ) from None
+        if annotation is float and not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite float, got {shorten(repr(value))}")
         return number
     if annotation is str:
         if isinstance(value, str):

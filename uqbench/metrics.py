@@ -28,6 +28,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 ArrayLike = Any
+ROW_SUM_TOLERANCE = 1e-3  # float32 softmax rows are within 1e-6; 1e-3 leaves room for float16
 
 
 # --------------------------------------------------------------------------- validation
@@ -66,6 +67,14 @@ def _probs_and_labels(probs: ArrayLike, labels: ArrayLike, name: str) -> tuple[T
         raise ValueError(f"{name}: {p.shape[0]} rows of probs but {y.numel()} labels")
     if (y < 0).any() or (y >= p.shape[1]).any():
         raise ValueError(f"{name}: labels must be in [0, {p.shape[1] - 1}]")
+    if not torch.isfinite(p).all() or (p < 0).any():
+        raise ValueError(f"{name}: probabilities contain NaN, infinite or negative values")
+    worst = float((p.sum(1) - 1).abs().max())
+    if worst > ROW_SUM_TOLERANCE:
+        raise ValueError(
+            f"{name}: probability rows must sum to 1 (one row is off by {worst:.3g}); pass "
+            f"softmax outputs, not logits"
+        )
     return p, y
 
 

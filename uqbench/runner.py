@@ -46,8 +46,8 @@ def fit(config: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
     folders = _create_folders(config, group)
     try:
         started = time.perf_counter()
-        datamodule = group[0].data_cls(**group[0].data_args)
-        datamodule.setup("fit")  # before seeding: a datamodule cannot move the training seed
+        datamodule = _isolated_setup(group[0].data_cls(**group[0].data_args))
+        datamodule.setup("fit")
         seed_everything(config.seed, workers=True, verbose=False)
         logger = train.make_logger(group[0], folders[0].path, folders[0].final.name)
         device = train.run_device(group[0])
@@ -88,6 +88,28 @@ def fit(config: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
         for folder in folders:
             folder.abort()
         raise
+
+
+def _isolated_setup(datamodule: Any) -> Any:
+    """Run every ``setup`` call (ours, and Lightning's inside ``fit``) with the global random
+    generators saved and restored, so a datamodule that reseeds them cannot move training."""
+    import random
+
+    import numpy as np
+
+    setup = datamodule.setup
+
+    def isolated(*args: Any, **kwargs: Any) -> Any:
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            try:
+                return setup(*args, **kwargs)
+            finally:
+                random.setstate(python_state)
+                np.random.set_state(numpy_state)
+
+    datamodule.setup = isolated
+    return datamodule
 
 
 def _check_group(group: list[Resolved]) -> None:
