@@ -165,16 +165,21 @@ def method_checks(
 
     def orientation() -> None:
         # Trained briefly on learnable synthetic data (class = which pattern was added to the
-        # noise), noise without any pattern must score as more uncertain than test inputs.
+        # noise), the score must rank the errors above the correct predictions on the test
+        # split and its noisier CID copy, pooled (the ID ok | ID err task): higher = more
+        # uncertain.
+        from uqbench.metrics import auroc
+
         method, data = fresh()
         _train_briefly(method, data)
         calibrated(method, data)
+        cid = data.cid_set("noise", 1).tensors
+        x, y = (torch.cat([a, b]) for a, b in zip(data.test_set.tensors, cid, strict=True))
         with torch.no_grad():
-            clean = method(data.test_set.tensors[0]).score.mean()
-            g = torch.Generator().manual_seed(7)
-            noise = 0.5 * torch.randn(data.test_set.tensors[0].shape, generator=g)
-            unsure = method(noise).score.mean()
-        assert unsure > clean, f"mean score of pattern-free noise {unsure:.4g} <= clean {clean:.4g}"
+            out = method(x)
+        errors = out.probs.argmax(-1) != y
+        value = auroc(out.score, errors)
+        assert value > 0.5, f"AUROC of the score for errors on ID + CID is {value:.3f}, not > 0.5"
 
     def batch_invariance() -> None:
         method, data = fresh()
