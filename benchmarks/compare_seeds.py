@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[13, 17, 23])
     parser.add_argument("--out", default="runs/seeds")
     parser.add_argument("--table", default="leaderboards/digits-seeds.md")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
     args = parser.parse_args()
     rows = []
     for method in args.methods:
@@ -52,7 +53,12 @@ def main() -> None:
             if not (folder / "metrics.json").is_file():
                 fit(
                     RunConfig(
-                        method=method, seed=seed, out=args.out, name=folder.name, logger="none"
+                        method=method,
+                        seed=seed,
+                        out=args.out,
+                        name=folder.name,
+                        logger="none",
+                        threads=args.threads,
                     )
                 )
             metrics.append(json.loads((folder / "metrics.json").read_text())["metrics"])

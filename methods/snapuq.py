@@ -209,6 +209,8 @@ class SNAPUQ(UQMethod):
             return b0 + b1 * snap.double() + b2 * m.double()
         gamma = float(self.gamma_used)  # psi exactly as the map was fitted on it
         psi = gamma * snap + (1 - gamma) * m
+        if self.iso_x.numel() == 0:  # not fitted yet (the dev log while training)
+            return psi.double()
         return isotonic_predict(self.iso_x, self.iso_y, psi.to(self.iso_x.dtype)).double()
 
     def forward(self, x: Tensor) -> UQOutput:
@@ -338,8 +340,8 @@ class SNAPUQ(UQMethod):
 
     # ----------------------------------------------------------------- diagnostics (G.8)
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        logits, ebar, _, _ = self.features(batch[0])  # one pass for both logs
-        self.log_dev_classification(logits, batch[1])
+        logits, ebar, snap, m = self.features(batch[0])  # one pass for every dev log
+        self.log_dev(UQOutput(logits, self.map_score(snap, m)), batch[1])
         self._dev_stats.setdefault("ebar", []).append(ebar.detach())
         self._dev_stats.setdefault("conf", []).append(logits.softmax(-1).amax(-1).detach())
 

@@ -21,10 +21,11 @@ refuses to score until the runner has calibrated it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -226,12 +227,34 @@ class UQMethod(LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
-        self.log_dev_classification(self.backbone(x).logits, y)
+        with self.provisional_scores():
+            out = self(x)
+        self.log_dev(out, y)
 
-    def log_dev_classification(self, logits: Tensor, y: Tensor) -> None:
-        """Dev NLL and accuracy of the classifier, logged once per validation epoch."""
-        self.log("dev/nll", F.cross_entropy(logits, y), prog_bar=True)
-        self.log("dev/accuracy", (logits.argmax(-1) == y).float().mean(), prog_bar=True)
+    @contextlib.contextmanager
+    def provisional_scores(self) -> Iterator[None]:
+        """Score before calibration, for the dev log during training only (the maps and
+        tuned values are not fitted yet, so these scores are provisional)."""
+        was = bool(self.calibrated)
+        self.calibrated.fill_(True)
+        try:
+            yield
+        finally:
+            self.calibrated.fill_(was)
+
+    def log_dev(self, out: UQOutput, y: Tensor) -> None:
+        """Dev NLL, accuracy and the failure-detection AUROC (ID ok | ID err on clean dev),
+        logged once per validation epoch through Lightning (so W&B plots them as it trains)."""
+        from uqbench.metrics import AUROC
+
+        if not hasattr(self, "dev_auroc"):
+            self.dev_auroc = AUROC().to(self.device)  # a child module: Lightning computes it
+        probs = out.probs.clamp_min(1e-12)
+        self.log("dev/nll", F.nll_loss(probs.log(), y), prog_bar=True)
+        errors = out.probs.argmax(-1) != y
+        self.log("dev/accuracy", 1.0 - errors.float().mean(), prog_bar=True)
+        self.dev_auroc.update(out.score.detach(), errors)
+        self.log("dev/auroc_id_vs_error", self.dev_auroc, on_step=False, on_epoch=True)
 
     def check_finite(self, value: Tensor, what: str) -> None:
         """Stop training with the epoch and step named when ``value`` is NaN or infinite."""
@@ -307,4 +330,7 @@ class PostHocMethod(UQMethod):
 
 class BaseClassifier(UQMethod):
     """The plain cross-entropy classifier every ``needs.base`` method starts from (trains a
-    backbone in place; the base-model stage caches the result)."""
+    backbone in place; the base-model stage caches the result). Its dev log scores by MSP."""
+
+    def score(self, out: BackboneOutput) -> Tensor:
+        return 1.0 - out.logits.softmax(-1).amax(-1)

@@ -93,6 +93,10 @@ def fit(trainer: Any, module: Any, datamodule: Any) -> None:
     trainer.fit(module, datamodule=datamodule)
     if trainer.interrupted:
         raise KeyboardInterrupt
+    if not trainer.is_global_zero:
+        # Lightning's ddp launcher runs this command once per device; the others stop after
+        # training (removing their own partial folders), and rank 0 calibrates and evaluates.
+        raise SystemExit(0)
 
 
 def set_threads(threads: int | None) -> int:
