@@ -53,6 +53,9 @@ def test_fit_writes_a_complete_run_folder_and_prints_the_report(capsys, tmp_path
 
     config = json.loads((folder / "config.json").read_text())
     assert config["method_args"]["lr"] == 1e-3 and config["trainer_args"]["max_epochs"] == 3
+    from uqbench.stages.resolve import default_threads
+
+    assert config["run"] == {"accelerator": "auto", "device": "cpu", "threads": default_threads()}
     state = torch.load(folder / "checkpoint.pt", weights_only=True)["state_dict"]
     assert any(k.startswith("backbone.") for k in state)
     assert (folder / "logs" / "metrics.csv").is_file()

@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         "test",
         help="evaluate a saved run folder again: uqbench test run=runs/<name>",
         description="Rebuild a finished run from its config.json and checkpoint.pt, evaluate "
-        "it and rewrite its metrics.json.",
+        "it and write the results to test-<time>.json beside the fit's metrics.json.",
     )
     test.add_argument("overrides", nargs="*", metavar="run=PATH")
     commands.add_parser("list", help="every installed method, datamodule and backbone plugin")
