@@ -178,3 +178,27 @@ def test_a_datamodule_that_reseeds_cannot_move_the_training_seed(capsys, tmp_pat
     monkeypatch.setenv("UQBENCH_CACHE", str(tmp_path / "other-cache"))
     again = json.loads((_fit(capsys, tmp_path / "b") / "metrics.json").read_text())["metrics"]
     assert again == plain
+
+
+def test_ctrl_c_during_training_exits_130_and_writes_nothing(capsys, tmp_path, monkeypatch):
+    from uqbench.method import UQMethod
+
+    def interrupted(self, batch, batch_idx):
+        raise KeyboardInterrupt  # Lightning catches it and returns from fit; we must not go on
+
+    monkeypatch.setattr(UQMethod, "training_step", interrupted)
+    assert main(["fit", f"out={tmp_path}", *FAST]) == 130
+    assert "interrupted; nothing was written" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stored_predictions_stay_under_1kb_per_example_at_200_classes(tmp_path):
+    from uqbench.predictions import Predictions
+
+    n, c = 1000, 200
+    probs = np.full((n, c), 1.0 / c, dtype=np.float32)
+    p = Predictions(probs, np.zeros(n), np.zeros(n, np.int32), np.zeros(n, np.int32), ["id"])
+    p.save(tmp_path / "scores.npz")
+    with np.load(tmp_path / "scores.npz") as data:
+        per_example = sum(data[k].nbytes for k in ("probs", "score", "label", "group")) / n
+    assert per_example == 4 * c + 16 == 816

@@ -89,8 +89,14 @@ def run_device(resolved: Resolved) -> torch.device:
 
 
 def fit(trainer: Any, module: Any, datamodule: Any) -> None:
-    """``trainer.fit``; Lightning turns Ctrl-C into a normal return, so re-raise it here."""
-    trainer.fit(module, datamodule=datamodule)
+    """``trainer.fit``, with Ctrl-C raised as ``KeyboardInterrupt`` (Lightning shuts down
+    gracefully and then exits with status 1, or returns, instead)."""
+    try:
+        trainer.fit(module, datamodule=datamodule)
+    except SystemExit:
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
     if trainer.interrupted:
         raise KeyboardInterrupt
     if not trainer.is_global_zero:
