@@ -249,3 +249,48 @@ def test_tuning_loop_records_every_candidate_ranks_nan_last_and_respects_fixed_v
     fixed = _Tunable(values, fixed_b=2)
     record = tune(fixed, None)
     assert fixed.applied == {"a": "y", "b": 2} and record["fixed"] == ["b"]
+
+
+def test_metric_table_tasks_against_scikit_learn():
+    from sklearn.metrics import roc_auc_score
+    from uqbench.methods.temperature import fit_temperature
+
+    from uqbench.metric_table import compute_metrics, lookup, spec
+    from uqbench.predictions import Predictions
+
+    rng = np.random.default_rng(0)
+    names = ["dev", "id", "cid/blur/1", "cid/noise/1", "ood/near", "ood/far"]
+    sizes = [60, 80, 70, 70, 50, 40]
+    group = np.repeat(np.arange(len(names)), sizes)
+    n = len(group)
+    logits = rng.normal(size=(n, 5)) * 2
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    label = np.where(group >= 4, -1, rng.integers(0, 5, n))
+    score = rng.normal(size=n) + (probs.argmax(1) != label)  # informative, with noise
+    p = Predictions(
+        probs.astype(np.float32), score, label.astype(np.int32), group.astype(np.int32), names
+    )
+    m = compute_metrics(p)
+    probs32 = p.probs.astype(np.float64)
+    wrong = probs32.argmax(1) != label
+    pooled = (group >= 1) & (group <= 3)
+    assert m["id_vs_error"]["auroc"] == pytest.approx(roc_auc_score(wrong[pooled], score[pooled]))
+    per_set = [roc_auc_score(wrong[group == g], score[group == g]) for g in (2, 3)]
+    assert m["id_vs_error_cid_mean"]["auroc"] == pytest.approx(np.mean(per_set))
+    ok_id = (group == 1) & ~wrong
+    for g, name in ((4, "near"), (5, "far")):
+        keep = ok_id | (group == g)
+        expected = roc_auc_score(group[keep] == g, score[keep])
+        assert m["id_vs_ood"][name]["auroc"] == pytest.approx(expected)
+    mean = (m["id_vs_ood"]["near"]["auroc"] + m["id_vs_ood"]["far"]["auroc"]) / 2
+    assert lookup(m, "id_vs_ood/mean/auroc") == pytest.approx(mean)
+    assert m["counts"]["ood"] == {"near": 50, "far": 40} and m["counts"]["dev"] == 60
+    dev = group == 0
+    log_probs = torch.from_numpy(probs32).clamp_min(1e-12).log()
+    t = fit_temperature(log_probs[dev], torch.from_numpy(label[dev]))
+    assert m["calibration_ts"]["temperature"] == pytest.approx(t)
+    scaled = (log_probs / t).softmax(-1).float().double()
+    assert m["calibration_ts"]["nll"] == pytest.approx(M.nll(scaled[group == 1], label[group == 1]))
+    # Directions and keys come from the table.
+    assert spec("id_vs_ood/near/auroc").higher_is_better
+    assert not spec("selective/id/aurc").higher_is_better

@@ -123,17 +123,21 @@ def lookup(metrics: dict[str, Any], key: str) -> Any:
 # --------------------------------------------------------------------------- evaluation
 @dataclass
 class _Groups:
-    """Per-example views of a :class:`Predictions`: kinds, names, correctness."""
+    """Per-example views of a :class:`Predictions`: set names, kinds (``dev``, ``id``, ``cid``,
+    ``ood``), CID severity (0 elsewhere) and correctness."""
 
     names: np.ndarray
     kind: np.ndarray
+    severity: np.ndarray
     correct: np.ndarray
 
     @classmethod
     def of(cls, p: Predictions) -> _Groups:
+        parts = [n.split("/") for n in p.group_names]
+        kind = np.array([q[0] for q in parts], dtype=object)[p.group]
+        severity = np.array([int(q[2]) if q[0] == "cid" else 0 for q in parts])[p.group]
         names = np.array(p.group_names, dtype=object)[p.group]
-        kind = np.array([n.split("/")[0] for n in names], dtype=object)
-        return cls(names, kind, p.probs.argmax(1) == p.label)
+        return cls(names, kind, severity, p.probs.argmax(1) == p.label)
 
 
 def _chunks(p: Predictions, keep: np.ndarray) -> Iterator[np.ndarray]:
@@ -205,16 +209,12 @@ def compute_metrics(p: Predictions) -> dict[str, Any]:
         "accuracy": _compute(rows("accuracy"), p, is_id, "probs"),
     }
     cid_sets = sorted({n for n in g.names[is_cid]}, key=p.group_names.index)
-    severities = sorted({int(n.split("/")[2]) for n in cid_sets})
+    severities = sorted(set(g.severity[is_cid].tolist()))
+    sev = g.severity
     if severities:
-        sev = np.array(
-            [
-                int(n.split("/")[2]) if k == "cid" else 0
-                for n, k in zip(g.names, g.kind, strict=True)
-            ]
-        )
         by_severity = {
-            str(s): _compute(rows("accuracy"), p, sev == s, "probs")["id"] for s in severities
+            str(s): _compute(rows("accuracy"), p, is_cid & (sev == s), "probs")["id"]
+            for s in severities
         }
         result["accuracy"]["cid"] = by_severity
         result["accuracy"]["cid_mean"] = float(np.mean(list(by_severity.values())))
@@ -225,7 +225,7 @@ def compute_metrics(p: Predictions) -> dict[str, Any]:
             s.name: _mean_defined([r[s.name] for r in per_set])
             for s in rows("id_vs_error_cid_mean")
         }
-        sev_masks = {0: is_id, **{s: sev == s for s in severities}}
+        sev_masks = {0: is_id, **{s: is_cid & (sev == s) for s in severities}}
         result["id_vs_error_by_severity"] = {
             str(s): M.auroc(p.score[mask], errors[mask]) for s, mask in sev_masks.items()
         }
