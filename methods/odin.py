@@ -107,7 +107,9 @@ class ODIN(UQMethod):
         self.epsilon.fill_(choice["epsilon"])
 
     def tuned(self) -> dict:
-        return {"temperature": float(self.temperature), "epsilon": float(self.epsilon)}
+        t, eps = float(self.temperature), float(self.epsilon)
+        # T = 1 with no perturbation scores exactly as MSP does: say so in the record.
+        return {"temperature": t, "epsilon": eps, "equivalent_to_msp": t == 1.0 and eps == 0.0}
 
     def cost_facts(self) -> CostFacts:
         return CostFacts(
