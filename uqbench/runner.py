@@ -20,7 +20,7 @@ from uqbench.config import RunConfig
 from uqbench.dev_data import DevData
 from uqbench.errors import ConfigError, RunDirError
 from uqbench.recorded_pass import TapRequest
-from uqbench.run_folder import METRICS, RunFolder, atomic_write_json, clean_stale, read_run
+from uqbench.run_folder import RunFolder, atomic_write_json, clean_stale, read_run
 from uqbench.stages import base_model, train
 from uqbench.stages.calibrate import calibrate_method
 from uqbench.stages.evaluate import evaluate
@@ -65,22 +65,8 @@ def fit(config: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
             "device": str(device),
             "threads": threads,
         }
-        results = []
-        for resolved, method, folder in zip(group, methods, folders, strict=True):
-            document = metrics_document(
-                resolved,
-                method,
-                predictions[id(method)],
-                tuning=tuning[id(method)],
-                training=training,
-                seconds=seconds,
-                group=[r.config.method for r in group] if len(group) > 1 else None,
-            )
-            if logger and folder is folders[0]:
-                _close_logger(logger, config, document, folder)
-            config_doc = config_document(resolved, run)
-            write_run(folder, config_doc, method, predictions[id(method)], document)
-            results.append((folder.final, document))
+        extra = {"tuning": tuning, "training": training, "seconds": seconds, "run": run}
+        results = _write_all(config, group, methods, folders, predictions, logger, extra)
         for folder in folders:
             folder.commit()
         return results
@@ -88,6 +74,35 @@ def fit(config: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
         for folder in folders:
             folder.abort()
         raise
+
+
+def _write_all(
+    config: RunConfig,
+    group: list[Resolved],
+    methods: list[Any],
+    folders: list[RunFolder],
+    predictions: dict[int, Any],
+    logger: Any,
+    extra: dict[str, Any],
+) -> list[tuple[Path, dict[str, Any]]]:
+    """Assemble each method's documents and write its partial folder (committed by the caller)."""
+    results = []
+    for resolved, method, folder in zip(group, methods, folders, strict=True):
+        document = metrics_document(
+            resolved,
+            method,
+            predictions[id(method)],
+            tuning=extra["tuning"][id(method)],
+            training=extra["training"],
+            seconds=extra["seconds"],
+            group=[r.config.method for r in group] if len(group) > 1 else None,
+        )
+        if logger and folder is folders[0]:
+            _close_logger(logger, config, document, folder)
+        config_doc = config_document(resolved, extra["run"])
+        write_run(folder, config_doc, method, predictions[id(method)], document)
+        results.append((folder.final, document))
+    return results
 
 
 def _isolated_setup(datamodule: Any) -> Any:
@@ -229,7 +244,6 @@ def test(run: Path) -> dict[str, Any]:
     document["uqbench_command"] = "test"
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{secrets.token_hex(3)}"
     atomic_write_json(run / f"test-{stamp}.json", document)
-    assert (run / METRICS).is_file()
     return document
 
 
