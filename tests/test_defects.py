@@ -109,6 +109,7 @@ def _fit(capsys, tmp_path, *args):
     return tmp_path / "r"
 
 
+@pytest.mark.slow
 def test_a_corrupt_base_model_is_set_aside_and_retrained(capsys, tmp_path):
     from uqbench.stages.base_model import cache_root
 
@@ -164,6 +165,7 @@ def test_nan_or_unnormalized_probabilities_are_rejected():
                 metric(probs, labels)
 
 
+@pytest.mark.slow
 def test_a_datamodule_that_reseeds_cannot_move_the_training_seed(capsys, tmp_path, monkeypatch):
     from uqbench.datamodules.digits import Digits
 

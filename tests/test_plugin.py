@@ -126,6 +126,7 @@ def test_two_distributions_registering_one_name_are_shown_and_refused(tmp_path):
     assert "uqbench-dup-a 1.0" in fit.stderr and "uqbench-dup-b 1.0" in fit.stderr
 
 
+@pytest.mark.slow
 def test_the_worked_datamodule_and_conv1d_backbone_run_end_to_end(site, tmp_path):
     for method in ("snapuq", "mahalanobis"):
         done = _uqbench(
@@ -179,6 +180,7 @@ def test_contract_checks_pass_on_the_conv1d_backbone(monkeypatch):
                 check()
 
 
+@pytest.mark.slow
 def test_the_example_plugins_own_tests_run_the_contract_suite(site):
     done = subprocess.run(
         [
