@@ -45,6 +45,7 @@ class MetricSpec:
     make: Callable[[], Metric]
     higher_is_better: bool
     fmt: str = ".3f"
+    function: Callable[..., float] | None = None  # the same value from whole arrays at once
 
     @property
     def key(self) -> str:
@@ -53,9 +54,9 @@ class MetricSpec:
 
 def _ranking(task: str, subset: str) -> list[MetricSpec]:
     return [
-        MetricSpec(task, "auroc", subset, M.AUROC, True),
-        MetricSpec(task, "auprc", subset, M.AUPRC, True),
-        MetricSpec(task, "fpr95", subset, M.FPRAtTPR, False),
+        MetricSpec(task, "auroc", subset, M.AUROC, True, function=M.auroc),
+        MetricSpec(task, "auprc", subset, M.AUPRC, True, function=M.auprc),
+        MetricSpec(task, "fpr95", subset, M.FPRAtTPR, False, function=M.fpr_at_tpr),
     ]
 
 
@@ -140,31 +141,38 @@ class _Groups:
         return cls(names, kind, severity, p.probs.argmax(1) == p.label)
 
 
-def _chunks(p: Predictions, keep: np.ndarray) -> Iterator[np.ndarray]:
-    """Index arrays of the kept examples, one per evaluation set (the per-batch updates)."""
-    for g in range(len(p.group_names)):
-        index = np.flatnonzero(keep & (p.group == g))
-        if len(index):
-            yield index
+class _Arrays:
+    """A :class:`Predictions` as float64 tensors, with each evaluation set's indices, made once."""
+
+    def __init__(self, p: Predictions) -> None:
+        self.probs = torch.from_numpy(p.probs).double()
+        self.score = torch.from_numpy(p.score)
+        self.label = torch.from_numpy(p.label.astype(np.int64))
+        self.by_group = [np.flatnonzero(p.group == g) for g in range(len(p.group_names))]
+
+    def chunks(self, keep: np.ndarray) -> Iterator[np.ndarray]:
+        """Index arrays of the kept examples, one per evaluation set (the per-set updates)."""
+        for index in self.by_group:
+            kept = index[keep[index]]
+            if len(kept):
+                yield kept
 
 
-def _compute(specs: list[MetricSpec], p: Predictions, keep: np.ndarray, target: Any) -> dict:
-    """Update each spec's Metric chunk by chunk with the kept examples, compute once."""
+def _compute(specs: list[MetricSpec], a: _Arrays, keep: np.ndarray, target: Any) -> dict:
+    """Update each spec's Metric chunk by chunk with the kept examples, compute once.
+    ``target``: 0/1 positives per example, or ``"probs"`` for probability metrics."""
     if not keep.any():
         return {}
     instances = [s.make() for s in specs]
-    probs = torch.from_numpy(p.probs).double()
-    score = torch.from_numpy(p.score)
-    label = torch.from_numpy(p.label.astype(np.int64))
-    for index in _chunks(p, keep):
+    for index in a.chunks(keep):
         i = torch.from_numpy(index)
         for metric in instances:
-            if isinstance(target, str):  # "probs": calibration and accuracy metrics
-                metric.update(probs[i], label[i])
+            if isinstance(target, str):  # calibration and accuracy metrics
+                metric.update(a.probs[i], a.label[i])
             elif isinstance(metric, M.SelectiveNLL):
-                metric.update(score[i], probs[i], label[i])
+                metric.update(a.score[i], a.probs[i], a.label[i])
             else:
-                metric.update(score[i], torch.from_numpy(target[index]))
+                metric.update(a.score[i], torch.from_numpy(target[index]))
     return {s.name: float(m.compute()) for s, m in zip(specs, instances, strict=True)}
 
 
@@ -187,7 +195,7 @@ def _mean_defined(values: list[float]) -> float:
 
 def compute_metrics(p: Predictions) -> dict[str, Any]:
     """Every metric of :func:`table` from per-example predictions."""
-    g = _Groups.of(p)
+    g, a = _Groups.of(p), _Arrays(p)
     is_id, is_cid, is_dev = g.kind == "id", g.kind == "cid", g.kind == "dev"
     id_or_cid = is_id | is_cid
     errors = ~g.correct
@@ -206,23 +214,24 @@ def compute_metrics(p: Predictions) -> dict[str, Any]:
             "id_errors": int((is_id & errors).sum()),
             "id_cid_errors": int((id_or_cid & errors).sum()),
         },
-        "accuracy": _compute(rows("accuracy"), p, is_id, "probs"),
+        "accuracy": _compute(rows("accuracy"), a, is_id, "probs"),
     }
     cid_sets = sorted({n for n in g.names[is_cid]}, key=p.group_names.index)
     severities = sorted(set(g.severity[is_cid].tolist()))
     sev = g.severity
     if severities:
         by_severity = {
-            str(s): _compute(rows("accuracy"), p, is_cid & (sev == s), "probs")["id"]
+            str(s): _compute(rows("accuracy"), a, is_cid & (sev == s), "probs")["id"]
             for s in severities
         }
         result["accuracy"]["cid"] = by_severity
         result["accuracy"]["cid_mean"] = float(np.mean(list(by_severity.values())))
-    result["id_vs_error"] = _compute(rows("id_vs_error"), p, id_or_cid, errors)
+    result["id_vs_error"] = _compute(rows("id_vs_error"), a, id_or_cid, errors)
     if cid_sets:
-        per_set = [_compute(rows("id_vs_error"), p, g.names == n, errors) for n in cid_sets]
+        # One set at a time is one chunk: the plain functions give the Metrics' values.
+        sets = [np.flatnonzero(g.names == n) for n in cid_sets]
         result["id_vs_error_cid_mean"] = {
-            s.name: _mean_defined([r[s.name] for r in per_set])
+            s.name: _mean_defined([s.function(p.score[i], errors[i]) for i in sets])
             for s in rows("id_vs_error_cid_mean")
         }
         sev_masks = {0: is_id, **{s: is_cid & (sev == s) for s in severities}}
@@ -233,20 +242,20 @@ def compute_metrics(p: Predictions) -> dict[str, Any]:
         per_ood = {}
         for name in ood_sets:
             ood = g.names == f"ood/{name}"
-            per_ood[name] = _compute(rows(f"id_vs_ood/{name}"), p, (is_id & g.correct) | ood, ood)
+            per_ood[name] = _compute(rows(f"id_vs_ood/{name}"), a, (is_id & g.correct) | ood, ood)
         per_ood["mean"] = {
             s.name: _mean_defined([per_ood[n][s.name] for n in ood_sets])
             for s in rows("id_vs_ood/mean")
         }
         result["id_vs_ood"] = per_ood
-    result["selective"] = {"id": _compute(rows("selective/id"), p, is_id, errors)}
+    result["selective"] = {"id": _compute(rows("selective/id"), a, is_id, errors)}
     if is_cid.any():
-        result["selective"]["id+cid"] = _compute(rows("selective/id+cid"), p, id_or_cid, errors)
-    result["calibration"] = _compute(rows("calibration"), p, is_id, "probs")
+        result["selective"]["id+cid"] = _compute(rows("selective/id+cid"), a, id_or_cid, errors)
+    result["calibration"] = _compute(rows("calibration"), a, is_id, "probs")
     if is_dev.any():
         scaled, t = _temperature_scaled(p, is_dev)
         result["calibration_ts"] = {
             "temperature": t,
-            **_compute(rows("calibration_ts"), scaled, is_id, "probs"),
+            **_compute(rows("calibration_ts"), _Arrays(scaled), is_id, "probs"),
         }
     return result

@@ -15,6 +15,7 @@ that is not an entry point: it wraps any timm model (see ``uqbench.backbones.tim
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import json
@@ -53,6 +54,12 @@ class Entry:
 
 def _all_entry_points(kind: str) -> dict[str, list[metadata.EntryPoint]]:
     """Every entry point of one kind by name; a name with two or more is a conflict."""
+    return _scan(kind, tuple(sys.path))
+
+
+@functools.lru_cache(maxsize=16)
+def _scan(kind: str, path: tuple[str, ...]) -> dict[str, list[metadata.EntryPoint]]:
+    # Reading distribution metadata costs milliseconds per entry point: once per sys.path.
     found: dict[str, list[metadata.EntryPoint]] = {}
     seen: set[tuple[str, str, str]] = set()
     for ep in metadata.entry_points(group=GROUPS[kind]):
