@@ -10,13 +10,16 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from uqbench import registry
 from uqbench.config import RunConfig, bind, shorten
 from uqbench.errors import ConfigError, UQBenchError
+
+if TYPE_CHECKING:
+    from uqbench.method import Needs
 
 # Trainer arguments the runner owns; the user cannot override them with trainer.*.
 RUNNER_OWNED = ("logger", "default_root_dir", "enable_checkpointing", "callbacks")
@@ -41,7 +44,8 @@ class Resolved:
     trainer_args: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def needs(self) -> Any:
+    def needs(self) -> Needs:
+        """What the method needs from the runner, with these options."""
         return self.method_cls.needs_for(self.method_args)
 
     def to_dict(self) -> dict[str, Any]:
