@@ -106,3 +106,18 @@ def corrupt(x: Tensor, corruption: str, severity: int, seed: int) -> Tensor:
         raise ValueError(f"severity must be 1-5, got {severity}")
     gen = torch.Generator().manual_seed(zlib.crc32(f"{seed}/{corruption}/{severity}".encode()))
     return CORRUPTIONS[corruption](x, severity, gen)
+
+
+def shift_each(x: Tensor, names: tuple[str, ...], seed: int) -> Tensor:
+    """Each image of ``x`` once under a corruption and severity drawn uniformly at random
+    (generator seeded by ``seed``): a shifted copy, e.g. the CID half of a dev mix."""
+    gen = torch.Generator().manual_seed(seed)
+    kinds = torch.randint(len(names), (len(x),), generator=gen)
+    levels = torch.randint(1, 6, (len(x),), generator=gen)
+    out = x.clone()
+    for k, name in enumerate(names):
+        for severity in range(1, 6):
+            chosen = (kinds == k) & (levels == severity)
+            if chosen.any():
+                out[chosen] = corrupt(out[chosen], name, severity, seed)
+    return out

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
-from uqbench.datamodules.corruptions import CORRUPTIONS, corrupt
+from uqbench.datamodules.corruptions import CORRUPTIONS, corrupt, shift_each
 
 from uqbench.datamodule import UQDataModule
 
@@ -110,15 +110,7 @@ class Digits(UQDataModule):
         """Each dev image once more, under a corruption and severity drawn uniformly at random
         (generator seeded by split_seed)."""
         self.setup()
-        gen = torch.Generator().manual_seed(self.split_seed + 1)
-        kinds = torch.randint(len(self.corruptions), (len(self._dev_images),), generator=gen)
-        levels = torch.randint(1, 6, (len(self._dev_images),), generator=gen)
-        x = self._dev_images.clone()
-        for k, name in enumerate(self.corruptions):
-            for severity in range(1, 6):
-                chosen = (kinds == k) & (levels == severity)
-                if chosen.any():
-                    x[chosen] = corrupt(x[chosen], name, severity, self.split_seed + 1)
+        x = shift_each(self._dev_images, self.corruptions, self.split_seed + 1)
         return TensorDataset(self.normalize(x), self._dev_labels)
 
     def ood_set(self, name: str = "photos") -> Dataset:

@@ -75,6 +75,12 @@ class UQDataModule(LightningDataModule):
         self.dev_set: Dataset
         self.test_set: Dataset
 
+    def check_files(self) -> None:
+        """Raise :class:`~uqbench.errors.DataError` listing every missing file, with where it
+        belongs and where to get it; the runner calls it before anything is loaded or written.
+        The default checks nothing (a datamodule whose data ships with a package)."""
+        return None
+
     def cid_set(self, corruption: str, severity: int) -> Dataset:
         raise NotImplementedError
 

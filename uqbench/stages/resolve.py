@@ -173,7 +173,8 @@ def resolve(config: RunConfig) -> Resolved:
         ),
         trainer_args=trainer_args(data_cls, config.trainer_args),
     )
-    data_cls(**resolved.data_args)  # its constructor checks its options; it loads nothing
+    # Its constructor checks its options and loads nothing; then every file must be there.
+    data_cls(**resolved.data_args).check_files()
     return resolved
 
 
