@@ -6,9 +6,9 @@ import struct
 import numpy as np
 import pytest
 import torch
+from uqbench.datamodules.mnist import MNIST
 
 from uqbench.cli import main
-from uqbench.datamodules.mnist import MNIST
 from uqbench.errors import DataError
 
 

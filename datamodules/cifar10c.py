@@ -1,0 +1,238 @@
+"""``cifar10c``: CIFAR-10 with the official CIFAR-10-C files, SVHN (far) and CIFAR-100 (near) OOD.
+
+Files, under ``data.root`` (default ``$UQBENCH_DATA``, else ``~/.cache/uqbench/data``), in the
+layout of torchvision and of the official archives::
+
+    cifar-10-batches-py/data_batch_1 ... data_batch_5, test_batch     (python pickle batches)
+    CIFAR-10-C/<corruption>.npy, CIFAR-10-C/labels.npy                (5 x 10,000 images each)
+    test_32x32.mat                                                    (SVHN test)
+    cifar-100-python/test                                             (CIFAR-100 test)
+
+- **Splits.** The official 50,000 / 10,000 split; ``dev`` is 10% of train, stratified, fixed by
+  ``split_seed``. Normalized with the per-channel means (0.4914, 0.4822, 0.4465) and stds
+  (0.2023, 0.1994, 0.2010) of paper A.1.
+- **CID.** Each ``CIFAR-10-C/<corruption>.npy`` holds the test split under that corruption at
+  severities 1-5, 10,000 images each in order; it is memory-mapped and read one severity at a
+  time, so a full evaluation never holds the 950,000 images. ``data.corruptions`` picks a subset
+  of the 19 (15 + 4 extra); every file named must exist.
+- **OOD.** ``cifar100`` (near: the CIFAR-100 test split) and ``svhn`` (far: the SVHN test split).
+- **Shifted dev.** Each dev image once under a corruption of the engine (not CIFAR-10-C: those
+  are test images), at a random severity.
+
+Missing files are all listed at once with their folders and sources when options are checked;
+a file that cannot be what it claims (unreadable pickle or ``.npy``, wrong shape or dtype,
+labels out of range, counts that disagree) is named corrupt.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, TensorDataset
+from uqbench.datamodules.corruptions import CORRUPTIONS as ENGINE
+from uqbench.datamodules.corruptions import shift_each
+from uqbench.datamodules.mnist import data_root
+
+from uqbench.datamodule import UQDataModule
+from uqbench.errors import ConfigError, DataError
+
+MEAN = torch.tensor([0.4914, 0.4822, 0.4465])[:, None, None]
+STD = torch.tensor([0.2023, 0.1994, 0.2010])[:, None, None]
+DEV_FRACTION = 0.1
+CIFAR10C_CORRUPTIONS = (
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
+    "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",
+    "elastic_transform", "pixelate", "jpeg_compression",
+    "speckle_noise", "gaussian_blur", "spatter", "saturate",
+)  # fmt: skip
+TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+SOURCES = {
+    "cifar-10-batches-py": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    "cifar-100-python": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+    "CIFAR-10-C": "https://zenodo.org/record/2535967 (CIFAR-10-C.tar)",
+    "test_32x32.mat": "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
+}
+
+
+def _unpickle(path: Path, label_key: bytes, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images [N, 32, 32, 3] and labels [N] of one CIFAR pickle batch, checked."""
+    try:
+        with open(path, "rb") as handle:
+            batch = pickle.load(handle, encoding="bytes")
+        data = np.asarray(batch[b"data"])
+        labels = np.asarray(batch[label_key])
+    except Exception as exc:  # noqa: BLE001 - any unreadable batch is corrupt
+        raise DataError(f"{path} is corrupt ({type(exc).__name__}: {exc}); replace it") from None
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(
+            f"{path} is corrupt: data is {data.dtype} {data.shape}, not uint8 [N, 3072]"
+        )
+    _check_labels(path, labels, len(data), classes)
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels.astype(np.int64)
+
+
+def _check_labels(path: Path, labels: np.ndarray, count: int, classes: int) -> None:
+    if len(labels) != count:
+        raise DataError(
+            f"{path}: {count:,} images but {len(labels):,} labels; corrupt or mismatched"
+        )
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        raise DataError(f"{path} is corrupt: labels outside 0-{classes - 1}")
+
+
+def _load_npy(path: Path, mmap: bool) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable array is corrupt
+        raise DataError(f"{path} is corrupt ({type(exc).__name__}: {exc}); replace it") from None
+
+
+def _to_tensor(images: np.ndarray) -> Tensor:
+    """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [0, 1]."""
+    copy = np.array(images, dtype=np.uint8)  # a writable copy (memory-mapped files are not)
+    return torch.from_numpy(copy).permute(0, 3, 1, 2).float() / 255.0
+
+
+def normalize(x: Tensor) -> Tensor:
+    return (x - MEAN) / STD
+
+
+class CorruptedSlice(Dataset):
+    """One severity of a memory-mapped CIFAR-10-C file: read and normalized item by item."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, start: int, count: int) -> None:
+        self.images, self.labels, self.start, self.count = images, labels, start, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        x = _to_tensor(self.images[self.start + i][None])[0]
+        return normalize(x), int(self.labels[self.start + i])
+
+
+class CIFAR10C(UQDataModule):
+    """CIFAR-10 / CIFAR-10-C / SVHN / CIFAR-100 (see the module docstring).
+
+    Args:
+        root: the data folder (default ``$UQBENCH_DATA`` or ``~/.cache/uqbench/data``).
+        corruptions: the CIFAR-10-C corruptions evaluated (default: all 19 files).
+    """
+
+    num_classes = 10
+    input_shape = (3, 32, 32)
+    default_backbone = "resnet8"
+    default_max_epochs = 200  # paper B.2
+    ood_names = ("cifar100", "svhn")
+
+    def __init__(
+        self,
+        root: str | None = None,
+        corruptions: tuple[str, ...] = CIFAR10C_CORRUPTIONS,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        split_seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, num_workers, split_seed)
+        unknown = [c for c in corruptions if c not in CIFAR10C_CORRUPTIONS]
+        if unknown or not corruptions:
+            raise ConfigError(
+                f"data.corruptions: {unknown or 'none given'} not in CIFAR-10-C; choose among "
+                f"{', '.join(CIFAR10C_CORRUPTIONS)}"
+            )
+        self.root, self.corruptions = data_root(root), tuple(corruptions)
+        self._test: tuple[Tensor, Tensor] | None = None
+
+    def _needed(self) -> list[tuple[Path, str]]:
+        files = [(Path("cifar-10-batches-py") / b, "cifar-10-batches-py") for b in TRAIN_BATCHES]
+        files.append((Path("cifar-10-batches-py") / "test_batch", "cifar-10-batches-py"))
+        files += [(Path("CIFAR-10-C") / f"{c}.npy", "CIFAR-10-C") for c in self.corruptions]
+        files.append((Path("CIFAR-10-C") / "labels.npy", "CIFAR-10-C"))
+        files.append((Path("test_32x32.mat"), "test_32x32.mat"))
+        files.append((Path("cifar-100-python") / "test", "cifar-100-python"))
+        return files
+
+    def check_files(self) -> None:
+        """Every missing file, with its folder and source, in one error."""
+        missing = [(f, src) for f, src in self._needed() if not (self.root / f).is_file()]
+        if missing:
+            lines = "\n".join(f"  {self.root / f}   (from {SOURCES[s]})" for f, s in missing)
+            raise DataError(
+                f"data=cifar10c is missing {len(missing)} file(s) under data.root={self.root}:"
+                f"\n{lines}\nExtract the official archives there, or point data.root (or "
+                f"UQBENCH_DATA) at a folder that has them; data.corruptions=[...] evaluates a "
+                f"subset of CIFAR-10-C."
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._test is not None:
+            return
+        from sklearn.model_selection import train_test_split
+
+        self.check_files()
+        folder = self.root / "cifar-10-batches-py"
+        parts = [_unpickle(folder / b, b"labels", 10) for b in TRAIN_BATCHES]
+        x = _to_tensor(np.concatenate([p[0] for p in parts]))
+        y = torch.from_numpy(np.concatenate([p[1] for p in parts]))
+        train, dev = train_test_split(
+            np.arange(len(y)), test_size=DEV_FRACTION, stratify=y.numpy(),
+            random_state=self.split_seed,
+        )  # fmt: skip
+        self.train_set = TensorDataset(normalize(x[train]), y[train])
+        self.dev_set = TensorDataset(normalize(x[dev]), y[dev])
+        self._dev_images, self._dev_labels = x[dev], y[dev]
+        images, labels = _unpickle(folder / "test_batch", b"labels", 10)
+        self._test = (_to_tensor(images), torch.from_numpy(labels))
+        self.test_set = TensorDataset(normalize(self._test[0]), self._test[1])
+
+    def cid_set(self, corruption: str, severity: int) -> Dataset:
+        self.setup()
+        n = len(self._test[1])
+        path = self.root / "CIFAR-10-C" / f"{corruption}.npy"
+        images = _load_npy(path, mmap=True)
+        labels = _load_npy(self.root / "CIFAR-10-C" / "labels.npy", mmap=False)
+        if images.dtype != np.uint8 or images.shape != (5 * n, 32, 32, 3):
+            raise DataError(
+                f"{path} is corrupt or not this test set: {images.dtype} {images.shape}, "
+                f"expected uint8 ({5 * n}, 32, 32, 3) (5 severities x {n} test images)"
+            )
+        _check_labels(path.with_name("labels.npy"), labels, 5 * n, 10)
+        return CorruptedSlice(images, labels, (severity - 1) * n, n)
+
+    def dev_shift_set(self) -> Dataset:
+        self.setup()
+        x = shift_each(self._dev_images, tuple(ENGINE), self.split_seed + 1)
+        return TensorDataset(normalize(x), self._dev_labels)
+
+    def ood_set(self, name: str) -> Dataset:
+        if name == "cifar100":
+            path = self.root / "cifar-100-python" / "test"
+            images, _ = _unpickle(path, b"fine_labels", 100)
+        elif name == "svhn":
+            images = self._svhn(self.root / "test_32x32.mat")
+        else:
+            raise KeyError(f"cifar10c has no OOD set {name!r}; its sets: {self.ood_names}")
+        x = normalize(_to_tensor(images))
+        return TensorDataset(x, torch.full((len(x),), -1, dtype=torch.long))
+
+    @staticmethod
+    def _svhn(path: Path) -> np.ndarray:
+        from scipy.io import loadmat
+
+        try:
+            mat = loadmat(path)
+            images, labels = mat["X"], mat["y"].ravel()
+        except Exception as exc:  # noqa: BLE001 - any unreadable .mat is corrupt
+            raise DataError(
+                f"{path} is corrupt ({type(exc).__name__}: {exc}); replace it"
+            ) from None
+        if images.dtype != np.uint8 or images.shape[:3] != (32, 32, 3):
+            raise DataError(
+                f"{path} is corrupt: X is {images.dtype} {images.shape}, not [32, 32, 3, N]"
+            )
+        _check_labels(path, labels - 1, images.shape[3], 10)  # SVHN labels are 1-10
+        return images.transpose(3, 0, 1, 2)

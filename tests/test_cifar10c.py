@@ -1,0 +1,153 @@
+"""``cifar10c`` on tiny files written in the official formats: pickle batches, CIFAR-10-C
+``.npy``, SVHN ``.mat``, CIFAR-100 pickle; splits, memory-mapped CID, OOD, errors."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from scipy.io import savemat
+from uqbench.datamodules.cifar10c import CIFAR10C, MEAN, STD
+
+from uqbench.cli import main
+from uqbench.errors import DataError
+
+CORRUPTIONS = ["fog", "contrast"]
+N_TEST = 40
+
+
+def _images(rng, labels):
+    """Learnable fake images: class c brightens channel c % 3 in row block c."""
+    x = rng.integers(0, 60, (len(labels), 32, 32, 3))
+    for i, c in enumerate(labels):
+        x[i, 3 * c : 3 * c + 3, 4:28, c % 3] = 250
+    return x.astype(np.uint8)
+
+
+def _batch(path, images, labels, key=b"labels"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
+    with open(path, "wb") as handle:
+        pickle.dump({b"data": data, key: list(map(int, labels))}, handle)
+
+
+def make_root(root):
+    rng = np.random.default_rng(0)
+    for i in range(1, 6):
+        labels = np.arange(50) % 10
+        _batch(root / "cifar-10-batches-py" / f"data_batch_{i}", _images(rng, labels), labels)
+    test_labels = np.arange(N_TEST) % 10
+    test = _images(rng, test_labels)
+    _batch(root / "cifar-10-batches-py" / "test_batch", test, test_labels)
+    (root / "CIFAR-10-C").mkdir()
+    for name in CORRUPTIONS:
+        stack = np.concatenate([np.clip(test.astype(int) - 20 * s, 0, 255) for s in range(5)])
+        np.save(root / "CIFAR-10-C" / f"{name}.npy", stack.astype(np.uint8))
+    np.save(root / "CIFAR-10-C" / "labels.npy", np.tile(test_labels, 5).astype(np.uint8))
+    svhn = rng.integers(0, 255, (32, 32, 3, 30)).astype(np.uint8)
+    savemat(root / "test_32x32.mat", {"X": svhn, "y": (np.arange(30) % 10 + 1)[:, None]})
+    _batch(
+        root / "cifar-100-python" / "test",
+        _images(rng, np.arange(25) % 10),
+        np.arange(25),
+        b"fine_labels",
+    )
+    return root
+
+
+def test_reads_every_official_format_and_memory_maps_cid(tmp_path):
+    root = make_root(tmp_path)
+    data = CIFAR10C(root=str(root), corruptions=tuple(CORRUPTIONS))
+    data.setup()
+    assert len(data.train_set) == 225 and len(data.dev_set) == 25 and len(data.test_set) == N_TEST
+    x, y = data.test_set.tensors
+    with open(root / "cifar-10-batches-py" / "test_batch", "rb") as handle:
+        raw = pickle.load(handle, encoding="bytes")[b"data"].reshape(-1, 3, 32, 32)
+    torch.testing.assert_close(x, (torch.from_numpy(raw).float() / 255 - MEAN) / STD)
+    cid = data.cid_set("fog", 3)
+    stack = np.load(root / "CIFAR-10-C" / "fog.npy")
+    assert isinstance(cid.images, np.memmap) and len(cid) == N_TEST
+    first, label = cid[0]
+    expected = torch.from_numpy(stack[2 * N_TEST].transpose(2, 0, 1).copy()).float() / 255
+    torch.testing.assert_close(first, (expected - MEAN) / STD)
+    assert label == int(y[0])
+    svhn_x, svhn_y = data.ood_set("svhn").tensors
+    assert svhn_x.shape == (30, 3, 32, 32) and (svhn_y == -1).all()
+    assert data.ood_set("cifar100").tensors[0].shape == (25, 3, 32, 32)
+    names = [s.name for s in data.eval_sets()]
+    assert names[-2:] == ["ood/cifar100", "ood/svhn"] and len(names) == 1 + 2 * 5 + 2
+
+
+def test_missing_files_are_all_listed_before_anything_runs(capsys, tmp_path):
+    root = make_root(tmp_path / "data")
+    (root / "test_32x32.mat").unlink()
+    (root / "CIFAR-10-C" / "fog.npy").unlink()
+    out = tmp_path / "runs"
+    code = main(
+        [
+            "fit",
+            "data=cifar10c",
+            f"data.root={root}",
+            "data.corruptions=[fog,contrast]",
+            f"out={out}",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "missing 2 file(s)" in err
+    assert str(root / "test_32x32.mat") in err and str(root / "CIFAR-10-C" / "fog.npy") in err
+    assert "ufldl.stanford.edu" in err and "zenodo" in err and not out.exists()
+    code = main(["fit", "data=cifar10c", "data.corruptions=[fgo]", f"out={out}"])
+    assert code == 2 and "not in CIFAR-10-C" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "damage,where,message",
+    [
+        (
+            lambda r: (r / "cifar-10-batches-py/data_batch_2").write_bytes(b"not a pickle"),
+            "setup",
+            "data_batch_2 is corrupt",
+        ),
+        (
+            lambda r: np.save(r / "CIFAR-10-C/fog.npy", np.zeros((5 * N_TEST, 32, 32), np.uint8)),
+            "cid",
+            "fog.npy is corrupt or not this test set",
+        ),
+        (
+            lambda r: (r / "CIFAR-10-C/fog.npy").write_bytes(b"\x93NUMPY garbage"),
+            "cid",
+            "fog.npy is corrupt",
+        ),
+        (
+            lambda r: np.save(r / "CIFAR-10-C/labels.npy", np.zeros(7, np.uint8)),
+            "cid",
+            "labels.npy",
+        ),
+        (
+            lambda r: (r / "test_32x32.mat").write_bytes(b"MATLAB?"),
+            "svhn",
+            "test_32x32.mat is corrupt",
+        ),
+    ],
+)
+def test_a_corrupt_file_is_named_never_loaded(tmp_path, damage, where, message):
+    root = make_root(tmp_path)
+    damage(root)
+    data = CIFAR10C(root=str(root), corruptions=tuple(CORRUPTIONS))
+    with pytest.raises(DataError, match=message.replace(".", r"\.")):
+        data.setup()
+        if where == "cid":
+            data.cid_set("fog", 1)
+        if where == "svhn":
+            data.ood_set("svhn")
+
+
+def test_snapuq_fits_on_cifar10c_as_typed(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("UQBENCH_DATA", str(make_root(tmp_path / "data")))
+    code = main(
+        ["fit", "method=snapuq", "data=cifar10c", "data.corruptions=[fog,contrast]",
+         "trainer.max_epochs=1", f"out={tmp_path}", "name=c"]
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "OOD cifar100 25, svhn 30" in out and "backbone=resnet8" in out
