@@ -58,10 +58,7 @@ def main() -> None:
         for label, classes in (("msp alone", (MSP,)), ("seven post-hoc methods", GROUP)):
             methods = [cls(backbone) for cls in classes]
             start = time.perf_counter()
-            request = TapRequest()
-            for method in methods:
-                request = request | method.record_request()
-            data = DevData(datamodule, backbone, request)
+            data = DevData(datamodule, backbone, TapRequest.of(methods))
             for method in methods:
                 calibrate_method(method, data)
             evaluate(methods, datamodule, torch.device("cpu"))

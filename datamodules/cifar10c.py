@@ -37,7 +37,7 @@ from uqbench.datamodules.corruptions import CORRUPTIONS as ENGINE
 from uqbench.datamodules.corruptions import shift_each
 from uqbench.datamodules.mnist import data_root
 
-from uqbench.datamodule import UQDataModule
+from uqbench.datamodule import UQDataModule, stratified_dev
 from uqbench.errors import ConfigError, DataError
 
 MEAN = torch.tensor([0.4914, 0.4822, 0.4465])[:, None, None]
@@ -171,17 +171,12 @@ class CIFAR10C(UQDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self._test is not None:
             return
-        from sklearn.model_selection import train_test_split
-
         self.check_files()
         folder = self.root / "cifar-10-batches-py"
         parts = [_unpickle(folder / b, b"labels", 10) for b in TRAIN_BATCHES]
         x = _to_tensor(np.concatenate([p[0] for p in parts]))
         y = torch.from_numpy(np.concatenate([p[1] for p in parts]))
-        train, dev = train_test_split(
-            np.arange(len(y)), test_size=DEV_FRACTION, stratify=y.numpy(),
-            random_state=self.split_seed,
-        )  # fmt: skip
+        train, dev = stratified_dev(y, DEV_FRACTION, self.split_seed)
         self.train_set = TensorDataset(normalize(x[train]), y[train])
         self.dev_set = TensorDataset(normalize(x[dev]), y[dev])
         self._dev_images, self._dev_labels = x[dev], y[dev]

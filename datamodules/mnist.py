@@ -33,7 +33,7 @@ from torch.utils.data import Dataset, TensorDataset
 from uqbench.datamodules.corruptions import CORRUPTIONS, corrupt, shift_each
 from uqbench.datamodules.idx import find, read_idx
 
-from uqbench.datamodule import UQDataModule
+from uqbench.datamodule import UQDataModule, stratified_dev
 from uqbench.errors import DataError
 
 MEAN, STD = 0.1307, 0.3081
@@ -121,14 +121,9 @@ class MNIST(UQDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self._test_images is not None:
             return
-        from sklearn.model_selection import train_test_split
-
         self.check_files()
         x, y = read_split(self.root, "MNIST", "train")
-        index = np.arange(len(y))
-        train, dev = train_test_split(
-            index, test_size=DEV_FRACTION, stratify=y.numpy(), random_state=self.split_seed
-        )
+        train, dev = stratified_dev(y, DEV_FRACTION, self.split_seed)
         self.train_set = TensorDataset(self.normalize(x[train]), y[train])
         self.dev_set = TensorDataset(self.normalize(x[dev]), y[dev])
         self._dev_images, self._dev_labels = x[dev], y[dev]

@@ -23,8 +23,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from lightning.pytorch import LightningDataModule
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+
+
+def stratified_dev(labels: Tensor, fraction: float, split_seed: int) -> tuple[Tensor, Tensor]:
+    """(train, dev) indices: ``fraction`` of ``labels`` held out as dev, stratified by class,
+    fixed by ``split_seed`` (never by the training seed)."""
+    from sklearn.model_selection import train_test_split
+
+    index = torch.arange(len(labels))
+    train, dev = train_test_split(
+        index, test_size=fraction, stratify=labels.numpy(), random_state=split_seed
+    )
+    return train, dev
 
 
 @dataclass(frozen=True)

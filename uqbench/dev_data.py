@@ -11,15 +11,14 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from uqbench.backbones.base import Backbone
 from uqbench.datamodule import UQDataModule
 from uqbench.errors import ConfigError
-from uqbench.recorded_pass import RecordedPass, TapRequest, record_pass
+from uqbench.recorded_pass import RecordedPass, TapRequest, device_batches, record_pass
 
 SPLITS = ("train", "dev", "dev_shift", "dev_mix")
-EVAL_BATCH = 512
 
 
 class DevData:
@@ -58,8 +57,7 @@ class DevData:
 
     def loader(self, split: str) -> Iterator[tuple[Tensor, Tensor]]:
         """Batches ``(x, y)`` of ``split`` in a fixed order, moved to ``device``."""
-        for x, y in DataLoader(self.dataset(split), batch_size=EVAL_BATCH):
-            yield x.to(self.device), y.to(self.device)
+        return device_batches(self.dataset(split), self.device)
 
     def record(self, split: str) -> RecordedPass:
         """The shared backbone's recorded pass over ``split`` (made once, on first use)."""

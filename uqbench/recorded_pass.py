@@ -9,11 +9,13 @@ from a recorded pass as from its own forward pass: the record is just the backbo
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 from uqbench.backbones.base import Backbone, BackboneOutput
 
@@ -28,6 +30,14 @@ class TapRequest:
     def __or__(self, other: TapRequest) -> TapRequest:
         return TapRequest(self.taps | other.taps, self.maps | other.maps)
 
+    @classmethod
+    def of(cls, methods: Iterable[Any]) -> TapRequest:
+        """What a group of methods reads, together."""
+        request = cls()
+        for method in methods:
+            request = request | method.record_request()
+        return request
+
 
 @dataclass
 class RecordedPass:
@@ -40,6 +50,15 @@ class RecordedPass:
     def errors(self) -> Tensor:
         """0/1 misclassification indicators [N] (float64): the ID ok | ID err positives."""
         return (self.out.logits.argmax(-1) != self.labels).to(torch.float64)
+
+
+EVAL_BATCH = 512
+
+
+def device_batches(dataset: Dataset, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+    """Batches ``(x, y)`` of ``dataset`` in a fixed order, moved to ``device``."""
+    for x, y in DataLoader(dataset, batch_size=EVAL_BATCH):
+        yield x.to(device), y.to(device)
 
 
 @torch.no_grad()

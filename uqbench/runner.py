@@ -53,7 +53,7 @@ def fit(config: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
         device = train.run_device(group[0])
         methods, training = _train(group, datamodule, logger, device)
         trained = time.perf_counter()
-        data = DevData(datamodule, methods[0].backbone, _request(methods), device)
+        data = DevData(datamodule, methods[0].backbone, TapRequest.of(methods), device)
         tuning = {id(m): calibrate_method(m, data) for m in methods}
         predictions = evaluate(methods, datamodule, device)
         seconds = {
@@ -179,13 +179,6 @@ def _train(
     for method in methods:
         method.to(device)
     return methods, training
-
-
-def _request(methods: list[Any]) -> TapRequest:
-    request = TapRequest()
-    for method in methods:
-        request = request | method.record_request()
-    return request
 
 
 def _close_logger(

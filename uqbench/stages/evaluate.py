@@ -13,18 +13,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from uqbench.datamodule import UQDataModule
-from uqbench.dev_data import EVAL_BATCH
 from uqbench.method import UQMethod, UQOutput
 from uqbench.predictions import Predictions
-from uqbench.recorded_pass import TapRequest, record_pass
-
-
-def _batches(dataset: Dataset, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    for x, y in DataLoader(dataset, batch_size=EVAL_BATCH):
-        yield x.to(device), y.to(device)
+from uqbench.recorded_pass import TapRequest, device_batches, record_pass
 
 
 def _chunk(out: UQOutput, labels: torch.Tensor, group: int) -> tuple[Any, ...]:
@@ -54,9 +48,7 @@ def evaluate(
 ) -> dict[int, Predictions]:
     """``id(method)`` -> its predictions over ``dev`` and every evaluation set."""
     shared = [m for m in methods if m.needs.scores_from == "record"]
-    request = TapRequest()
-    for method in shared:
-        request = request | method.record_request()
+    request = TapRequest.of(shared)
     parts: dict[int, list[tuple[Any, ...]]] = {id(m): [] for m in methods}
     names: list[str] = []
     total = datamodule.eval_set_count() + 1
@@ -67,7 +59,7 @@ def evaluate(
         _progress(index + 1, total, name)
         names.append(name)
         if shared:
-            recorded = record_pass(shared[0].backbone, _batches(dataset, device), request)
+            recorded = record_pass(shared[0].backbone, device_batches(dataset, device), request)
             for method in shared:
                 parts[id(method)].append(
                     _chunk(method.output(recorded.out), recorded.labels, index)
@@ -75,6 +67,6 @@ def evaluate(
         for method in methods:
             if method in shared:
                 continue
-            for x, y in _batches(dataset, device):
+            for x, y in device_batches(dataset, device):
                 parts[id(method)].append(_chunk(method(x), y, index))
     return {key: Predictions.from_chunks(chunks, names) for key, chunks in parts.items()}
