@@ -38,6 +38,7 @@ from uqbench.datamodules.corruptions import shift_each
 from uqbench.datamodules.mnist import data_root
 
 from uqbench.datamodule import UQDataModule, stratified_dev
+from uqbench.download import Resource, fetch, provenance
 from uqbench.errors import ConfigError, DataError
 
 MEAN = torch.tensor([0.4914, 0.4822, 0.4465])[:, None, None]
@@ -50,11 +51,42 @@ CIFAR10C_CORRUPTIONS = (
     "speckle_noise", "gaussian_blur", "spatter", "saturate",
 )  # fmt: skip
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
-SOURCES = {
-    "cifar-10-batches-py": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-    "cifar-100-python": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-    "CIFAR-10-C": "https://zenodo.org/record/2535967 (CIFAR-10-C.tar)",
-    "test_32x32.mat": "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
+# The official sources with their published MD5s (those torchvision and Zenodo list).
+RESOURCES = {
+    "cifar-10-batches-py": Resource(
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "c58f30108f718f92721af3b95e74349a",
+        "cifar-10-batches-py",
+        unpack=True,
+    ),
+    "cifar-100-python": Resource(
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "eb9058c3a382ffc7106e4002c42a8d85",
+        "cifar-100-python",
+        unpack=True,
+    ),
+    "CIFAR-10-C": Resource(
+        "https://zenodo.org/records/2535967/files/CIFAR-10-C.tar",
+        "56bf5dcef84df0e2308c6dcbcbbd8499",
+        "CIFAR-10-C",
+        unpack=True,
+    ),
+    "test_32x32.mat": Resource(
+        "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
+        "eb5a983be6a315427106f1b164d9cef3",
+        "test_32x32.mat",
+    ),
+}
+# Published MD5s of single files (the CIFAR-10-C .npy files have none: only the archive's).
+FILE_MD5 = {
+    "cifar-10-batches-py/data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "cifar-10-batches-py/data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "cifar-10-batches-py/data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "cifar-10-batches-py/data_batch_4": "634d18415352ddfa80567beed471001a",
+    "cifar-10-batches-py/data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "cifar-10-batches-py/test_batch": "40351d587109b95175f43aff81a1287e",
+    "cifar-100-python/test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+    "test_32x32.mat": "eb5a983be6a315427106f1b164d9cef3",
 }
 
 
@@ -121,6 +153,8 @@ class CIFAR10C(UQDataModule):
     Args:
         root: the data folder (default ``$UQBENCH_DATA`` or ``~/.cache/uqbench/data``).
         corruptions: the CIFAR-10-C corruptions evaluated (default: all 19 files).
+        download: fetch missing archives from the official sources (MD5-checked, 2.9 GB for
+            CIFAR-10-C) and unpack them.
     """
 
     num_classes = 10
@@ -136,8 +170,10 @@ class CIFAR10C(UQDataModule):
         batch_size: int = 128,
         num_workers: int = 0,
         split_seed: int = 0,
+        download: bool = False,
     ) -> None:
         super().__init__(batch_size, num_workers, split_seed)
+        self.download = download
         unknown = [c for c in corruptions if c not in CIFAR10C_CORRUPTIONS]
         if unknown or not corruptions:
             raise ConfigError(
@@ -156,17 +192,36 @@ class CIFAR10C(UQDataModule):
         files.append((Path("cifar-100-python") / "test", "cifar-100-python"))
         return files
 
+    def _missing(self) -> list[tuple[Path, str]]:
+        return [(f, src) for f, src in self._needed() if not (self.root / f).is_file()]
+
     def check_files(self) -> None:
-        """Every missing file, with its folder and source, in one error."""
-        missing = [(f, src) for f, src in self._needed() if not (self.root / f).is_file()]
+        """Every missing file, with its folder and source, in one error (after downloading
+        the archives that hold them when ``download`` is on)."""
+        if self.download:
+            for source in dict.fromkeys(src for _, src in self._missing()):
+                if not (self.root / RESOURCES[source].target).exists():
+                    fetch(RESOURCES[source], self.root)
+        missing = self._missing()
         if missing:
-            lines = "\n".join(f"  {self.root / f}   (from {SOURCES[s]})" for f, s in missing)
+            lines = "\n".join(
+                f"  {self.root / f}   (from {RESOURCES[s].url}, or data.download=true)"
+                for f, s in missing
+            )
             raise DataError(
                 f"data=cifar10c is missing {len(missing)} file(s) under data.root={self.root}:"
                 f"\n{lines}\nExtract the official archives there, or point data.root (or "
                 f"UQBENCH_DATA) at a folder that has them; data.corruptions=[...] evaluates a "
                 f"subset of CIFAR-10-C."
             )
+
+    def data_files(self) -> dict[str, str]:
+        """Each file read, relative to the root: official (the published MD5) or not."""
+        return {
+            str(f): provenance(self.root / f, FILE_MD5.get(str(f)))
+            for f, _ in self._needed()
+            if (self.root / f).is_file()
+        }
 
     def setup(self, stage: str | None = None) -> None:
         if self._test is not None:

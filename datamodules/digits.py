@@ -10,8 +10,9 @@ How every set is made (all of it fixed by ``split_seed``, none of it by the trai
 - **Normalization.** Mean and standard deviation of the train split's pixels, applied to every
   set after any corruption (corruptions act on [0, 1] images).
 - **CID.** The test split under each of 8 corruptions (gaussian/shot/impulse noise, gaussian and
-  motion blur, contrast, brightness, pixelate) at severities 1-5, computed on tensors in batches
-  with a generator seeded by (split_seed, corruption, severity): 40 sets of 360 images.
+  motion blur, contrast, brightness, pixelate) at severities 1-5 of the engine's milder
+  ``digits`` table, computed on tensors in batches with a generator seeded by (split_seed,
+  corruption, severity): 40 sets of 360 images.
 - **Shifted dev.** Each dev image once more under one corruption and severity drawn uniformly
   (seeded by split_seed + 1): the CID half of the dev mix that error-predicting maps fit on.
 - **OOD.** 360 square patches (side 24-160 px, uniform) cut at random from the two photos
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
-from uqbench.datamodules.corruptions import CORRUPTIONS, corrupt, shift_each
+from uqbench.datamodules.corruptions import TABLES, corrupt, shift_each
 
 from uqbench.datamodule import UQDataModule
 
@@ -67,7 +68,7 @@ class Digits(UQDataModule):
     input_shape = (1, 28, 28)
     default_backbone = "digits-cnn"
     default_max_epochs = 20
-    corruptions = tuple(CORRUPTIONS)
+    corruptions = tuple(TABLES["digits"])
     ood_names = ("photos",)
 
     def __init__(self, batch_size: int = 64, num_workers: int = 0, split_seed: int = 0) -> None:
@@ -103,14 +104,14 @@ class Digits(UQDataModule):
 
     def cid_set(self, corruption: str, severity: int) -> Dataset:
         self.setup()
-        x = corrupt(self._test_images, corruption, severity, self.split_seed)
+        x = corrupt(self._test_images, corruption, severity, self.split_seed, table="digits")
         return TensorDataset(self.normalize(x), self._test_labels)
 
     def dev_shift_set(self) -> Dataset:
         """Each dev image once more, under a corruption and severity drawn uniformly at random
         (generator seeded by split_seed)."""
         self.setup()
-        x = shift_each(self._dev_images, self.corruptions, self.split_seed + 1)
+        x = shift_each(self._dev_images, self.corruptions, self.split_seed + 1, table="digits")
         return TensorDataset(self.normalize(x), self._dev_labels)
 
     def ood_set(self, name: str = "photos") -> Dataset:

@@ -10,9 +10,11 @@ torchvision's layout, so an existing torchvision data folder works as it is (``.
 - **Splits.** The official 60,000 / 10,000 split; ``dev`` is 10% of the training images,
   stratified by class and fixed by ``split_seed`` (paper A: 54,000 / 6,000 / 10,000).
 - **Normalization.** mean 0.1307, std 0.3081 (paper A.1), after any corruption.
-- **CID.** The test split under the corruption engine's corruptions
-  (``uqbench.datamodules.corruptions``) at severities 1-5, seeded by (split_seed, corruption,
-  severity). The official MNIST-C files are not read yet.
+- **CID.** The test split under 17 of the engine's 19 corruptions
+  (``uqbench.datamodules.corruptions``, CIFAR-10-C's severity table: MNIST-C publishes one
+  strength per corruption, not five) at severities 1-5, seeded by (split_seed, corruption,
+  severity). Snow is left out (not defined for MNIST, paper A.3) and so is saturate (no effect
+  on gray images). The official MNIST-C files are not read yet.
 - **OOD.** ``fashion``: the Fashion-MNIST test split (10,000 images, far OOD; paper A.3).
 - **Shifted dev.** Each dev image once under a random corruption and severity.
 
@@ -34,21 +36,44 @@ from uqbench.datamodules.corruptions import CORRUPTIONS, corrupt, shift_each
 from uqbench.datamodules.idx import find, read_idx
 
 from uqbench.datamodule import UQDataModule, stratified_dev
+from uqbench.download import Resource, fetch, provenance
 from uqbench.errors import DataError
 
+# Snow is not defined for MNIST (paper A.3) and saturation does nothing to gray images.
+ENGINE_CORRUPTIONS = tuple(c for c in CORRUPTIONS if c not in ("snow", "saturate"))
 MEAN, STD = 0.1307, 0.3081
 DEV_FRACTION = 0.1
 SOURCES = {
     "MNIST": "http://yann.lecun.com/exdb/mnist/ "
-    "(or torchvision.datasets.MNIST(root, download=True))",
+    "(or torchvision.datasets.MNIST(root, download=True), or data.download=true)",
     "FashionMNIST": "https://github.com/zalandoresearch/fashion-mnist "
-    "(or torchvision.datasets.FashionMNIST(root, download=True))",
+    "(or torchvision.datasets.FashionMNIST(root, download=True), or data.download=true)",
 }
 FILES = {
     ("MNIST", "train"): ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     ("MNIST", "test"): ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
     ("FashionMNIST", "test"): ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+# The mirrors torchvision downloads from, and the MD5s of the .gz files it publishes.
+MIRRORS = {
+    "MNIST": "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "FashionMNIST": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+}
+MD5 = {
+    ("MNIST", "train-images-idx3-ubyte"): "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    ("MNIST", "train-labels-idx1-ubyte"): "d53e105ee54ea40749a09fcbcd1e9432",
+    ("MNIST", "t10k-images-idx3-ubyte"): "9fb629c4189551a2d022fa330f9573f3",
+    ("MNIST", "t10k-labels-idx1-ubyte"): "ec29112dd5afa0611ce80d1b7f02629c",
+    ("FashionMNIST", "t10k-images-idx3-ubyte"): "bef4ecab320f06d8554ea6380940ec79",
+    ("FashionMNIST", "t10k-labels-idx1-ubyte"): "bb300cfdad3c16e7a12a480ee83cd310",
+}
+
+
+def resource(dataset: str, name: str) -> Resource:
+    """The published ``.gz`` of one IDX file, landing in ``<dataset>/raw/``."""
+    return Resource(
+        f"{MIRRORS[dataset]}{name}.gz", MD5[(dataset, name)], f"{dataset}/raw/{name}.gz"
+    )
 
 
 def data_root(root: str | None) -> Path:
@@ -82,13 +107,14 @@ class MNIST(UQDataModule):
 
     Args:
         root: the data folder (default ``$UQBENCH_DATA`` or ``~/.cache/uqbench/data``).
+        download: fetch missing files from the official mirrors (MD5-checked).
     """
 
     num_classes = 10
     input_shape = (1, 28, 28)
     default_backbone = "digits-cnn"
     default_max_epochs = 50  # paper B.2: Adam, cosine 1e-3 -> 1e-5 over 50 epochs, batch 256
-    corruptions = tuple(CORRUPTIONS)
+    corruptions = ENGINE_CORRUPTIONS
     ood_names = ("fashion",)
 
     def __init__(
@@ -97,17 +123,26 @@ class MNIST(UQDataModule):
         batch_size: int = 256,
         num_workers: int = 0,
         split_seed: int = 0,
+        download: bool = False,
     ) -> None:
         super().__init__(batch_size, num_workers, split_seed)
-        self.root = data_root(root)
+        self.root, self.download = data_root(root), download
         self._test_images: Tensor | None = None
 
-    def check_files(self) -> None:
-        """Every missing file, with its folder and source, in one error."""
+    def _missing(self) -> list[tuple[Path, str, str]]:
         missing = []
         for (dataset, _), names in FILES.items():
             folder = self.root / dataset / "raw"
             missing += [(folder, n, dataset) for n in names if find(folder, n) is None]
+        return missing
+
+    def check_files(self) -> None:
+        """Every missing file, with its folder and source, in one error (after downloading
+        them when ``download`` is on)."""
+        if self.download:
+            for _, name, dataset in self._missing():
+                fetch(resource(dataset, name), self.root)
+        missing = self._missing()
         if missing:
             lines = "\n".join(
                 f"  {folder / name}   (from {SOURCES[d]})" for folder, name, d in missing
@@ -117,6 +152,22 @@ class MNIST(UQDataModule):
                 f"{lines}\nPut the official files there (extracted or .gz), or point data.root "
                 f"(or UQBENCH_DATA) at a folder that has them."
             )
+
+    def data_files(self) -> dict[str, str]:
+        """Each file read, relative to the root: official (the published .gz MD5) or not."""
+        record = {}
+        for (dataset, _), names in FILES.items():
+            for name in names:
+                path = find(self.root / dataset / "raw", name)
+                if path is None:
+                    continue
+                key = str(path.relative_to(self.root))
+                record[key] = (
+                    provenance(path, MD5[(dataset, name)])
+                    if path.suffix == ".gz"
+                    else "no published checksum (the published MD5 is of the .gz)"
+                )
+        return record
 
     def setup(self, stage: str | None = None) -> None:
         if self._test_images is not None:

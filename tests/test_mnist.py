@@ -66,7 +66,7 @@ def test_reads_the_official_layout_with_stratified_dev_and_fashion_ood(tmp_path,
     ood_x, ood_y = data.ood_set("fashion").tensors
     assert ood_x.shape == (60, 1, 28, 28) and (ood_y == -1).all()
     names = [s.name for s in data.eval_sets()]
-    assert names[0] == "id" and names[-1] == "ood/fashion" and len(names) == 1 + 8 * 5 + 1
+    assert names[0] == "id" and names[-1] == "ood/fashion" and len(names) == 1 + 17 * 5 + 1
 
 
 def test_every_missing_file_is_listed_before_anything_runs(capsys, tmp_path):

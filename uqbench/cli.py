@@ -57,7 +57,61 @@ def _parser() -> argparse.ArgumentParser:
     )
     test.add_argument("overrides", nargs="*", metavar="run=PATH")
     commands.add_parser("list", help="every installed method, datamodule and backbone plugin")
+    sheet = commands.add_parser(
+        "corruptions",
+        help="write a contact sheet of every image corruption at severities 1-5 (PNG)",
+        description="One row per corruption; per photo, the clean image then severities 1-5. "
+        "Photos are crops of the two images scikit-learn ships, averaged down to the size.",
+        epilog=_SHEET_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sheet.add_argument("overrides", nargs="*", metavar="key=value")
     return parser
+
+
+_SHEET_HELP = """\
+overrides (key=value):
+  out=PATH      the PNG to write (default corruptions-<size>.png)
+  size=INT      image side: 32 (CIFAR-10-C table), 28 (MNIST: gray, CIFAR table), 64
+                (Tiny-ImageNet-C table); default 32
+  table=NAME    severity table: cifar, tinyimagenet or digits (default: by size)
+  images=INT    photos per row (default 2)
+  seed=INT      corruption seed (default 0)
+"""
+
+
+def _corruption_sheet(overrides: list[str]) -> int:
+    from uqbench.errors import ConfigError
+
+    allowed = {"out": str, "size": int, "table": str, "images": int, "seed": int}
+    values: dict[str, object] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in allowed:
+            raise ConfigError(
+                f"uqbench corruptions: {item!r} is not key=value with a key among "
+                f"{', '.join(allowed)}"
+            )
+        try:
+            values[key] = allowed[key](value)
+        except ValueError:
+            raise ConfigError(f"uqbench corruptions: {key}={value!r} is not an integer") from None
+    size, count = int(values.get("size", 32)), int(values.get("images", 2))
+    if not 8 <= size <= 256 or not 1 <= count <= 8:
+        raise ConfigError("uqbench corruptions: size must be 8-256 and images 1-8")
+    from uqbench.datamodules.corruptions import TABLES
+    from uqbench.datamodules.corruptions.sheet import sample_photos, write_contact_sheet
+
+    table = values.get("table")
+    if table is not None and table not in TABLES:
+        raise ConfigError(f"uqbench corruptions: table={table!r}; choose among {', '.join(TABLES)}")
+    out = Path(str(values.get("out", f"corruptions-{size}.png")))
+    if not out.parent.is_dir():
+        raise ConfigError(f"uqbench corruptions: folder {out.parent} does not exist; create it")
+    photos = sample_photos(count, size, channels=1 if size == 28 else 3)
+    write_contact_sheet(out, photos, table, int(values.get("seed", 0)))
+    print(f"wrote {out}")
+    return 0
 
 
 def _list() -> int:
@@ -82,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "list":
             return _list()
+        if args.command == "corruptions":
+            return _corruption_sheet(args.overrides)
         from uqbench.config import parse_overrides
 
         config = parse_overrides(args.overrides)

@@ -95,6 +95,12 @@ class UQDataModule(LightningDataModule):
         The default checks nothing (a datamodule whose data ships with a package)."""
         return None
 
+    def data_files(self) -> dict[str, str]:
+        """What the run records about each data file read: ``official``, ``not the official
+        file (...)`` or ``no published checksum`` (see :mod:`uqbench.download`). The default,
+        for data that ships with a package, records nothing."""
+        return {}
+
     def cid_set(self, corruption: str, severity: int) -> Dataset:
         raise NotImplementedError
 

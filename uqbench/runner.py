@@ -64,6 +64,7 @@ def fit(config: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
             "accelerator": group[0].trainer_args.get("accelerator", "auto"),
             "device": str(device),
             "threads": threads,
+            "data_files": datamodule.data_files(),
         }
         extra = {"tuning": tuning, "training": training, "seconds": seconds, "run": run}
         results = _write_all(config, group, methods, folders, predictions, logger, extra)

@@ -1,0 +1,90 @@
+"""Digital: contrast, brightness, saturate, JPEG, pixelate and elastic (CIFAR-10-C's formulas)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .ops import Rand, gaussian_filter, hsv_to_rgb, resize_box, rgb_to_hsv, warp
+
+
+def contrast(x: Tensor, factor: float, rand: Rand) -> Tensor:
+    """(x - channel mean) * factor + channel mean."""
+    mean = x.mean((2, 3), keepdim=True)
+    return ((x - mean) * factor + mean).clamp(0, 1)
+
+
+def _in_hsv(x: Tensor, channel: int, change) -> Tensor:
+    """Apply ``change`` to one HSV channel; a 1-channel batch goes through RGB and back."""
+    rgb = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+    hsv = rgb_to_hsv(rgb)
+    hsv = torch.cat(
+        [hsv[:, :channel], change(hsv[:, channel : channel + 1]), hsv[:, channel + 1 :]], 1
+    )
+    out = hsv_to_rgb(hsv)
+    return (out[:, :1] if x.shape[1] == 1 else out).clamp(0, 1)
+
+
+def brightness(x: Tensor, shift: float, rand: Rand) -> Tensor:
+    """HSV value + shift (plain x + shift for 1-channel images, as the generator does)."""
+    if x.shape[1] == 1:
+        return (x + shift).clamp(0, 1)
+    return _in_hsv(x, 2, lambda v: (v + shift).clamp(0, 1))
+
+
+def saturate(x: Tensor, params: tuple[float, float], rand: Rand) -> Tensor:
+    """HSV saturation * scale + shift (no effect on gray images, whose saturation is 0 and
+    hue red: the red channel keeps the value)."""
+    scale, shift = params
+    return _in_hsv(x, 1, lambda s: (s * scale + shift).clamp(0, 1))
+
+
+def jpeg_compression(x: Tensor, quality: int, rand: Rand) -> Tensor:
+    """Encoded and decoded as JPEG at ``quality`` by libjpeg (torchvision.io), 8-bit input."""
+    from torchvision.io import decode_jpeg, encode_jpeg
+
+    device = x.device
+    pixels = torch.round(x * 255).to(torch.uint8).cpu()
+    encoded = encode_jpeg(list(pixels), quality=int(quality))
+    decoded = decode_jpeg(encoded)
+    return (torch.stack(decoded).to(device, x.dtype) / 255).reshape(x.shape)
+
+
+def pixelate(x: Tensor, fraction: float, rand: Rand) -> Tensor:
+    """PIL BOX resize to ``int(side * fraction)`` and back."""
+    h, w = x.shape[-2:]
+    small = resize_box(x, (int(h * fraction), int(w * fraction)))
+    return resize_box(small, (h, w)).clamp(0, 1)
+
+
+def elastic_transform(x: Tensor, params: tuple[float, float, float], rand: Rand) -> Tensor:
+    """A random affine warp, then a smooth random displacement field.
+
+    ``params`` = (alpha, sigma, affine) as multiples of the image side. The affine moves the
+    three points (c+s, c+s), (c+s, c-s), (c-s, c-s) (c the centre, s a third of the side) by up
+    to ``affine`` pixels each (``cv2.warpAffine``, mirrored borders); the displacement is uniform
+    noise in [-1, 1] smoothed by a Gaussian of ``sigma`` (truncated at 3 sigma) times ``alpha``
+    (``map_coordinates``, reflected borders).
+    """
+    b, _, h, w = x.shape
+    alpha, sigma, affine = (v * min(h, w) for v in params)
+    centre = torch.tensor([w // 2, h // 2], dtype=torch.float64)
+    s = min(h, w) // 3
+    src = torch.stack([centre + s, centre + torch.tensor([s, -s]), centre - s])  # (x, y)
+    dst = src[None] + rand.uniform((b, 3, 2), -affine, affine).double().cpu()
+    # Affine A (2x3) with A [src; 1] = dst, inverted to sample the source of each output pixel.
+    ones = torch.ones(3, 1, dtype=torch.float64)
+    forward = torch.linalg.solve(torch.cat([src, ones], 1), dst).transpose(1, 2)  # [B, 2, 3]
+    full = torch.cat([forward, torch.tensor([[[0.0, 0.0, 1.0]]]).double().expand(b, 1, 3)], 1)
+    inverse = torch.linalg.inv(full)[:, :2].to(x.device, x.dtype)
+    rows, cols = torch.meshgrid(
+        torch.arange(h, device=x.device, dtype=x.dtype),
+        torch.arange(w, device=x.device, dtype=x.dtype),
+        indexing="ij",
+    )
+    points = torch.stack([cols, rows, torch.ones_like(rows)], 0).reshape(3, -1)
+    source = (inverse @ points).reshape(b, 2, h, w)
+    y = warp(x, source[:, 1], source[:, 0], "mirror")
+    dx = gaussian_filter(rand.uniform((b, 1, h, w), -1, 1), sigma, "reflect", truncate=3) * alpha
+    dy = gaussian_filter(rand.uniform((b, 1, h, w), -1, 1), sigma, "reflect", truncate=3) * alpha
+    return warp(y, rows + dy[:, 0], cols + dx[:, 0], "reflect").clamp(0, 1)

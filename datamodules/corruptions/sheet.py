@@ -1,0 +1,58 @@
+"""A contact sheet of the engine's corruptions: people look at corruptions, they don't read them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import CORRUPTIONS, TABLES, corrupt, table_for
+
+
+def sample_photos(count: int, side: int, channels: int = 3) -> Tensor:
+    """[count, channels, side, side] crops in [0, 1] of the two photos scikit-learn ships,
+    averaged down to ``side`` (gray when ``channels`` is 1)."""
+    from sklearn.datasets import load_sample_images
+
+    photos = [torch.tensor(p).permute(2, 0, 1).float() / 255 for p in load_sample_images().images]
+    crops = []
+    for k in range(count):
+        photo = photos[k % len(photos)]
+        h, w = photo.shape[-2:]
+        size = min(h, w) // 2
+        top, left = (h - size) * (k // 2 % 3) // 2, (w - size) * (k % 3) // 2
+        crop = photo[:, top : top + size, left : left + size]
+        crops.append(F.adaptive_avg_pool2d(crop, side))
+    images = torch.stack(crops)
+    return images.mean(1, keepdim=True) if channels == 1 else images
+
+
+def contact_sheet(images: Tensor, table: str | None = None, seed: int = 0, zoom: int = 4) -> Tensor:
+    """[3, H', W'] grid: one row per corruption of ``table``, and per image the clean image
+    followed by severities 1-5; every pixel enlarged ``zoom`` times (nearest)."""
+    table = table or table_for(min(images.shape[-2:]))
+    rows = []
+    for name in (n for n in CORRUPTIONS if n in TABLES[table]):
+        cells = []
+        for image in images:
+            cells.append(image)
+            cells += [corrupt(image[None], name, s, seed, table)[0] for s in range(1, 6)]
+        rows.append(torch.cat([F.pad(c, (1, 1, 1, 1), value=1.0) for c in cells], -1))
+    sheet = torch.cat(rows, -2)
+    sheet = sheet.expand(3, -1, -1) if sheet.shape[0] == 1 else sheet
+    return sheet.repeat_interleave(zoom, -1).repeat_interleave(zoom, -2)
+
+
+def write_contact_sheet(
+    path: Path, images: Tensor, table: str | None = None, seed: int = 0
+) -> Path:
+    """Write :func:`contact_sheet` as a PNG at ``path`` (through a temporary name)."""
+    from torchvision.utils import save_image
+
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial.png")
+    save_image(contact_sheet(images, table, seed), partial)
+    partial.replace(path)
+    return path

@@ -1,0 +1,207 @@
+"""Downloads against a local HTTP server on the loopback address: fetched, checked, renamed
+into place; interrupted, corrupted or refused downloads leave nothing that looks complete; the
+run records whether each data file is the official one."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import http.server
+import io
+import json
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+import torchvision.datasets as tvd
+from test_cifar10c import make_root as make_cifar_root
+from test_mnist import make_root as make_mnist_root
+from uqbench.datamodules import cifar10c, mnist
+
+from uqbench.cli import main
+from uqbench.download import Resource, fetch, md5sum, provenance
+from uqbench.errors import DataError
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    cut_short: set[str] = set()
+
+    def log_message(self, *args):  # keep pytest's output clean
+        pass
+
+    def do_GET(self):  # noqa: N802 - the http.server name
+        if self.path.lstrip("/") in self.cut_short:  # promise more bytes than are sent
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"x" * 1000)
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        super().do_GET()
+
+
+@pytest.fixture
+def server(tmp_path):
+    """(served folder, base URL) of a threaded HTTP server on 127.0.0.1."""
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = lambda *a, **k: _Handler(*a, directory=str(served), **k)  # noqa: E731
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    _Handler.cut_short = set()
+
+
+def _leftovers(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+def test_published_checksums_are_torchvisions():
+    """The MD5s the project carries equal those of torchvision's dataset classes."""
+    for dataset, cls in (("MNIST", tvd.MNIST), ("FashionMNIST", tvd.FashionMNIST)):
+        published = dict(cls.resources)
+        for (name_set, name), md5 in mnist.MD5.items():
+            if name_set == dataset:
+                assert published[f"{name}.gz"] == md5
+    assert cifar10c.RESOURCES["cifar-10-batches-py"].md5 == tvd.CIFAR10.tgz_md5
+    assert cifar10c.RESOURCES["cifar-100-python"].md5 == tvd.CIFAR100.tgz_md5
+    assert cifar10c.RESOURCES["test_32x32.mat"].md5 == tvd.SVHN.split_list["test"][2]
+    for name, md5 in tvd.CIFAR10.train_list + tvd.CIFAR10.test_list:
+        assert cifar10c.FILE_MD5[f"cifar-10-batches-py/{name}"] == md5
+    assert cifar10c.FILE_MD5["cifar-100-python/test"] == dict(tvd.CIFAR100.test_list)["test"]
+
+
+def test_mnist_downloads_from_a_mirror_and_records_the_files(server, tmp_path, monkeypatch, capsys):
+    served, url = server
+    make_mnist_root(served, gz=True)
+    official = {key: md5sum(served / mnist.resource(*key).target) for key in mnist.MD5}
+    official[("MNIST", "t10k-images-idx3-ubyte")] = "0" * 32  # this one is not "published"
+    monkeypatch.setattr(mnist, "MD5", official)
+    monkeypatch.setenv("UQBENCH_DATA_MIRROR", url)
+    root = tmp_path / "data"
+    # The user already has one file, a well-formed copy that is not the official one.
+    user_copy = root / "MNIST/raw/t10k-images-idx3-ubyte.gz"
+    user_copy.parent.mkdir(parents=True)
+    user_copy.write_bytes((served / "MNIST/raw/t10k-images-idx3-ubyte.gz").read_bytes())
+    code = main(
+        ["fit", "data=mnist", "data.download=true", f"data.root={root}", "method=msp",
+         "trainer.max_epochs=1", f"out={tmp_path}", "name=m"]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in (root / "MNIST/raw").iterdir()) == [
+        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
+        "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+    ]  # fmt: skip
+    files = json.loads((tmp_path / "m/config.json").read_text())["run"]["data_files"]
+    assert files["MNIST/raw/train-images-idx3-ubyte.gz"] == "official"
+    assert files["MNIST/raw/t10k-images-idx3-ubyte.gz"].startswith("not the official file")
+    assert files["FashionMNIST/raw/t10k-labels-idx1-ubyte.gz"] == "official"
+
+
+def test_a_corrupted_download_is_refused_and_nothing_is_kept(server, tmp_path, monkeypatch):
+    served, url = server
+    make_mnist_root(served, gz=True)
+    monkeypatch.setenv("UQBENCH_DATA_MIRROR", url)
+    root = tmp_path / "data"
+    # The served fixtures are not the published files: their MD5s differ.
+    with pytest.raises(DataError, match="not the published f68b3c2dcbeaaa9fbdd348bbdeb94873"):
+        mnist.MNIST(root=str(root), download=True).check_files()
+    assert [p for p in _leftovers(root) if p.endswith(".gz")] == []
+
+
+def test_an_interrupted_download_leaves_nothing_that_looks_complete(server, tmp_path, monkeypatch):
+    served, url = server
+    make_mnist_root(served, gz=True)
+    _Handler.cut_short = {"MNIST/raw/train-images-idx3-ubyte.gz"}
+    resource = dataclasses.replace(mnist.resource("MNIST", "train-images-idx3-ubyte"), md5=None)
+    monkeypatch.setenv("UQBENCH_DATA_MIRROR", url)
+    root = tmp_path / "data"
+    with pytest.raises(DataError, match="downloading .* failed"):
+        fetch(resource, root)
+    assert [p for p in _leftovers(root) if Path(p).is_file() or "." in Path(p).name] == []
+
+
+def test_ctrl_c_during_a_download_removes_the_partial_file(tmp_path, monkeypatch):
+    class Stream(io.BytesIO):
+        headers: dict = {}
+
+        def read(self, size=-1):
+            raise KeyboardInterrupt
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr("urllib.request.urlopen", lambda url, timeout: Stream())
+    with pytest.raises(KeyboardInterrupt):
+        fetch(Resource("http://127.0.0.1:9/x.bin", None, "x.bin"), tmp_path / "data")
+    assert _leftovers(tmp_path / "data") == []
+
+
+def test_a_refused_connection_names_the_url_and_the_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("UQBENCH_DATA_MIRROR", "http://127.0.0.1:9")  # discard port: refused
+    root = tmp_path / "data"
+    code = main(["fit", "data=mnist", "data.download=true", f"data.root={root}", f"out={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "downloading http://127.0.0.1:9/MNIST/raw/train-images-idx3-ubyte.gz failed" in err
+    assert str(root / "MNIST" / "raw") in err
+    assert [p.name for p in tmp_path.iterdir() if p.name != "data"] == []  # no run folder
+
+
+def _tar(path: Path, folder: Path) -> str:
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+
+
+def test_cifar10c_archives_are_unpacked_whole_and_fixtures_marked_unofficial(
+    server, tmp_path, monkeypatch
+):
+    served, url = server
+    source = make_cifar_root(tmp_path / "source")
+    patched = {}
+    for key, resource in cifar10c.RESOURCES.items():
+        if resource.unpack:
+            md5 = _tar(served / resource.filename, source / resource.target)
+        else:
+            (served / resource.target).write_bytes((source / resource.target).read_bytes())
+            md5 = md5sum(served / resource.target)
+        patched[key] = dataclasses.replace(resource, md5=md5)
+    monkeypatch.setattr(cifar10c, "RESOURCES", patched)
+    monkeypatch.setenv("UQBENCH_DATA_MIRROR", url)
+    root = tmp_path / "data"
+    data = cifar10c.CIFAR10C(root=str(root), corruptions=("fog", "contrast"), download=True)
+    data.check_files()
+    assert sorted(p.name for p in root.iterdir()) == [
+        "CIFAR-10-C",
+        "cifar-10-batches-py",
+        "cifar-100-python",
+        "test_32x32.mat",
+    ]  # fmt: skip: no archive, scratch folder or partial file left
+    files = data.data_files()
+    assert files["cifar-10-batches-py/test_batch"].startswith("not the official file")
+    assert files["CIFAR-10-C/fog.npy"] == "no published checksum"
+    data.setup()
+    assert len(data.cid_set("fog", 2)) == 40
+
+
+def test_an_archive_that_is_not_one_is_refused(server, tmp_path, monkeypatch):
+    served, url = server
+    (served / "cifar-100-python.tar.gz").write_bytes(b"not a tar archive")
+    resource = dataclasses.replace(cifar10c.RESOURCES["cifar-100-python"], md5=None)
+    monkeypatch.setenv("UQBENCH_DATA_MIRROR", url)
+    with pytest.raises(DataError, match="is not a readable archive"):
+        fetch(resource, tmp_path / "data")
+    assert _leftovers(tmp_path / "data") == []
+
+
+def test_provenance_of_a_file(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"abc")
+    assert provenance(path, "900150983cd24fb0d6963f7d28e17f72") == "official"
+    assert provenance(path, "0" * 32).startswith("not the official file (md5 9001")
+    assert provenance(path, None) == "no published checksum"

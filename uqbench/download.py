@@ -1,0 +1,154 @@
+"""Fetching official data files and telling official files from look-alikes.
+
+A :class:`Resource` is one published file: where it comes from, its published MD5, and where it
+lands under the data root (a plain file, or an archive whose top folder is unpacked there).
+:func:`fetch` streams it to a temporary name, checks the checksum, and only then renames it into
+place, so an interrupted or corrupted download never leaves a file that looks complete; archives
+are unpacked into a temporary folder that is renamed into place as a whole.
+
+:func:`provenance` is what a run records about its data files: ``official`` when a file's MD5 is
+the published one, ``not the official file (md5 ...)`` when it is not (a subset, a re-encoded
+copy, a test fixture: it still loads), and ``no published checksum`` when nobody publishes one
+for that file. ``UQBENCH_DATA_MIRROR`` (a URL prefix) replaces every source's folder, for a
+local mirror laid out like the data root (archives under their own names).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import shutil
+import tarfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from uqbench.errors import DataError
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One published file.
+
+    Attributes:
+        url: the official source.
+        md5: its published MD5 (hex), or ``None`` where none is published.
+        target: where it lands, relative to the data root: the file itself, or for an archive
+            (``unpack=True``) the folder the archive's top folder becomes.
+        unpack: the file is a tar archive (any compression) with one top-level folder.
+    """
+
+    url: str
+    md5: str | None
+    target: str
+    unpack: bool = False
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1].split("?", 1)[0]
+
+    def source(self) -> str:
+        """The URL to fetch: the official one, or under ``UQBENCH_DATA_MIRROR`` the file at its
+        data-root path (an archive under its own name)."""
+        mirror = os.environ.get("UQBENCH_DATA_MIRROR")
+        if not mirror:
+            return self.url
+        return f"{mirror.rstrip('/')}/{self.filename if self.unpack else self.target}"
+
+
+def md5sum(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _download(url: str, dest: Path, md5: str | None, timeout: float) -> None:
+    """Stream ``url`` to ``dest`` through a temporary name; checksum checked before the rename."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+    digest = hashlib.md5(usedforsecurity=False)
+    try:
+        try:
+            with (
+                urllib.request.urlopen(url, timeout=timeout) as response,
+                open(partial, "wb") as out,
+            ):
+                expected = response.headers.get("Content-Length")
+                received = 0
+                while chunk := response.read(CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    received += len(chunk)
+            # A connection closed early ends the stream quietly: the length tells.
+            if expected is not None and received != int(expected):
+                raise OSError(f"connection closed after {received:,} of {int(expected):,} bytes")
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            raise DataError(
+                f"downloading {url} failed ({exc}); check the network, or fetch the file by hand "
+                f"into {dest.parent}"
+            ) from None
+        if md5 is not None and digest.hexdigest() != md5:
+            raise DataError(
+                f"the download of {url} has MD5 {digest.hexdigest()}, not the published {md5}: "
+                f"it was cut short or is another file; nothing was kept. Retry, or fetch it by "
+                f"hand into {dest.parent}"
+            )
+        os.replace(partial, dest)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _unpack(archive: Path, root: Path, target: str, url: str) -> None:
+    """Unpack ``archive`` into a temporary folder under ``root``, then rename its single top
+    folder to ``root / target``: the target appears whole or not at all."""
+    scratch = root / f".unpack-{os.getpid()}-{archive.name}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(scratch, filter="data")
+        except (tarfile.TarError, OSError) as exc:
+            raise DataError(
+                f"{url} is not a readable archive ({exc}); nothing was kept. It is not the "
+                f"official file: fetch it by hand and unpack it into {root}"
+            ) from None
+        tops = list(scratch.iterdir())
+        if len(tops) != 1 or not tops[0].is_dir():
+            raise DataError(f"{url} does not hold one top folder; it is not the official file")
+        destination = root / target
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if destination.exists():  # another process finished first: keep theirs
+            return
+        os.replace(tops[0], destination)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def fetch(resource: Resource, root: Path, timeout: float = 60.0) -> Path:
+    """Download (and unpack) ``resource`` under ``root``; returns where it landed."""
+    root = Path(root)
+    if not resource.unpack:
+        dest = root / resource.target
+        _download(resource.source(), dest, resource.md5, timeout)
+        return dest
+    archive = root / f".{resource.filename}.download-{os.getpid()}"
+    try:
+        _download(resource.source(), archive, resource.md5, timeout)
+        _unpack(archive, root, resource.target, resource.source())
+    finally:
+        archive.unlink(missing_ok=True)
+    return root / resource.target
+
+
+def provenance(path: Path, md5: str | None) -> str:
+    """What a run records about one data file (see the module docstring)."""
+    if md5 is None:
+        return "no published checksum"
+    actual = md5sum(path)
+    return "official" if actual == md5 else f"not the official file (md5 {actual}, published {md5})"
