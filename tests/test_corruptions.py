@@ -131,18 +131,6 @@ def test_clipped_zoom_is_scipys_zoom(factor):
     np.testing.assert_allclose(_np(ops.clipped_zoom(x, factor))[0, 0], ref, atol=1e-9)
 
 
-def test_hsv_matches_colorsys_on_ties_and_grays():
-    levels = torch.tensor([0.0, 0.2, 0.5, 1.0])
-    grid = torch.cartesian_prod(levels, levels, levels)  # every tie among r, g, b
-    x = grid.T.reshape(1, 3, 1, -1).double()
-    hsv = ops.rgb_to_hsv(x)
-    for k, (r, g, b) in enumerate(grid.tolist()):
-        np.testing.assert_allclose(
-            hsv[0, :, 0, k].numpy(), colorsys.rgb_to_hsv(r, g, b), atol=1e-12
-        )
-    np.testing.assert_allclose(_np(ops.hsv_to_rgb(hsv)), _np(x), atol=1e-12)
-
-
 def test_motion_shift_sum_is_the_generators_shift_loop():
     """The reference's shift(): np.roll, then the wrapped rows/columns set to the edge."""
 
@@ -285,6 +273,14 @@ def test_brightness_and_saturate_are_hsv_edits(photos):
     np.testing.assert_allclose(_np(digital.brightness(x, 0.2, None)), ref, atol=1e-9)
     ref = _hsv_reference(_np(x), 1, lambda s: min(max(s * 2 + 0.1, 0), 1))
     np.testing.assert_allclose(_np(digital.saturate(x, (2, 0.1), None)), ref, atol=1e-9)
+    levels = torch.tensor([0.0, 0.2, 0.5, 1.0], dtype=torch.float64)
+    grid = torch.cartesian_prod(levels, levels, levels).T.reshape(1, 3, 1, -1)  # ties, grays, black
+    for shift in (0.1, 0.6):
+        ref = _hsv_reference(_np(grid), 2, lambda v, s=shift: min(max(v + s, 0), 1))
+        np.testing.assert_allclose(_np(digital.brightness(grid, shift, None)), ref, atol=1e-12)
+    for params in ((0.1, 0.0), (2.5, 0.2)):
+        ref = _hsv_reference(_np(grid), 1, lambda s, p=params: min(max(s * p[0] + p[1], 0), 1))
+        np.testing.assert_allclose(_np(digital.saturate(grid, params, None)), ref, atol=1e-12)
     gray = photos[:2, :1].double()
     np.testing.assert_allclose(
         _np(digital.brightness(gray, 0.2, None)), np.clip(_np(gray) + 0.2, 0, 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .ops import Rand, gaussian_filter, hsv_to_rgb, resize_box, rgb_to_hsv, warp
+from .ops import Rand, gaussian_filter, resize_box, warp
 
 
 def contrast(x: Tensor, factor: float, rand: Rand) -> Tensor:
@@ -14,29 +14,35 @@ def contrast(x: Tensor, factor: float, rand: Rand) -> Tensor:
     return ((x - mean) * factor + mean).clamp(0, 1)
 
 
-def _in_hsv(x: Tensor, channel: int, change) -> Tensor:
-    """Apply ``change`` to one HSV channel; a 1-channel batch goes through RGB and back."""
-    rgb = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-    hsv = rgb_to_hsv(rgb)
-    hsv = torch.cat(
-        [hsv[:, :channel], change(hsv[:, channel : channel + 1]), hsv[:, channel + 1 :]], 1
-    )
-    out = hsv_to_rgb(hsv)
-    return (out[:, :1] if x.shape[1] == 1 else out).clamp(0, 1)
-
-
 def brightness(x: Tensor, shift: float, rand: Rand) -> Tensor:
-    """HSV value + shift (plain x + shift for 1-channel images, as the generator does)."""
+    """HSV value + shift (plain x + shift for 1-channel images, as the generator does).
+
+    With hue and saturation fixed every channel is proportional to the value V, so the HSV
+    round trip is a rescaling: x * V' / V, and gray V' where V was 0 (a black pixel has no hue).
+    """
     if x.shape[1] == 1:
         return (x + shift).clamp(0, 1)
-    return _in_hsv(x, 2, lambda v: (v + shift).clamp(0, 1))
+    value = x.amax(1, keepdim=True)
+    new = (value + shift).clamp(0, 1)
+    return torch.where(value > 0, x * (new / value.clamp_min(1e-12)), new).clamp(0, 1)
 
 
 def saturate(x: Tensor, params: tuple[float, float], rand: Rand) -> Tensor:
-    """HSV saturation * scale + shift (no effect on gray images, whose saturation is 0 and
-    hue red: the red channel keeps the value)."""
+    """HSV saturation * scale + shift.
+
+    With hue and value fixed each channel is V - (V - x) * S' / S. A gray pixel (S = 0) has hue
+    0 in the HSV convention, red: it becomes (V, V (1 - S'), V (1 - S')). A 1-channel image goes
+    through RGB and back to its red channel, which keeps the value: gray images are unchanged.
+    """
     scale, shift = params
-    return _in_hsv(x, 1, lambda s: (s * scale + shift).clamp(0, 1))
+    if x.shape[1] == 1:
+        return x.clone()
+    value = x.amax(1, keepdim=True)
+    sat = torch.where(value > 0, (value - x.amin(1, keepdim=True)) / value.clamp_min(1e-12), 0)
+    new = (sat * scale + shift).clamp(0, 1)
+    coloured = value - (value - x) * (new / sat.clamp_min(1e-12))
+    red_hue = torch.cat([value, value * (1 - new), value * (1 - new)], 1)
+    return torch.where(sat > 0, coloured, red_hue).clamp(0, 1)
 
 
 def jpeg_compression(x: Tensor, quality: int, rand: Rand) -> Tensor:

@@ -235,36 +235,6 @@ def warp(x: Tensor, rows: Tensor, cols: Tensor, mode: str) -> Tensor:
 # -- colour ------------------------------------------------------------------------------------
 
 
-def rgb_to_hsv(x: Tensor) -> Tensor:
-    """[B, 3, H, W] RGB in [0, 1] -> HSV in [0, 1] (scikit-image's ``rgb2hsv``; hue 0 where
-    the pixel is gray)."""
-    r, g, b = x.unbind(1)
-    v, _ = x.max(1)
-    delta = v - x.min(1).values
-    s = torch.where(v > 0, delta / v.clamp_min(1e-12), torch.zeros_like(v))
-    safe = delta.clamp_min(1e-12)
-    h = torch.where(
-        v == r, (g - b) / safe, torch.where(v == g, 2 + (b - r) / safe, 4 + (r - g) / safe)
-    )
-    h = torch.where(delta > 0, (h / 6) % 1.0, torch.zeros_like(h))
-    return torch.stack([h, s, v], 1)
-
-
-def hsv_to_rgb(x: Tensor) -> Tensor:
-    """Inverse of :func:`rgb_to_hsv` (scikit-image's ``hsv2rgb``)."""
-    h, s, v = x.unbind(1)
-    i = torch.floor(h * 6)
-    f = h * 6 - i
-    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    i = i.long() % 6
-    choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
-    out = torch.zeros_like(x)
-    for k, (r, g, b) in enumerate(choices):
-        chosen = (i == k)[:, None]
-        out = torch.where(chosen, torch.stack([r, g, b], 1), out)
-    return out
-
-
 def gray(x: Tensor) -> Tensor:
     """[B, 1, H, W] luma of RGB (OpenCV's RGB2GRAY weights); a 1-channel batch unchanged."""
     if x.shape[1] == 1:
