@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
+from uqbench.datamodules.augment import rotate_translate
 from uqbench.datamodules.corruptions import CORRUPTIONS, corrupt, shift_each
 from uqbench.datamodules.idx import find, read_idx
 
@@ -107,6 +108,8 @@ class MNIST(UQDataModule):
 
     Args:
         root: the data folder (default ``$UQBENCH_DATA`` or ``~/.cache/uqbench/data``).
+        augment: paper A.1's training augmentation, on the device: rotation within +-10
+            degrees and translation by up to 2 pixels.
         download: fetch missing files from the official mirrors (MD5-checked).
     """
 
@@ -114,6 +117,13 @@ class MNIST(UQDataModule):
     input_shape = (1, 28, 28)
     default_backbone = "digits-cnn"
     default_max_epochs = 50  # paper B.2: Adam, cosine 1e-3 -> 1e-5 over 50 epochs, batch 256
+    recipe = {
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "schedule": "cosine",
+        "min_lr": 1e-5,
+    }
     corruptions = ENGINE_CORRUPTIONS
     ood_names = ("fashion",)
 
@@ -123,10 +133,11 @@ class MNIST(UQDataModule):
         batch_size: int = 256,
         num_workers: int = 0,
         split_seed: int = 0,
+        augment: bool = True,
         download: bool = False,
     ) -> None:
         super().__init__(batch_size, num_workers, split_seed)
-        self.root, self.download = data_root(root), download
+        self.root, self.download, self.augmentation = data_root(root), download, augment
         self._test_images: Tensor | None = None
 
     def _missing(self) -> list[tuple[Path, str, str]]:
@@ -152,6 +163,11 @@ class MNIST(UQDataModule):
                 f"{lines}\nPut the official files there (extracted or .gz), or point data.root "
                 f"(or UQBENCH_DATA) at a folder that has them."
             )
+
+    def augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        if not self.augmentation:
+            return x, y
+        return rotate_translate(x, 10.0, 2, fill=-MEAN / STD), y  # black outside
 
     def data_files(self) -> dict[str, str]:
         """Each file read, relative to the root: official (the published .gz MD5) or not."""

@@ -6,6 +6,7 @@ import torch
 from uqbench.backbones.base import count_macs, count_parameters
 from uqbench.backbones.digits_cnn import digits_cnn
 from uqbench.backbones.dscnn import ds_cnn
+from uqbench.backbones.mobilenetv2 import mobilenetv2
 from uqbench.backbones.resnet8 import resnet8
 from uqbench.backbones.timm_backbone import timm_factory
 
@@ -25,6 +26,29 @@ def test_ds_cnn_matches_mlperf_tiny():
     assert model.tap_shapes()["penultimate"] == (64, 25, 5)
 
 
+def test_mobilenetv2_is_torchvisions_with_the_64x64_strides():
+    """Same layers as torchvision's mobilenet_v2(width_mult=0.5): equal parameter count; with
+    the stem and the 160-channel stage at stride 1 (paper B.1), equal MACs."""
+    import torchvision
+
+    model = mobilenetv2(200, (3, 64, 64))
+    reference = torchvision.models.mobilenet_v2(width_mult=0.5, num_classes=200)
+    assert sum(p.numel() for p in model.parameters()) == 943_880
+    assert sum(p.numel() for p in reference.parameters()) == 943_880
+    reference.features[0][0].stride = (1, 1)
+    reference.features[14].conv[1][0].stride = (1, 1)  # the 160-channel stage's depthwise
+    x = torch.zeros(1, 3, 64, 64)
+    assert count_macs(model, x) == count_macs(reference, x) == 56_139_776
+    shapes = model.tap_shapes()
+    assert shapes["mid"] == (32, 8, 8) and shapes["penultimate"] == (1280, 8, 8)
+    assert shapes["stem"] == (16, 64, 64) and shapes["stage2"] == (16, 32, 32)
+
+
+def test_ds_cnn_on_40x98_log_mel():
+    model = ds_cnn(12, (1, 40, 98))
+    assert model.tap_shapes()["penultimate"] == (64, 20, 49)
+
+
 def test_fold_batchnorm_counts_one_bias_per_channel():
     model = digits_cnn(10, (1, 28, 28))
     unfolded = count_parameters(model, fold_batchnorm=False)
@@ -38,6 +62,7 @@ def test_fold_batchnorm_counts_one_bias_per_channel():
         (digits_cnn, (1, 28, 28)),
         (resnet8, (3, 32, 32)),
         (ds_cnn, (1, 49, 10)),
+        (mobilenetv2, (3, 64, 64)),
         (timm_factory("resnet10t"), (1, 28, 28)),
     ],
 )

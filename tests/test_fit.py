@@ -55,7 +55,12 @@ def test_fit_writes_a_complete_run_folder_and_prints_the_report(capsys, tmp_path
     assert config["method_args"]["lr"] == 1e-3 and config["trainer_args"]["max_epochs"] == 3
     from uqbench.stages.resolve import default_threads
 
-    assert config["run"] == {"accelerator": "auto", "device": "cpu", "threads": default_threads()}
+    assert config["run"] == {
+        "accelerator": "auto",
+        "device": "cpu",
+        "threads": default_threads(),
+        "data_files": {},
+    }  # digits ships with scikit-learn: no data files to vouch for
     state = torch.load(folder / "checkpoint.pt", weights_only=True)["state_dict"]
     assert any(k.startswith("backbone.") for k in state)
     assert (folder / "logs" / "metrics.csv").is_file()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -73,6 +73,11 @@ class UQDataModule(LightningDataModule):
     corruptions: tuple[str, ...] = ()
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     ood_names: tuple[str, ...] = ("ood",)
+    # The benchmark's training recipe: defaults of the method's training options (optimizer,
+    # lr, weight_decay, schedule, min_lr, label_smoothing) and of the Trainer's arguments
+    # (e.g. gradient_clip_val). Each is a default only: method.* and trainer.* override it.
+    recipe: ClassVar[dict[str, Any]] = {}
+    trainer_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, batch_size: int = 64, num_workers: int = 0, split_seed: int = 0) -> None:
         super().__init__()
@@ -100,6 +105,19 @@ class UQDataModule(LightningDataModule):
         file (...)`` or ``no published checksum`` (see :mod:`uqbench.download`). The default,
         for data that ships with a package, records nothing."""
         return {}
+
+    def augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Training augmentation of one batch, already on the training device (the default
+        changes nothing). Runs on training batches only, never on dev, test or shifted sets."""
+        return x, y
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Lightning calls this on the device, after the transfer: augmentation runs in batches
+        # where the model is. Only the training loop augments.
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.training:
+            return self.augment(*batch)
+        return batch
 
     def cid_set(self, corruption: str, severity: int) -> Dataset:
         raise NotImplementedError

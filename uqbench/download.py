@@ -22,6 +22,7 @@ import shutil
 import tarfile
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,7 @@ class Resource:
         md5: its published MD5 (hex), or ``None`` where none is published.
         target: where it lands, relative to the data root: the file itself, or for an archive
             (``unpack=True``) the folder the archive's top folder becomes.
-        unpack: the file is a tar archive (any compression) with one top-level folder.
+        unpack: the file is a tar (any compression) or zip archive with one top-level folder.
     """
 
     url: str
@@ -111,9 +112,16 @@ def _unpack(archive: Path, root: Path, target: str, url: str) -> None:
     shutil.rmtree(scratch, ignore_errors=True)
     try:
         try:
-            with tarfile.open(archive) as tar:
-                tar.extractall(scratch, filter="data")
-        except (tarfile.TarError, OSError) as exc:
+            if zipfile.is_zipfile(archive):
+                with zipfile.ZipFile(archive) as zipped:
+                    for member in zipped.namelist():  # no member may land outside scratch
+                        if not (scratch / member).resolve().is_relative_to(scratch.resolve()):
+                            raise tarfile.TarError(f"member {member!r} points outside")
+                    zipped.extractall(scratch)
+            else:
+                with tarfile.open(archive) as tar:
+                    tar.extractall(scratch, filter="data")
+        except (tarfile.TarError, zipfile.BadZipFile, OSError) as exc:
             raise DataError(
                 f"{url} is not a readable archive ({exc}); nothing was kept. It is not the "
                 f"official file: fetch it by hand and unpack it into {root}"

@@ -143,6 +143,7 @@ class UQMethod(LightningModule):
         optimizer: ``adam``, ``adamw`` or ``sgd`` (momentum 0.9).
         schedule: ``cosine`` decays to ``min_lr`` over ``trainer.max_epochs``; ``constant``.
         min_lr: final learning rate of the cosine schedule.
+        label_smoothing: cross-entropy label smoothing in [0, 1) (0: none).
     """
 
     needs: ClassVar[Needs] = Needs()
@@ -161,10 +162,13 @@ class UQMethod(LightningModule):
         optimizer: Literal["adam", "adamw", "sgd"] = "adam",
         schedule: Literal["cosine", "constant"] = "cosine",
         min_lr: float = 1e-5,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         if not lr > 0:
             raise ConfigError(f"method.lr must be > 0, got {lr}")
+        if not 0 <= label_smoothing < 1:
+            raise ConfigError(f"method.label_smoothing must be in [0, 1), got {label_smoothing}")
         if weight_decay < 0 or min_lr < 0:
             raise ConfigError("method.weight_decay and method.min_lr must be >= 0")
         self.backbone = backbone
@@ -174,6 +178,7 @@ class UQMethod(LightningModule):
             "optimizer": optimizer,
             "schedule": schedule,
             "min_lr": min_lr,
+            "label_smoothing": label_smoothing,
         }
         # Persistent, so a checkpoint says whether its method was calibrated (uqbench test).
         self.register_buffer("calibrated", torch.tensor(False))
@@ -216,7 +221,7 @@ class UQMethod(LightningModule):
 
     # ----------------------------------------------------------------- training
     def classification_loss(self, logits: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(logits, y)
+        return F.cross_entropy(logits, y, label_smoothing=self.training_config["label_smoothing"])
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch

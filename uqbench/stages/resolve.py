@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from uqbench import registry
-from uqbench.config import RunConfig, bind, shorten
+from uqbench.config import RunConfig, bind, schema, shorten
 from uqbench.errors import ConfigError, UQBenchError
 
 if TYPE_CHECKING:
@@ -102,6 +102,14 @@ def _check_top_level(config: RunConfig) -> None:
     check_name(config.name)
 
 
+def recipe_defaults(method_cls: Any, data_cls: Any) -> dict[str, Any]:
+    """The datamodule's training recipe, restricted to the options this method takes (a method
+    that does not train the backbone with an optimizer, or names its options otherwise, keeps
+    its own defaults)."""
+    params = schema(method_cls, skip=("backbone",))
+    return {k: v for k, v in data_cls.recipe.items() if k in params}
+
+
 def trainer_args(data_cls: Any, overrides: dict[str, Any]) -> dict[str, Any]:
     """The Trainer's arguments: the datamodule's epochs, then the user's, checked by building
     a Trainer with them (so a bad value fails now, not after the data loaded)."""
@@ -115,7 +123,7 @@ def trainer_args(data_cls: Any, overrides: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(
             f"trainer.{owned[0]} is set by uqbench itself; use logger= for the logger"
         )
-    args = {"max_epochs": data_cls.default_max_epochs}
+    args = {"max_epochs": data_cls.default_max_epochs, **data_cls.trainer_defaults}
     args.update(bind(Trainer, overrides, "trainer", fill_defaults=False))
     epochs = args.get("max_epochs")
     if not isinstance(epochs, int) or epochs < 1:
@@ -166,7 +174,12 @@ def resolve(config: RunConfig) -> Resolved:
         data_cls,
         backbone,
         factory,
-        method_args=bind(method_cls, config.method_args, "method", skip=("backbone",)),
+        method_args=bind(
+            method_cls,
+            recipe_defaults(method_cls, data_cls) | config.method_args,
+            "method",
+            skip=("backbone",),
+        ),
         data_args=bind(data_cls, config.data_args, "data"),
         backbone_args=bind(
             factory, config.backbone_args, "backbone", skip=("num_classes", "input_shape")
