@@ -41,12 +41,16 @@ class Resource:
         target: where it lands, relative to the data root: the file itself, or for an archive
             (``unpack=True``) the folder the archive's top folder becomes.
         unpack: the file is a tar (any compression) or zip archive with one top-level folder.
+        flat: the archive has no top folder: its members are the target folder's contents.
+        sha256: the published SHA-256, where that is what the source publishes.
     """
 
     url: str
     md5: str | None
     target: str
     unpack: bool = False
+    flat: bool = False
+    sha256: str | None = None
 
     @property
     def filename(self) -> str:
@@ -69,11 +73,12 @@ def md5sum(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download(url: str, dest: Path, md5: str | None, timeout: float) -> None:
-    """Stream ``url`` to ``dest`` through a temporary name; checksum checked before the rename."""
+def _download(url: str, dest: Path, published: dict[str, str], timeout: float) -> None:
+    """Stream ``url`` to ``dest`` through a temporary name; the published checksums
+    (algorithm -> hex) are checked before the rename."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
-    digest = hashlib.md5(usedforsecurity=False)
+    digests = {name: hashlib.new(name, usedforsecurity=False) for name in published}
     try:
         try:
             with (
@@ -83,7 +88,8 @@ def _download(url: str, dest: Path, md5: str | None, timeout: float) -> None:
                 expected = response.headers.get("Content-Length")
                 received = 0
                 while chunk := response.read(CHUNK):
-                    digest.update(chunk)
+                    for digest in digests.values():
+                        digest.update(chunk)
                     out.write(chunk)
                     received += len(chunk)
             # A connection closed early ends the stream quietly: the length tells.
@@ -94,20 +100,23 @@ def _download(url: str, dest: Path, md5: str | None, timeout: float) -> None:
                 f"downloading {url} failed ({exc}); check the network, or fetch the file by hand "
                 f"into {dest.parent}"
             ) from None
-        if md5 is not None and digest.hexdigest() != md5:
-            raise DataError(
-                f"the download of {url} has MD5 {digest.hexdigest()}, not the published {md5}: "
-                f"it was cut short or is another file; nothing was kept. Retry, or fetch it by "
-                f"hand into {dest.parent}"
-            )
+        for name, expected in published.items():
+            actual = digests[name].hexdigest()
+            if actual != expected:
+                raise DataError(
+                    f"the download of {url} has {name.upper()} {actual}, not the published "
+                    f"{expected}: it was cut short or is another file; nothing was kept. Retry, "
+                    f"or fetch it by hand into {dest.parent}"
+                )
         os.replace(partial, dest)
     finally:
         partial.unlink(missing_ok=True)
 
 
-def _unpack(archive: Path, root: Path, target: str, url: str) -> None:
+def _unpack(archive: Path, root: Path, target: str, url: str, flat: bool) -> None:
     """Unpack ``archive`` into a temporary folder under ``root``, then rename its single top
-    folder to ``root / target``: the target appears whole or not at all."""
+    folder (``flat``: the temporary folder itself) to ``root / target``: the target appears
+    whole or not at all."""
     scratch = root / f".unpack-{os.getpid()}-{archive.name}"
     shutil.rmtree(scratch, ignore_errors=True)
     try:
@@ -127,13 +136,13 @@ def _unpack(archive: Path, root: Path, target: str, url: str) -> None:
                 f"official file: fetch it by hand and unpack it into {root}"
             ) from None
         tops = list(scratch.iterdir())
-        if len(tops) != 1 or not tops[0].is_dir():
+        if not flat and (len(tops) != 1 or not tops[0].is_dir()):
             raise DataError(f"{url} does not hold one top folder; it is not the official file")
         destination = root / target
         destination.parent.mkdir(parents=True, exist_ok=True)
         if destination.exists():  # another process finished first: keep theirs
             return
-        os.replace(tops[0], destination)
+        os.replace(scratch if flat else tops[0], destination)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -141,14 +150,15 @@ def _unpack(archive: Path, root: Path, target: str, url: str) -> None:
 def fetch(resource: Resource, root: Path, timeout: float = 60.0) -> Path:
     """Download (and unpack) ``resource`` under ``root``; returns where it landed."""
     root = Path(root)
+    published = {k: v for k, v in (("md5", resource.md5), ("sha256", resource.sha256)) if v}
     if not resource.unpack:
         dest = root / resource.target
-        _download(resource.source(), dest, resource.md5, timeout)
+        _download(resource.source(), dest, published, timeout)
         return dest
     archive = root / f".{resource.filename}.download-{os.getpid()}"
     try:
-        _download(resource.source(), archive, resource.md5, timeout)
-        _unpack(archive, root, resource.target, resource.source())
+        _download(resource.source(), archive, published, timeout)
+        _unpack(archive, root, resource.target, resource.source(), resource.flat)
     finally:
         archive.unlink(missing_ok=True)
     return root / resource.target
