@@ -71,6 +71,10 @@ def test_reads_every_official_format_and_memory_maps_cid(tmp_path):
     expected = torch.from_numpy(stack[2 * N_TEST].transpose(2, 0, 1).copy()).float() / 255
     torch.testing.assert_close(first, (expected - MEAN) / STD)
     assert label == int(y[0])
+    batch = cid.__getitems__([3, 4, 7])  # what a DataLoader asks for: one read per batch
+    for (bx, by), i in zip(batch, [3, 4, 7], strict=True):
+        torch.testing.assert_close(bx, cid[i][0])
+        assert int(by) == cid[i][1]
     svhn_x, svhn_y = data.ood_set("svhn").tensors
     assert svhn_x.shape == (30, 3, 32, 32) and (svhn_y == -1).all()
     assert data.ood_set("cifar100").tensors[0].shape == (25, 3, 32, 32)
