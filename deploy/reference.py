@@ -98,6 +98,14 @@ def average_pool_2d(x: np.ndarray, op: Op, graph: Graph) -> np.ndarray:
     return np.clip(mean, low, high).astype(np.int8)
 
 
+def max_pool_2d(x: np.ndarray, op: Op, graph: Graph) -> np.ndarray:
+    """Window maxima; input and output share their quantization."""
+    kh, kw = op.options["filter"]
+    out = _windows(x, kh, kw, op.options["stride"]).max((-1, -2))
+    low, high = activation_range(op.options.get("activation", "none"), graph.tensors[op.outputs[0]])
+    return np.clip(out, low, high).astype(np.int8)
+
+
 def add(a: np.ndarray, b: np.ndarray, op: Op, graph: Graph) -> np.ndarray:
     """TFLite's int8 ADD: both inputs rescaled to twice the larger input scale at 2^20, summed,
     rescaled to the output."""
@@ -138,7 +146,7 @@ def run(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
         else:
             kernel = {"conv2d": conv2d, "depthwise_conv2d": depthwise_conv2d,
                       "fully_connected": fully_connected, "average_pool_2d": average_pool_2d,
-                      "pad": pad}[op.kind]  # fmt: skip
+                      "max_pool_2d": max_pool_2d, "pad": pad}[op.kind]  # fmt: skip
             y = kernel(args[0], op, graph)
         values[op.outputs[0]] = y
     return values

@@ -90,13 +90,14 @@ def to_tflite(graph: Graph) -> bytes:
             options.keepNumDims = False
             o.opcodeIndex = opcode(s.BuiltinOperator.FULLY_CONNECTED)
             o.builtinOptionsType = s.BuiltinOptions.FullyConnectedOptions
-        elif op.kind == "average_pool_2d":
+        elif op.kind in ("average_pool_2d", "max_pool_2d"):
             options = s.Pool2DOptionsT()
             options.padding = s.Padding.VALID
             options.strideH, options.strideW = op.options["stride"]
             options.filterHeight, options.filterWidth = op.options["filter"]
             options.fusedActivationFunction = act
-            o.opcodeIndex = opcode(s.BuiltinOperator.AVERAGE_POOL_2D)
+            o.opcodeIndex = opcode(s.BuiltinOperator.AVERAGE_POOL_2D if op.kind == "average_pool_2d"
+                                   else s.BuiltinOperator.MAX_POOL_2D)  # fmt: skip
             o.builtinOptionsType = s.BuiltinOptions.Pool2DOptions
         elif op.kind == "add":
             options = s.AddOptionsT()
