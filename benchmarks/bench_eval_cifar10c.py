@@ -2,7 +2,8 @@
 
     python benchmarks/bench_eval_cifar10c.py [--corruptions 19] [--threads 1] [--dir DIR]
 
-Writes (once, reused) a synthetic data root in the official formats: 10,000 test images and
+Writes (once, reused) a synthetic data root in the official formats and sizes: 50,000 training
+and 10,000 test images, and
 ``--corruptions`` CIFAR-10-C ``.npy`` files of 50,000 images each (19: the full 950,000, 2.9 GB).
 Then, each in a fresh process so that peak memory is its own:
 
@@ -35,7 +36,8 @@ def make_root(root: Path, corruptions: list[str]) -> None:
     rng = np.random.default_rng(0)
     batches = root / "cifar-10-batches-py"
     batches.mkdir(parents=True, exist_ok=True)
-    for name, n in [(f"data_batch_{i}", 100) for i in range(1, 6)] + [("test_batch", N_TEST)]:
+    # The official sizes (50,000 training images), so the data module holds what it really does.
+    for name, n in [(f"data_batch_{i}", 10_000) for i in range(1, 6)] + [("test_batch", N_TEST)]:
         if not (batches / name).exists():
             data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
             with open(batches / name, "wb") as f:

@@ -38,7 +38,7 @@ from uqbench.datamodules.corruptions import CORRUPTIONS as ENGINE
 from uqbench.datamodules.corruptions import shift_each
 from uqbench.datamodules.mnist import data_root
 
-from uqbench.datamodule import UQDataModule, stratified_dev
+from uqbench.datamodule import NormalizedImages, UQDataModule, stratified_dev
 from uqbench.download import Resource, fetch, provenance
 from uqbench.errors import ConfigError, DataError
 
@@ -122,6 +122,15 @@ def _load_npy(path: Path, mmap: bool) -> np.ndarray:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable array is corrupt
         raise DataError(f"{path} is corrupt ({type(exc).__name__}: {exc}); replace it") from None
+
+
+def _to_uint8(images: np.ndarray) -> Tensor:
+    """uint8 [N, H, W, 3] -> uint8 [N, 3, H, W] (a copy: memory-mapped files are read-only)."""
+    return torch.from_numpy(np.array(images, dtype=np.uint8)).permute(0, 3, 1, 2).contiguous()
+
+
+def _images(images: Tensor, labels: Tensor) -> NormalizedImages:
+    return NormalizedImages(images, labels, MEAN, STD)
 
 
 def _to_tensor(images: np.ndarray) -> Tensor:
@@ -259,15 +268,15 @@ class CIFAR10C(UQDataModule):
         self.check_files()
         folder = self.root / "cifar-10-batches-py"
         parts = [_unpickle(folder / b, b"labels", 10) for b in TRAIN_BATCHES]
-        x = _to_tensor(np.concatenate([p[0] for p in parts]))
+        x = _to_uint8(np.concatenate([p[0] for p in parts]))
         y = torch.from_numpy(np.concatenate([p[1] for p in parts]))
         train, dev = stratified_dev(y, DEV_FRACTION, self.split_seed)
-        self.train_set = TensorDataset(normalize(x[train]), y[train])
-        self.dev_set = TensorDataset(normalize(x[dev]), y[dev])
+        self.train_set = _images(x[train], y[train])  # 8-bit: 150 MB for 50,000 images
+        self.dev_set = _images(x[dev], y[dev])
         self._dev_images, self._dev_labels = x[dev], y[dev]
         images, labels = _unpickle(folder / "test_batch", b"labels", 10)
-        self._test = (_to_tensor(images), torch.from_numpy(labels))
-        self.test_set = TensorDataset(normalize(self._test[0]), self._test[1])
+        self._test = (_to_uint8(images), torch.from_numpy(labels))
+        self.test_set = _images(*self._test)
 
     def cid_set(self, corruption: str, severity: int) -> Dataset:
         self.setup()
@@ -285,7 +294,7 @@ class CIFAR10C(UQDataModule):
 
     def dev_shift_set(self) -> Dataset:
         self.setup()
-        x = shift_each(self._dev_images, tuple(ENGINE), self.split_seed + 1)
+        x = shift_each(self._dev_images.float() / 255, tuple(ENGINE), self.split_seed + 1)
         return TensorDataset(normalize(x), self._dev_labels)
 
     def ood_set(self, name: str) -> Dataset:
@@ -296,8 +305,8 @@ class CIFAR10C(UQDataModule):
             images = self._svhn(self.root / "test_32x32.mat")
         else:
             raise KeyError(f"cifar10c has no OOD set {name!r}; its sets: {self.ood_names}")
-        x = normalize(_to_tensor(images))
-        return TensorDataset(x, torch.full((len(x),), -1, dtype=torch.long))
+        x = _to_uint8(images)
+        return _images(x, torch.full((len(x),), -1, dtype=torch.long))
 
     @staticmethod
     def _svhn(path: Path) -> np.ndarray:

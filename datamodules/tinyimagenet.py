@@ -39,7 +39,7 @@ from uqbench.datamodules.augment import color_jitter, crop_flip
 from uqbench.datamodules.corruptions import BENCHMARK, shift_each
 from uqbench.datamodules.mnist import data_root
 
-from uqbench.datamodule import UQDataModule, stratified_dev
+from uqbench.datamodule import NormalizedImages, UQDataModule, stratified_dev
 from uqbench.download import Resource, fetch
 from uqbench.errors import ConfigError, DataError
 
@@ -92,17 +92,9 @@ def decode(paths: list[Path]) -> Tensor:
     return torch.stack(images) if images else torch.zeros(0, 3, 64, 64, dtype=torch.uint8)
 
 
-class Images(Dataset):
-    """8-bit images [N, 3, H, W] with labels, normalized item by item as they are read."""
-
-    def __init__(self, images: Tensor, labels: Tensor) -> None:
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        return normalize(self.images[i].float() / 255), self.labels[i]
+def Images(images: Tensor, labels: Tensor) -> NormalizedImages:  # noqa: N802 - a dataset
+    """8-bit images normalized with ImageNet's statistics as they are read."""
+    return NormalizedImages(images, labels, MEAN, STD)
 
 
 class TinyImageNet(UQDataModule):

@@ -60,7 +60,12 @@ def test_reads_every_official_format_and_memory_maps_cid(tmp_path):
     data = CIFAR10C(root=str(root), corruptions=tuple(CORRUPTIONS))
     data.setup()
     assert len(data.train_set) == 225 and len(data.dev_set) == 25 and len(data.test_set) == N_TEST
-    x, y = data.test_set.tensors
+    x, y = data.test_set.normalized(slice(None)), data.test_set.labels
+    assert data.train_set.images.dtype == torch.uint8  # 8-bit in memory, normalized as read
+    torch.testing.assert_close(data.test_set[3][0], x[3])
+    torch.testing.assert_close(
+        torch.stack([p[0] for p in data.test_set.__getitems__([1, 3])]), x[[1, 3]]
+    )
     with open(root / "cifar-10-batches-py" / "test_batch", "rb") as handle:
         raw = pickle.load(handle, encoding="bytes")[b"data"].reshape(-1, 3, 32, 32)
     torch.testing.assert_close(x, (torch.from_numpy(raw).float() / 255 - MEAN) / STD)
@@ -75,9 +80,10 @@ def test_reads_every_official_format_and_memory_maps_cid(tmp_path):
     for (bx, by), i in zip(batch, [3, 4, 7], strict=True):
         torch.testing.assert_close(bx, cid[i][0])
         assert int(by) == cid[i][1]
-    svhn_x, svhn_y = data.ood_set("svhn").tensors
+    svhn = data.ood_set("svhn")
+    svhn_x, svhn_y = svhn.normalized(slice(None)), svhn.labels
     assert svhn_x.shape == (30, 3, 32, 32) and (svhn_y == -1).all()
-    assert data.ood_set("cifar100").tensors[0].shape == (25, 3, 32, 32)
+    assert data.ood_set("cifar100").normalized(slice(None)).shape == (25, 3, 32, 32)
     names = [s.name for s in data.eval_sets()]
     assert names[-2:] == ["ood/cifar100", "ood/svhn"] and len(names) == 1 + 2 * 5 + 2
 
