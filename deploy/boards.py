@@ -1,0 +1,96 @@
+"""Boards: the microcontroller profiles the deploy stage builds for.
+
+A board is a core (its compiler flags and the QEMU machine that emulates it), a clock, and flash
+and RAM sizes. Boards are registered under the entry-point group ``uqbench.boards`` as
+factories returning a :class:`Board`, first-party ones exactly like a third party's; ``uqbench
+list`` shows them, and ``board.flash_kb=``, ``board.ram_kb=`` and ``board.clock_mhz=`` override
+any of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from uqbench.errors import ConfigError
+
+# Per core: compiler flags and the QEMU machine with that core (ANCHORS: MPS2 images).
+CORES = {
+    "cortex-m4": (("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
+                  "mps2-an386"),
+    "cortex-m7": (("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16"),
+                  "mps2-an500"),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Board:
+    """One target. Sizes in KiB (1024 bytes), clock in MHz."""
+
+    name: str
+    core: str
+    clock_mhz: float
+    flash_kb: int
+    ram_kb: int
+    description: str
+
+    def __post_init__(self) -> None:
+        if self.core not in CORES:
+            raise ConfigError(f"board {self.name}: core {self.core!r} is not one of {list(CORES)}")
+        for key in ("clock_mhz", "flash_kb", "ram_kb"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"board.{key} must be > 0, got {getattr(self, key)}")
+
+    @property
+    def cflags(self) -> tuple[str, ...]:
+        return CORES[self.core][0]
+
+    @property
+    def qemu_machine(self) -> str:
+        return CORES[self.core][1]
+
+    def with_overrides(self, **overrides: float) -> Board:
+        """This board with ``flash_kb``, ``ram_kb`` or ``clock_mhz`` replaced."""
+        unknown = set(overrides) - {"flash_kb", "ram_kb", "clock_mhz"}
+        if unknown:
+            raise ConfigError(
+                f"unknown board option(s) {sorted(unknown)}: valid are board.flash_kb, "
+                f"board.ram_kb, board.clock_mhz"
+            )
+        return dataclasses.replace(self, **overrides)
+
+
+def small_mcu() -> Board:
+    """The paper's Small-MCU: STM32L432KC class."""
+    return Board(
+        "small-mcu",
+        "cortex-m4",
+        80,
+        256,
+        64,
+        "Cortex-M4F 80 MHz, 256 KB flash, 64 KB SRAM (STM32L432KC class)",
+    )
+
+
+def big_mcu() -> Board:
+    """The paper's Big-MCU: STM32F767ZI class."""
+    return Board(
+        "big-mcu",
+        "cortex-m7",
+        216,
+        2048,
+        512,
+        "Cortex-M7 216 MHz, 2 MB flash, 512 KB SRAM (STM32F767ZI class)",
+    )
+
+
+def nucleo_l4r5zi() -> Board:
+    """The MLPerf Tiny reference board."""
+    return Board(
+        "nucleo-l4r5zi",
+        "cortex-m4",
+        120,
+        2048,
+        640,
+        "Cortex-M4F 120 MHz, 2 MB flash, 640 KB SRAM (MLPerf Tiny reference)",
+    )

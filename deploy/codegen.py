@@ -1,0 +1,168 @@
+"""C source for an int8 graph: weights as ``const`` arrays in flash, one statically planned
+arena, calls into the project's kernels (``deploy/c/uq_kernels.c``), one entry point.
+
+``generate(graph)`` gives ``model.h`` / ``model.c`` with::
+
+    void uq_infer(const int8_t *input, int8_t *output);   /* NHWC int8 in, int8 logits out */
+
+plus the arena size. The requantization constants (Q31 multipliers and shifts) are computed here
+with the same functions the host reference uses, so firmware, host reference and TFLite Micro
+share one arithmetic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from uqbench.deploy.arena import ArenaPlan, plan_arena
+from uqbench.deploy.graph import Graph, Op
+from uqbench.deploy.int8 import quantize_multiplier
+from uqbench.deploy.reference import ADD_LEFT_SHIFT, activation_range, output_multipliers
+
+C_DIR = Path(__file__).parent / "c"
+KERNEL_FILES = ("uq_kernels.h", "uq_kernels.c")
+
+
+def _ident(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name)
+
+
+def _array(ctype: str, name: str, values: np.ndarray) -> str:
+    flat = np.asarray(values).ravel()
+    body = ",".join(str(int(v)) for v in flat)
+    return f"static const {ctype} {name}[{len(flat)}] = {{{body}}};\n"
+
+
+class _Emitter:
+    def __init__(self, graph: Graph, plan: ArenaPlan) -> None:
+        self.graph, self.plan = graph, plan
+        self.constants: list[str] = []
+        self.calls: list[str] = []
+
+    def ptr(self, name: str) -> str:
+        return f"(uq_arena + {self.plan.offsets[name]})"
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.graph.tensors[name].shape
+
+    def requant(self, op: Op, tag: str) -> str:
+        names = (op.inputs[0], op.inputs[1], op.outputs[0])
+        inp, weight, out = (self.graph.tensors[n] for n in names)
+        multipliers, shifts = output_multipliers(inp, weight, out)
+        channels = weight.data.shape[0] if op.kind != "depthwise_conv2d" else weight.data.shape[3]
+        multipliers = np.broadcast_to(multipliers, channels)
+        shifts = np.broadcast_to(shifts, channels)
+        low, high = activation_range(op.options.get("activation", "none"), out)
+        self.constants.append(_array("int32_t", f"{tag}_m", multipliers))
+        self.constants.append(_array("int32_t", f"{tag}_s", shifts))
+        self.constants.append(
+            f"static const uq_requant {tag}_q = {{{int(inp.qparams.zero_point[0])}, "
+            f"{int(out.qparams.zero_point[0])}, {low}, {high}, {tag}_m, {tag}_s}};\n"
+        )
+        return f"&{tag}_q"
+
+    def weights(self, op: Op, tag: str) -> None:
+        weight, bias = (self.graph.tensors[n] for n in op.inputs[1:3])
+        self.constants.append(_array("int8_t", f"{tag}_w", weight.data))
+        self.constants.append(_array("int32_t", f"{tag}_b", bias.data))
+
+    def emit(self, index: int, op: Op) -> None:
+        tag = f"op{index}"
+        x, y = op.inputs[0], op.outputs[0]
+        if op.kind in ("conv2d", "depthwise_conv2d"):
+            self.weights(op, tag)
+            q = self.requant(op, tag)
+            _, h, w, c = self.shape(x)
+            kh, kw = self.graph.tensors[op.inputs[1]].data.shape[1:3]
+            sh, sw = op.options["stride"]
+            if op.kind == "conv2d":
+                o = self.graph.tensors[op.inputs[1]].data.shape[0]
+                self.calls.append(
+                    f"uq_conv2d({self.ptr(x)}, {h}, {w}, {c}, {tag}_w, {tag}_b, {o}, {kh}, {kw}, "
+                    f"{sh}, {sw}, {q}, {self.ptr(y)});"
+                )
+            else:
+                self.calls.append(
+                    f"uq_depthwise({self.ptr(x)}, {h}, {w}, {c}, {tag}_w, {tag}_b, {kh}, {kw}, "
+                    f"{sh}, {sw}, {q}, {self.ptr(y)});"
+                )
+        elif op.kind == "fully_connected":
+            self.weights(op, tag)
+            q = self.requant(op, tag)
+            k = int(np.prod(self.shape(x)[1:]))
+            o = self.graph.tensors[op.inputs[1]].data.shape[0]
+            args = f"{self.ptr(x)}, {k}, {tag}_w, {tag}_b, {o}, {q}, {self.ptr(y)}"
+            self.calls.append(f"uq_fully_connected({args});")
+        elif op.kind in ("average_pool_2d", "max_pool_2d"):
+            _, h, w, c = self.shape(x)
+            kh, kw = op.options["filter"]
+            sh, sw = op.options["stride"]
+            activation = op.options.get("activation", "none")
+            low, high = activation_range(activation, self.graph.tensors[y])
+            kernel = "uq_average_pool" if op.kind == "average_pool_2d" else "uq_max_pool"
+            self.calls.append(
+                f"{kernel}({self.ptr(x)}, {h}, {w}, {c}, {kh}, {kw}, {sh}, {sw}, {low}, {high}, "
+                f"{self.ptr(y)});"
+            )
+        elif op.kind == "pad":
+            _, h, w, c = self.shape(x)
+            (top, bottom), (left, right) = op.options["paddings"]
+            zero = int(self.graph.tensors[x].qparams.zero_point[0])
+            self.calls.append(
+                f"uq_pad({self.ptr(x)}, {h}, {w}, {c}, {top}, {bottom}, {left}, {right}, {zero}, "
+                f"{self.ptr(y)});"
+            )
+        elif op.kind == "add":
+            a, b = (self.graph.tensors[n] for n in op.inputs)
+            out = self.graph.tensors[y]
+            sa, sb, so = (float(t.qparams.scale[0]) for t in (a, b, out))
+            twice = 2 * max(sa, sb)
+            ma, ea = quantize_multiplier(sa / twice)
+            mb, eb = quantize_multiplier(sb / twice)
+            mo, eo = quantize_multiplier(twice / ((1 << ADD_LEFT_SHIFT) * so))
+            low, high = activation_range(op.options.get("activation", "none"), out)
+            n = int(np.prod(out.shape))
+            self.calls.append(
+                f"uq_add({self.ptr(op.inputs[0])}, {self.ptr(op.inputs[1])}, {n}, "
+                f"{int(a.qparams.zero_point[0])}, {ma}, {ea}, {int(b.qparams.zero_point[0])}, "
+                f"{mb}, {eb}, {int(out.qparams.zero_point[0])}, {mo}, {eo}, {low}, {high}, "
+                f"{self.ptr(y)});"
+            )
+        elif op.kind == "reshape":
+            pass  # the same bytes: the arena plan aliases it
+        else:
+            raise ValueError(f"no C kernel for {op.kind!r}")
+
+
+def generate(graph: Graph) -> tuple[dict[str, str], ArenaPlan]:
+    """``{file name: C source}`` for the graph and the kernels, and the arena plan."""
+    plan = plan_arena(graph)
+    emitter = _Emitter(graph, plan)
+    for index, op in enumerate(graph.ops):
+        emitter.emit(index, op)
+    inp, out = graph.inputs[0], graph.outputs[0]
+    in_bytes = int(np.prod(graph.tensors[inp].shape))
+    out_bytes = int(np.prod(graph.tensors[out].shape))
+    header = (
+        "/* Generated by uqbench: the int8 network. */\n#ifndef UQ_MODEL_H\n#define UQ_MODEL_H\n"
+        "#include <stdint.h>\n"
+        f"#define UQ_INPUT_BYTES {in_bytes}\n#define UQ_OUTPUT_BYTES {out_bytes}\n"
+        f"#define UQ_ARENA_BYTES {plan.size}\n"
+        "void uq_infer(const int8_t *input, int8_t *output);\n#endif\n"
+    )
+    body = "\n".join(f"  {call}" for call in emitter.calls)
+    source = (
+        "/* Generated by uqbench: weights in flash, one statically planned arena. */\n"
+        '#include <string.h>\n#include "model.h"\n#include "uq_kernels.h"\n\n'
+        + "".join(emitter.constants)
+        + f"\nstatic int8_t uq_arena[UQ_ARENA_BYTES] __attribute__((aligned(4)));\n\n"
+        "void uq_infer(const int8_t *input, int8_t *output) {\n"
+        f"  memcpy(uq_arena + {plan.offsets[inp]}, input, UQ_INPUT_BYTES);\n"
+        f"{body}\n"
+        f"  memcpy(output, uq_arena + {plan.offsets[out]}, UQ_OUTPUT_BYTES);\n"
+        "}\n"
+    )
+    files = {"model.h": header, "model.c": source}
+    files.update({name: (C_DIR / name).read_text() for name in KERNEL_FILES})
+    return files, plan
