@@ -55,3 +55,8 @@ class Energy(PostHocMethod):
 
     def cost_facts(self) -> CostFacts:
         return CostFacts(extra_params=1, exports=("temperature T", "logsumexp"))
+
+    def device_export(self):
+        from uqbench.deploy.score import LogitScore
+
+        return LogitScore("energy", float(self.temperature))

@@ -18,3 +18,8 @@ def entropy(probs: Tensor) -> Tensor:
 class Entropy(PostHocMethod):
     def score(self, out: BackboneOutput) -> Tensor:
         return entropy(out.logits.softmax(-1))
+
+    def device_export(self):
+        from uqbench.deploy.score import LogitScore
+
+        return LogitScore("entropy")

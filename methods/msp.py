@@ -16,3 +16,8 @@ from uqbench.method import PostHocMethod
 class MSP(PostHocMethod):
     def score(self, out: BackboneOutput) -> Tensor:
         return 1.0 - out.logits.softmax(dim=-1).amax(dim=-1)
+
+    def device_export(self):
+        from uqbench.deploy.score import LogitScore
+
+        return LogitScore("msp")

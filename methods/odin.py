@@ -118,3 +118,9 @@ class ODIN(UQMethod):
             exports=("temperature", "epsilon", "input gradient"),
             details={"backward_passes": 1, "scores_from_shared_record": False},
         )
+
+    def device_export_reason(self) -> str:
+        return (
+            "ODIN perturbs the input along the gradient of its score, which needs a backward "
+            "pass: a single int8 forward pass on the device cannot compute it"
+        )

@@ -96,3 +96,8 @@ class Temperature(PostHocMethod):
 
     def cost_facts(self) -> CostFacts:
         return CostFacts(extra_params=1, exports=("temperature T",))
+
+    def device_export(self):
+        from uqbench.deploy.score import LogitScore
+
+        return LogitScore("msp", float(self.temperature))

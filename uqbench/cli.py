@@ -56,7 +56,19 @@ def _parser() -> argparse.ArgumentParser:
         "it and write the results to test-<time>.json beside the fit's metrics.json.",
     )
     test.add_argument("overrides", nargs="*", metavar="run=PATH")
-    commands.add_parser("list", help="every installed method, datamodule and backbone plugin")
+    commands.add_parser(
+        "list", help="every installed method, datamodule, backbone and board plugin"
+    )
+    deploy = commands.add_parser(
+        "deploy",
+        help="int8 firmware per board for a finished run: uqbench deploy run=PATH board=NAME,...",
+        description="Quantize a finished run to int8, generate C, build it per board with "
+        "arm-none-eabi-gcc, run it under QEMU, check it bit for bit and write "
+        "<run>/deploy/<board>/deploy.json with sizes, OOM, instructions and a latency estimate.",
+        epilog=_DEPLOY_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    deploy.add_argument("overrides", nargs="*", metavar="key=value")
     sheet = commands.add_parser(
         "corruptions",
         help="write a contact sheet of every image corruption at severities 1-5 (PNG)",
@@ -69,6 +81,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_DEPLOY_HELP = """\
+overrides (key=value):
+  run=PATH            a finished run folder (uqbench fit wrote it)
+  board=A,B           boards from `uqbench list` (e.g. small-mcu,big-mcu)
+  board.flash_kb=INT  override every chosen board's flash size (KiB)
+  board.ram_kb=INT    ... RAM size (KiB); a model that does not fit is an OOM result
+  board.clock_mhz=F   ... clock (MHz), for the latency estimate
+"""
+
 _SHEET_HELP = """\
 overrides (key=value):
   out=PATH      the PNG to write (default corruptions-<size>.png)
@@ -78,6 +99,63 @@ overrides (key=value):
   images=INT    photos per row (default 2)
   seed=INT      corruption seed (default 0)
 """
+
+
+def _deploy(overrides: list[str]) -> int:
+    from uqbench import registry
+    from uqbench.errors import ConfigError
+
+    values: dict[str, str] = {}
+    allowed = ("run", "board", "board.flash_kb", "board.ram_kb", "board.clock_mhz")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in allowed:
+            raise ConfigError(
+                f"uqbench deploy: {item!r} is not key=value with a key among {', '.join(allowed)}"
+            )
+        values[key] = value
+    if "run" not in values or "board" not in values:
+        raise ConfigError(
+            "uqbench deploy needs run=<run folder> and board=<names>; boards: "
+            + ", ".join(registry.names("board"))
+        )
+    sizes: dict[str, float] = {}
+    for key in ("flash_kb", "ram_kb", "clock_mhz"):
+        if f"board.{key}" in values:
+            try:
+                sizes[key] = (float if key == "clock_mhz" else int)(values[f"board.{key}"])
+            except ValueError:
+                raise ConfigError(
+                    f"board.{key}={values[f'board.{key}']!r} is not a number"
+                ) from None
+    boards = [
+        registry.load("board", name.strip())().with_overrides(**sizes)
+        for name in values["board"].strip("[]").split(",")
+        if name.strip()
+    ]
+    run = Path(values["run"])
+    if not run.is_dir():
+        raise ConfigError(f"uqbench deploy: run={run} is not a folder; give a finished run folder")
+    from uqbench.deploy.firmware import check_toolchain
+    from uqbench.stages.deploy import deploy_run
+
+    check_toolchain()
+    documents = deploy_run(run, boards)
+    for name, doc in documents.items():
+        if not doc["deployable"]:
+            print(f"{name}: not deployable: {doc['reason']}")
+        elif not doc["fits"]:
+            over = ", ".join(f"{region} by {count:,} B" for region, count in doc["oom"].items())
+            print(f"{name}: OOM ({over})")
+        else:
+            flash, ram = doc["flash_bytes"]["total"], doc["ram_bytes"]["static"]
+            count, ms = doc["instructions_per_inference"], doc["latency"]["estimated_ms"]
+            print(
+                f"{name}: flash {flash:,} B, RAM {ram:,} B, {count:,} instructions, ~{ms:.1f} ms "
+                f"(emulated estimate); bit-exact on {doc['checks']['examples']} examples"
+            )
+    print(f"wrote {run / 'deploy'}")
+    return 0
 
 
 def _corruption_sheet(overrides: list[str]) -> int:
@@ -118,8 +196,9 @@ def _list() -> int:
     from uqbench.registry import entries
 
     rows = entries()
-    for kind in ("method", "data", "backbone"):
-        title = {"method": "methods", "data": "datamodules", "backbone": "backbones"}[kind]
+    for kind in ("method", "data", "backbone", "board"):
+        title = {"method": "methods", "data": "datamodules", "backbone": "backbones",
+                 "board": "boards"}[kind]  # fmt: skip
         print(f"{title}:")
         for e in (r for r in rows if r.kind == kind):
             status = f"BROKEN  {e.error}" if e.broken else ""
@@ -138,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             return _list()
         if args.command == "corruptions":
             return _corruption_sheet(args.overrides)
+        if args.command == "deploy":
+            return _deploy(args.overrides)
         from uqbench.config import parse_overrides
 
         config = parse_overrides(args.overrides)

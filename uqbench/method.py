@@ -288,6 +288,19 @@ class UQMethod(LightningModule):
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs, eta_min=cfg["min_lr"])
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
+    # ----------------------------------------------------------------- on the device
+    def device_export(self) -> Any | None:
+        """What runs on the device after the backbone (a description from
+        ``uqbench.deploy.score``, e.g. ``LogitScore``), or None when the method has no device
+        form; :meth:`device_export_reason` then says why."""
+        return None
+
+    def device_export_reason(self) -> str:
+        return (
+            f"{type(self).__name__} does not describe its device export (device_export() "
+            f"returns None)"
+        )
+
     # ----------------------------------------------------------------- after training
     def calibrate(self, data: DevData) -> None:
         """Fit post-training state (statistics, maps) from ``data``; the default fits nothing.

@@ -32,6 +32,7 @@ GROUPS: dict[str, str] = {
     "method": "uqbench.methods",
     "data": "uqbench.datamodules",
     "backbone": "uqbench.backbones",
+    "board": "uqbench.boards",
 }
 TIMM_PREFIX = "timm/"
 
@@ -75,7 +76,7 @@ def _entry_points(kind: str) -> dict[str, metadata.EntryPoint]:
 
 
 def names(kind: str) -> list[str]:
-    """Registered names of one kind (``method``, ``data`` or ``backbone``), sorted."""
+    """Registered names of one kind (``method``, ``data``, ``backbone`` or ``board``), sorted."""
     return list(_entry_points(kind))
 
 

@@ -199,9 +199,9 @@ def _close_logger(
             link.symlink_to(Path(target).name)
 
 
-def test(run: Path) -> dict[str, Any]:
-    """Rebuild a finished run from its checked record, load its checkpoint safely, evaluate it
-    again and write the results beside the fit's record (``test-<time>.json``)."""
+def load_run(run: Path) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """(resolved, method with its checkpoint loaded safely, datamodule set up for test, the
+    fit's record) of a finished run folder; a damaged, edited or half-written one is refused."""
     saved, fitted, checkpoint = read_run(run)
     config = RunConfig(
         method=saved["method"],
@@ -228,6 +228,13 @@ def test(run: Path) -> dict[str, Any]:
         method.load_state_dict(state)
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets the same message
         raise RunDirError(f"cannot load checkpoint {checkpoint}: {exc}") from exc
+    return resolved, method, datamodule, fitted
+
+
+def test(run: Path) -> dict[str, Any]:
+    """Rebuild a finished run from its checked record, load its checkpoint safely, evaluate it
+    again and write the results beside the fit's record (``test-<time>.json``)."""
+    resolved, method, datamodule, fitted = load_run(run)
     device = train.run_device(resolved)
     method.to(device)
     started = time.perf_counter()

@@ -1,5 +1,5 @@
-/* Minimal Cortex-M start-up for the emulated boards: vector table, .data/.bss set-up, main,
- * then a semihosting exit with main's status. */
+/* Minimal Cortex-M start-up for the emulated boards: vector table, FPU on, .data/.bss set-up,
+ * main, then a semihosting exit with main's status. */
 #include <stdint.h>
 #include <string.h>
 
@@ -23,6 +23,9 @@ void uq_exit(int status) {
 }
 
 void Reset_Handler(void) {
+  /* Enable the FPU (CP10 and CP11 full access in SCB->CPACR) before any float instruction. */
+  *(volatile uint32_t *)0xE000ED88u |= 0xFu << 20;
+  __asm__ volatile("dsb\n\tisb" ::: "memory");
   memcpy(&_sdata, &_sidata, (uint32_t)&_edata - (uint32_t)&_sdata);
   memset(&_sbss, 0, (uint32_t)&_ebss - (uint32_t)&_sbss);
   uq_exit(main());

@@ -1,0 +1,92 @@
+"""`uqbench deploy` on finished runs: firmware per board, deploy.json, OOM, refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from uqbench.cli import main
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    for method in ("msp", "odin"):
+        code = main(["fit", f"method={method}", "trainer.max_epochs=1", f"out={out}",
+                     f"name={method}"])  # fmt: skip
+        assert code == 0
+    return out
+
+
+def test_deploy_writes_checked_firmware_and_its_record(runs, capsys):
+    code = main(["deploy", f"run={runs / 'msp'}", "board=small-mcu"])
+    out = capsys.readouterr().out
+    assert code == 0 and "small-mcu: flash" in out and "bit-exact on 8 examples" in out
+    folder = runs / "msp" / "deploy" / "small-mcu"
+    doc = json.loads((folder / "deploy.json").read_text())
+    assert doc["deployable"] and doc["fits"] and doc["oom"] == {}
+    assert doc["checks"]["firmware_logits_equal_host_reference"]
+    assert doc["checks"]["host_reference_equals_tflite_micro"]
+    assert doc["checks"]["score_within_tolerance"]
+    flash = doc["flash_bytes"]
+    assert flash["backbone"] + flash["uncertainty_extras"] == flash["total"] < 256 * 1024
+    assert doc["arena_bytes"]["planned"] == doc["arena_bytes"]["lower_bound"]
+    assert doc["ram_bytes"]["static"] >= doc["arena_bytes"]["planned"]
+    assert doc["instructions"]["backbone"] > 1e6 and doc["instructions"]["uncertainty_extras"] > 0
+    assert doc["latency"]["emulated_estimate"] and "not modelled" in doc["latency"]["model"]
+    q = doc["quantization"]
+    assert q["examples"] == 360 and q["prediction_agreement"] > 0.8
+    for name in ("model.c", "model.h", "uq_kernels.c", "uq_score.c", "Makefile", "README.md"):
+        assert (folder / "project" / name).is_file()
+    assert (folder / "model.tflite").read_bytes()[4:8] == b"TFL3"
+
+
+def test_a_board_too_small_is_an_oom_result(runs, capsys):
+    code = main(["deploy", f"run={runs / 'msp'}", "board=big-mcu", "board.ram_kb=8"])
+    out = capsys.readouterr().out
+    assert code == 0 and "big-mcu: OOM (RAM by" in out
+    doc = json.loads((runs / "msp" / "deploy" / "big-mcu" / "deploy.json").read_text())
+    assert doc["fits"] is False and doc["oom"]["RAM"] > 0
+    assert doc["board"]["ram_kb"] == 8 and "latency" not in doc
+
+
+def test_odin_is_recorded_as_not_deployable(runs, capsys):
+    code = main(["deploy", f"run={runs / 'odin'}", "board=small-mcu"])
+    out = capsys.readouterr().out
+    assert code == 0 and "not deployable" in out and "gradient" in out
+    doc = json.loads((runs / "odin" / "deploy" / "small-mcu" / "deploy.json").read_text())
+    assert doc["deployable"] is False
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["board=tiny-mcu"], "unknown board 'tiny-mcu'"),
+        (["board=small-mcu", "board.ram_kb=x"], "board.ram_kb='x' is not a number"),
+        ([], "needs run=<run folder> and board=<names>"),
+        (["board=small-mcu", "flash=1"], "is not key=value with a key among"),
+    ],
+)
+def test_bad_input_is_refused_before_anything_is_written(runs, capsys, args, message):
+    run_arg = [] if not args else [f"run={runs / 'msp'}"]
+    before = sorted(p.name for p in (runs / "msp").iterdir())
+    assert main(["deploy", *run_arg, *args]) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in (runs / "msp").iterdir()) == before
+
+
+def test_a_run_without_its_checkpoint_is_refused(runs, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(runs / "msp", broken, ignore=shutil.ignore_patterns("deploy"))
+    (broken / "checkpoint.pt").unlink()
+    assert main(["deploy", f"run={broken}", "board=small-mcu"]) == 2
+    assert "checkpoint" in capsys.readouterr().err
+    assert not (broken / "deploy").exists()
+
+
+def test_a_missing_toolchain_names_the_packages(runs, capsys, monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda tool: None)
+    assert main(["deploy", f"run={runs / 'msp'}", "board=small-mcu"]) == 2
+    assert "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm" in capsys.readouterr().err

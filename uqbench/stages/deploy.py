@@ -1,0 +1,295 @@
+"""The deploy stage: a finished run as int8 firmware per board, checked and measured.
+
+For a run folder and boards it writes ``deploy/<board>/`` inside the run folder:
+
+- ``model.tflite``: the backbone as a standard int8 TFLite model;
+- ``project/``: the standalone C project (``model.c``/``model.h``, the kernels, ``uq_score.c``,
+  a ``Makefile`` and a ``README.md``) a user builds for a real board;
+- ``firmware.elf``: the emulation firmware (the project plus a test harness);
+- ``deploy.json``: sizes, OOM, instructions, MACs, the latency estimate and its model, the
+  bit-exact checks, int8 against float accuracy and failure-detection AUROC.
+
+Steps: rebuild the run (its checkpoint loaded with ``weights_only=True``); ask the method for
+its device export (a method without one is recorded as not deployable, with its reason);
+calibrate activation ranges on the dev split; convert; check the host int8 reference against
+tflite-micro; generate C; build per board (a region overflow is an OOM result); run the firmware
+under QEMU on the first test examples and require its logits to equal the host reference bit for
+bit (a mismatch stops the stage, naming the first differing output, and no latency is written).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from uqbench.errors import UQBenchError
+
+CALIBRATION_EXAMPLES = 512
+EMULATED_EXAMPLES = 8
+SCORE_TOLERANCE = 1e-5  # relative: newlib's expf/logf against NumPy's
+# Cycles per executed instruction for straightforward int8 C (ANCHORS: Cortex-M4 TRM timings
+# weighted by an int8 convolution mix, about 1.5-1.6; the Cortex-M7 dual-issues, 0.5-0.7 of the
+# M4's cycles). Flash wait states and caches are not modelled.
+CPI = {"cortex-m4": 1.55, "cortex-m7": 0.93}
+LATENCY_MODEL = (
+    "estimated cycles = executed instructions (QEMU -icount, exact) x CPI per core "
+    "(cortex-m4 1.55, cortex-m7 0.93: Cortex-M4/M7 TRM instruction timings for int8 "
+    "convolution code); flash wait states, caches and bus contention are not modelled"
+)
+
+
+class BitExactMismatch(UQBenchError):
+    pass
+
+
+def _batches(dataset, limit: int) -> list[torch.Tensor]:
+    out, seen = [], 0
+    for x, _ in DataLoader(dataset, batch_size=128):
+        out.append(x)
+        seen += len(x)
+        if seen >= limit:
+            break
+    return out
+
+
+def _auroc(scores: np.ndarray, errors: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    if errors.all() or not errors.any():
+        return None  # one class only: undefined
+    return float(roc_auc_score(errors, scores))
+
+
+def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
+    """Deploy the run at ``run`` to ``boards`` (:class:`~uqbench.deploy.boards.Board`); returns
+    ``{board name: its deploy.json}``."""
+    from uqbench.deploy.codegen import generate
+    from uqbench.deploy.convert import NotDeployable, quantize_input, to_graph
+    from uqbench.deploy.firmware import build, check_toolchain
+    from uqbench.deploy.reference import run as run_int8
+    from uqbench.deploy.score import c_source, host_score
+    from uqbench.deploy.tflite import run_tflite_micro, to_tflite
+    from uqbench.run_folder import atomic_write_json
+    from uqbench.runner import load_run
+
+    check_toolchain()
+    resolved, method, datamodule, _ = load_run(run)
+    method.eval().cpu()
+    export = method.device_export()
+    root = run / "deploy"
+    documents = {}
+    if export is None:
+        for board in boards:
+            doc = {"board": _board_dict(board), "deployable": False,
+                   "reason": method.device_export_reason()}  # fmt: skip
+            _write(root / board.name, doc, atomic_write_json)
+            documents[board.name] = doc
+        return documents
+    backbone = method.backbone.eval()
+    try:
+        graph = to_graph(backbone, _batches(datamodule.dev_set, CALIBRATION_EXAMPLES))
+    except NotDeployable as exc:
+        raise NotDeployable(f"{resolved.backbone}: {exc}") from None
+    output_q = graph.tensors[graph.outputs[0]].qparams
+    scale, zero = float(output_q.scale[0]), int(output_q.zero_point[0])
+    # The ID test set through both paths: accuracy and failure detection, int8 vs float.
+    xs, ys = zip(*[(x, y) for x, y in DataLoader(datamodule.test_set, batch_size=256)], strict=True)
+    x_test, y_test = torch.cat(xs), torch.cat(ys).numpy()
+    q_test = quantize_input(graph, x_test)
+    int8_logits = run_int8(graph, q_test)[graph.outputs[0]]
+    int8_probs, int8_score = host_score(int8_logits, scale, zero, export)
+    with torch.no_grad():
+        out = method(x_test)
+    float_pred, float_score = out.probs.argmax(1).numpy(), out.score.double().numpy()
+    quality = {
+        "examples": int(len(y_test)),
+        "set": "id (the test split)",
+        "accuracy": {
+            "float": float((float_pred == y_test).mean()),
+            "int8": float((int8_probs.argmax(1) == y_test).mean()),
+        },  # fmt: skip
+        "auroc_id_vs_error": {
+            "float": _auroc(float_score, float_pred != y_test),
+            "int8": _auroc(int8_score.astype(np.float64), int8_probs.argmax(1) != y_test),
+        },
+        "prediction_agreement": float((int8_probs.argmax(1) == float_pred).mean()),
+    }
+    # The host reference against TFLite Micro on the emulated examples.
+    sample = q_test[:EMULATED_EXAMPLES]
+    expected = int8_logits[:EMULATED_EXAMPLES].reshape(len(sample), -1)
+    model = to_tflite(graph)
+    tflm = run_tflite_micro(model, sample).reshape(expected.shape)
+    if not np.array_equal(tflm, expected):
+        raise BitExactMismatch(
+            _first_difference("host int8 reference", "tflite-micro", expected, tflm)
+        )
+    files, plan = generate(graph)
+    files["uq_score.c"] = c_source(export, expected.shape[1], scale, zero)
+    from uqbench.backbones.base import count_macs
+    from uqbench.deploy.firmware import emulate, harness
+
+    shape = tuple(getattr(backbone, "input_shape", x_test.shape[1:]))
+    macs = count_macs(backbone, torch.zeros(1, *shape))
+    _, host_scores = host_score(expected, scale, zero, export)
+    for board in boards:
+        folder = root / board.name
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        (folder / "model.tflite").write_bytes(model)
+        _project(folder / "project", files, board)
+        with_score = build({**files, "main.c": harness(sample.reshape(len(sample), -1), True)},
+                           board, folder / "build")  # fmt: skip
+        bare = build({**{k: v for k, v in files.items() if k != "uq_score.c"},
+                      "main.c": harness(sample.reshape(len(sample), -1), False)},
+                     board, folder / "build-backbone")  # fmt: skip
+        doc: dict[str, Any] = {
+            "board": _board_dict(board),
+            "deployable": True,
+            "method": resolved.config.method,
+            "export": export.to_dict(),
+            "arena_bytes": {"planned": plan.size, "lower_bound": plan.lower_bound},
+            "macs": macs,
+            "quantization": quality,
+        }
+        if with_score.elf is None:
+            doc["oom"] = with_score.oom
+            doc["fits"] = False
+        else:
+            emulation = emulate(with_score.elf, board, len(sample))
+            if not np.array_equal(emulation.outputs, expected):
+                raise BitExactMismatch(
+                    _first_difference(
+                        "host int8 reference",
+                        f"firmware on {board.name}",
+                        expected,
+                        emulation.outputs,
+                    )  # fmt: skip
+                )
+            relative = np.abs(emulation.scores - host_scores) / np.maximum(
+                np.abs(host_scores), 1e-6
+            )
+            total = with_score.flash_bytes - _harness_bytes(with_score.elf)
+            backbone_flash = bare.flash_bytes - _harness_bytes(bare.elf)
+            spent = emulation.instructions + emulation.score_instructions
+            cycles = spent * CPI[board.core]
+            doc |= {
+                "fits": True,
+                "oom": {},
+                "flash_bytes": {
+                    "total": total,
+                    "backbone": backbone_flash,
+                    "uncertainty_extras": total - backbone_flash,
+                    "excludes": "the emulation test harness (main and uqh_* symbols)",
+                },
+                "ram_bytes": {
+                    "static": with_score.ram_bytes,
+                    "arena": plan.size,
+                    "stack_high_water": emulation.stack_bytes,
+                },
+                "instructions_per_inference": spent,
+                "instructions": {
+                    "backbone": emulation.instructions,
+                    "uncertainty_extras": emulation.score_instructions,
+                },
+                "instructions_per_mac": emulation.instructions / macs,
+                "latency": {
+                    "estimated_cycles": int(cycles),
+                    "estimated_ms": cycles / (board.clock_mhz * 1e3),
+                    "emulated_estimate": True,
+                    "model": LATENCY_MODEL,
+                },
+                "checks": {
+                    "examples": len(sample),
+                    "firmware_logits_equal_host_reference": True,
+                    "host_reference_equals_tflite_micro": True,
+                    "score_max_relative_difference": float(relative.max()),
+                    "score_within_tolerance": bool(relative.max() <= SCORE_TOLERANCE),
+                },
+            }
+        _write(folder, doc, atomic_write_json)
+        documents[board.name] = doc
+    return documents
+
+
+def _board_dict(board: Any) -> dict[str, Any]:
+    return {"name": board.name, "core": board.core, "clock_mhz": board.clock_mhz,
+            "flash_kb": board.flash_kb, "ram_kb": board.ram_kb}  # fmt: skip
+
+
+def _write(folder: Path, doc: dict[str, Any], atomic_write_json: Any) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / "deploy.json", doc)
+
+
+def _first_difference(a_name: str, b_name: str, a: np.ndarray, b: np.ndarray) -> str:
+    where = np.argwhere(a != b)
+    if len(where) == 0:
+        return f"{a_name} and {b_name} have different shapes: {a.shape} vs {b.shape}"
+    example, index = (int(v) for v in where[0])
+    got, wanted = int(b[example, index]), int(a[example, index])
+    return (
+        f"{b_name} differs from {a_name}: example {example}, logit {index}: {got} instead of "
+        f"{wanted}; no latency is written for wrong firmware"
+    )
+
+
+def _harness_bytes(elf: Path) -> int:
+    """Flash bytes of the test harness (``main`` and ``uqh_*`` symbols) in ``elf``."""
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+
+    total = 0
+    with open(elf, "rb") as handle:
+        for section in ELFFile(handle).iter_sections():
+            if isinstance(section, SymbolTableSection):
+                for symbol in section.iter_symbols():
+                    if symbol.name == "main" or symbol.name.startswith("uqh_"):
+                        total += symbol["st_size"]
+    return total
+
+
+def _project(folder: Path, files: dict[str, str], board: Any) -> None:
+    """The standalone C project: the model, the kernels, the score, a Makefile, a README."""
+    from uqbench.deploy.firmware import linker_script
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    flags = " ".join(board.cflags)
+    (folder / "Makefile").write_text(
+        f"# Builds the uqbench model as a static library for {board.name} ({board.core}).\n"
+        f"CC ?= arm-none-eabi-gcc\nCFLAGS ?= {flags} -O3 -ffunction-sections -fdata-sections\n"
+        "OBJECTS = model.o uq_kernels.o uq_score.o\n\n"
+        "libuqmodel.a: $(OBJECTS)\n\tarm-none-eabi-ar rcs $@ $^\n\n"
+        "%.o: %.c\n\t$(CC) $(CFLAGS) -c $< -o $@\n\n"
+        "clean:\n\trm -f $(OBJECTS) libuqmodel.a\n"
+    )
+    (folder / "link-example.ld").write_text(linker_script(board))
+    (folder / "README.md").write_text(
+        f"""# uqbench model for {board.name}
+
+Files: `model.c` / `model.h` (the int8 network: weights in flash, one static arena),
+`uq_kernels.c` / `uq_kernels.h` (int8 kernels, TFLite Micro arithmetic), `uq_score.c` (the
+uncertainty score from the logits, float32).
+
+Entry points:
+
+```c
+void uq_infer(const int8_t *input, int8_t *logits);   /* input: int8 NHWC, UQ_INPUT_BYTES */
+float uq_score(const int8_t *logits, float *probs);   /* probs: UQ_OUTPUT_BYTES floats */
+```
+
+Quantize the input as the run's datamodule normalizes it, then with the input scale and zero
+point in `model.tflite`. `make` builds `libuqmodel.a` with `arm-none-eabi-gcc`; link it into
+your firmware (`link-example.ld` shows this board's memory sizes) with `-lm`.
+
+Timing on silicon: enable the DWT cycle counter (`CoreDebug->DEMCR |= TRCENA;
+DWT->CYCCNT = 0; DWT->CTRL |= 1;`), read `DWT->CYCCNT` before and after `uq_infer` and
+`uq_score`. The latency in `deploy.json` is an emulated estimate, not a measurement.
+"""
+    )
