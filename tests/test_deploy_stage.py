@@ -90,3 +90,18 @@ def test_a_missing_toolchain_names_the_packages(runs, capsys, monkeypatch):
     monkeypatch.setattr("shutil.which", lambda tool: None)
     assert main(["deploy", f"run={runs / 'msp'}", "board=small-mcu"]) == 2
     assert "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm" in capsys.readouterr().err
+
+
+def test_fit_deploys_at_the_end_and_reports_the_cost_table(tmp_path, capsys):
+    code = main(["fit", "method=msp", "trainer.max_epochs=1", f"out={tmp_path}", "name=f",
+                 "deploy=small-mcu"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "Deploy (int8, per board" in out
+    assert "small-mcu" in out and "ms (emulated)" in out
+    assert (tmp_path / "f" / "deploy" / "small-mcu" / "deploy.json").is_file()
+
+
+def test_fit_with_an_unknown_board_stops_before_training(tmp_path, capsys):
+    code = main(["fit", "method=msp", f"out={tmp_path}", "deploy=small-mcu,huge-mcu"])
+    assert code == 2 and "unknown board 'huge-mcu'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

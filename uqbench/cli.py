@@ -21,6 +21,7 @@ overrides (key=value):
   train_base=BOOL      train a missing base model for post-hoc methods (default true)
   logger=csv|wandb|none  training logger (default csv; wandb honours WANDB_MODE=offline)
   out=PATH             parent folder of run folders (default runs)
+  deploy=A,B           deploy each run to these boards after the fit (see uqbench deploy)
   name=STR             run folder name (default <method>-<data>-s<seed>-<time>)
   method.KEY=VALUE     any argument of the method's constructor, e.g. method.lr=1e-3
   data.KEY=VALUE       any argument of the datamodule, e.g. data.batch_size=128

@@ -41,6 +41,7 @@ class RunConfig:
     out: str = "runs"  # parent folder of run folders
     name: str | None = None  # run folder name; default <method>-<data>-s<seed>-<time>
     run: str | None = None  # `uqbench test`: the run folder to evaluate
+    deploy: str | None = None  # boards (comma-separated) to deploy each run to after the fit
     method_args: dict[str, Any] = field(default_factory=dict)
     data_args: dict[str, Any] = field(default_factory=dict)
     backbone_args: dict[str, Any] = field(default_factory=dict)

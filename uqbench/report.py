@@ -126,7 +126,31 @@ def format_report(document: dict[str, Any], folder: str | None = None) -> str:
     seconds = document.get("seconds", {})
     if seconds:
         lines.append("Wall time         " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
+    if "deploy" in document:
+        lines += ["", "Deploy (int8, per board; deploy/<board>/deploy.json in the run folder)"]
+        lines += format_deploy(document["deploy"])
     return "\n".join(lines)
+
+
+def format_deploy(documents: dict[str, dict[str, Any]], method: str = "") -> list[str]:
+    """One line per board: flash / peak RAM / estimated latency, or OOM, or not deployable (the
+    paper's Table 1 shape, one method)."""
+    lines = []
+    for board, doc in documents.items():
+        prefix = f"{method:<14} {board:<14}" if method else f"{board:<14}"
+        if not doc["deployable"]:
+            lines.append(f"{prefix} not deployable: {doc['reason']}")
+        elif not doc["fits"]:
+            over = ", ".join(f"{region} +{count:,} B" for region, count in doc["oom"].items())
+            lines.append(f"{prefix} OOM ({over})")
+        else:
+            kib = {k: v / 1024 for k, v in doc["flash_bytes"].items() if isinstance(v, int)}
+            ram, ms = doc["ram_bytes"]["static"] / 1024, doc["latency"]["estimated_ms"]
+            lines.append(
+                f"{prefix} flash {kib['total']:7.1f} KiB (extras {kib['uncertainty_extras']:.1f})"
+                f"  RAM {ram:6.1f} KiB  ~{ms:8.1f} ms (emulated)"
+            )
+    return lines
 
 
 def format_group_report(results: list[tuple[Any, dict[str, Any]]]) -> str:
@@ -144,4 +168,9 @@ def format_group_report(results: list[tuple[Any, dict[str, Any]]]) -> str:
         m = doc["metrics"]
         cells = "  ".join(f"{_f(lookup(m, k), specs[k].fmt):>22}" for k in HEADLINE)
         lines.append(f"{doc['method']:<14} {cells}  {folder}")
+    deployed = [(doc["method"], doc["deploy"]) for _, doc in results if "deploy" in doc]
+    if deployed:
+        lines += ["", "Deploy (int8, per board)"]
+        for method, documents in deployed:
+            lines += format_deploy(documents, method)
     return "\n".join(lines)

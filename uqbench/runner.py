@@ -39,6 +39,7 @@ def fit(config: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
     group = [resolve(dataclasses.replace(config, method=n)) for n in method_names(config.method)]
     _check_group(group)
     dry_run(group)
+    boards = deploy_boards(config.deploy)
     if config.logger == "wandb":
         train.check_wandb_login()
     threads = train.set_threads(config.threads)
@@ -70,11 +71,30 @@ def fit(config: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
         results = _write_all(config, group, methods, folders, predictions, logger, extra)
         for folder in folders:
             folder.commit()
-        return results
     except BaseException:
         for folder in folders:
             folder.abort()
         raise
+    if boards:  # the fit is complete and committed; each run is then deployed from its folder
+        from uqbench.stages.deploy import deploy_run
+
+        for folder, document in results:
+            document["deploy"] = deploy_run(Path(folder), boards)
+    return results
+
+
+def deploy_boards(names: str | None) -> list[Any]:
+    """The boards of ``deploy=`` (checked, and the toolchain with them, before any training)."""
+    if not names:
+        return []
+    from uqbench import registry
+    from uqbench.deploy.firmware import check_toolchain
+
+    boards = [
+        registry.load("board", n.strip())() for n in names.strip("[]").split(",") if n.strip()
+    ]
+    check_toolchain()
+    return boards
 
 
 def _write_all(
