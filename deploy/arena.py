@@ -1,7 +1,8 @@
 """Static planning of the activation arena: one buffer, tensors placed by lifetime.
 
 A tensor lives from the op that writes it to the last op that reads it (the graph's input from
-the start, its outputs to the end); a ``reshape`` output is the same bytes as its input. Tensors
+the start; an output is copied out of the arena as soon as it is written); a ``reshape`` output
+is the same bytes as its input. Tensors
 are placed largest first at the lowest offset that overlaps no placed tensor alive at the same
 time (first fit by decreasing size). The lower bound for the execution order is the largest sum
 of sizes alive at one step; the plan is reported beside it.
@@ -91,8 +92,8 @@ def plan_arena(graph: Graph) -> ArenaPlan:
                 end[base(name)] = step
         for name in op.outputs:
             start.setdefault(base(name), step)
-    for name in graph.outputs:
-        end[base(name)] = len(graph.ops)
+    for name in graph.outputs:  # copied out right after it is written (see codegen)
+        end[base(name)] = max(end.get(base(name), start[base(name)]), start[base(name)])
     lifetimes = {n: (start[n], end.get(n, start[n]), _bytes(graph, n)) for n in start}
     # First fit under several orders; keep the smallest arena (all are valid plans).
     orders = (

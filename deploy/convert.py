@@ -43,16 +43,19 @@ class NotDeployable(UQBenchError):
     """The network uses something the int8 export cannot express; the message says what."""
 
 
-class _Logits(nn.Module):
-    """The backbone's inference as one module: input -> logits."""
+class _Outputs(nn.Module):
+    """The backbone's inference as one module: input -> (logits, *pooled taps)."""
 
-    def __init__(self, backbone: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, taps: tuple[str, ...]) -> None:
         super().__init__()
-        self.backbone = backbone
+        self.backbone, self.taps = backbone, taps
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         b = self.backbone
-        return b.forward_head(b.pool(b.forward_features(x)["penultimate"]))
+        features = b.forward_features(x)
+        pooled = b.pool(features["penultimate"])
+        taps = [pooled if t == "penultimate" else b.pool_tap(features[t]) for t in self.taps]
+        return (b.forward_head(pooled), *taps)
 
 
 class _Ranges(torch.fx.Interpreter):
@@ -82,13 +85,17 @@ def _only_user(node: torch.fx.Node, kinds: set) -> torch.fx.Node | None:
     return None
 
 
-def to_graph(backbone: nn.Module, calibration: Iterable[Tensor]) -> Graph:
+def to_graph(
+    backbone: nn.Module, calibration: Iterable[Tensor], taps: tuple[str, ...] = ()
+) -> Graph:
     """The int8 graph of ``backbone`` with activation ranges from ``calibration`` batches
-    (float inputs [B, *input_shape], as the datamodule gives them)."""
+    (float inputs [B, *input_shape], as the datamodule gives them). Its outputs: the logits,
+    then each of ``taps`` globally average-pooled ([1, C_tap] int8; ``penultimate`` is the
+    vector the classifier reads), each pooling scheduled as soon as its tap exists."""
     batches = [x.detach().float().cpu() for x in calibration]
     if not batches:
         raise ValueError("calibration needs at least one batch")
-    module = _Logits(backbone).eval().cpu()
+    module = _Outputs(backbone, tuple(taps)).eval().cpu()
     with torch.no_grad():
         batch = torch.export.Dim("batch", min=1)
         example = (
@@ -102,7 +109,23 @@ def to_graph(backbone: nn.Module, calibration: Iterable[Tensor]) -> Graph:
         recorder = _Ranges(exported)
         for x in batches:
             recorder.run(x)
-    return _Builder(exported, recorder.ranges).build()
+    return _schedule_pooling_early(_Builder(exported, recorder.ranges).build())
+
+
+def _schedule_pooling_early(graph: Graph) -> Graph:
+    """Reorder the ops so that each global pooling (and its reshape) runs right after its input
+    is written: a tap then need not stay in the arena until the end of the network."""
+    constants = {n for n, t in graph.tensors.items() if t.data is not None}
+    ready, order, remaining = set(graph.inputs) | constants, [], list(graph.ops)
+    while remaining:
+        runnable = [op for op in remaining if all(n in ready for n in op.inputs)]
+        pick = next((op for op in runnable if op.kind in ("average_pool_2d", "reshape")), None)
+        op = pick or runnable[0]
+        remaining.remove(op)
+        order.append(op)
+        ready.update(op.outputs)
+    graph.ops = order
+    return graph
 
 
 class _Builder:
@@ -138,9 +161,9 @@ class _Builder:
                 self.names[node.name] = self.activation("input", node)
                 self.graph.inputs.append(self.names[node.name])
             elif node.op == "output":
-                result = node.args[0]
-                result = result[0] if isinstance(result, (tuple, list)) else result
-                self.graph.outputs.append(self.names[result.name])
+                results = node.args[0]
+                results = results if isinstance(results, (tuple, list)) else [results]
+                self.graph.outputs += [self.names[r.name] for r in results]
             elif node.target in CONV:
                 self.conv(node)
             elif node.target == aten.add.Tensor:

@@ -7,6 +7,13 @@ A method describes its device form by returning one from ``UQMethod.device_expor
   float32 (the boards' cores have an FPU): softmax(z / T), then 1 - max p (``msp``),
   -sum p log p (``entropy``) or -T logsumexp(z / T) (``energy``).
 
+- :class:`TapScore`: the score reads globally average-pooled taps (and the logits): the graph
+  outputs those pooled taps (int8) after the logits, and the device dequantizes them and
+  computes the score in float32 with the method's fitted constants in flash. ``mahalanobis``
+  (the paper variant: per-tap class means and diagonal variances, tap-weighted, class minimum)
+  and ``snapuq`` (Gaussian heads: projector, mean and log-variance heads, dimension-normalized
+  surprisal, tap weights, confidence blend, logistic map) export this way.
+
 A method that returns ``None`` has no device form; ``device_export_reason()`` says why (ODIN
 needs an input gradient; a plugin that does not describe its export says so). :func:`host_score`
 is the float32 host reference of the device's computation, in the same order of operations;
@@ -30,6 +37,74 @@ class LogitScore:
         return {"kind": "logit_score", "score": self.kind, "temperature": self.temperature}
 
 
+@dataclass(frozen=True)
+class TapScore:
+    kind: Literal["mahalanobis", "snapuq"]
+    taps: tuple[str, ...]  # pooled taps the graph outputs after the logits, in this order
+    constants: dict[str, np.ndarray]  # float arrays compiled into flash
+    params: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return {"kind": "tap_score", "score": self.kind, "taps": list(self.taps),
+                "params": self.params,
+                "constants": {k: list(v.shape) for k, v in self.constants.items()}}  # fmt: skip
+
+
+def dequantize_outputs(
+    outputs: np.ndarray, sizes: list[int], quant: list[tuple[float, int]]
+) -> list[np.ndarray]:
+    """Split concatenated int8 outputs [B, sum(sizes)] and dequantize each in float32."""
+    parts, start = [], 0
+    for size, (scale, zero) in zip(sizes, quant, strict=True):
+        q = np.asarray(outputs[:, start : start + size], dtype=np.int32)
+        parts.append((q - zero).astype(np.float32) * np.float32(scale))
+        start += size
+    return parts
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(1, keepdims=True), dtype=np.float32)
+    return (e / e.sum(1, keepdims=True, dtype=np.float32)).astype(np.float32)
+
+
+def host_tap_score(
+    outputs: np.ndarray, sizes: list[int], quant: list[tuple[float, int]], export: TapScore
+) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, score) in float32 from the graph's concatenated int8 outputs."""
+    logits, *taps = dequantize_outputs(outputs, sizes, quant)
+    probs = _softmax(logits)
+    c = export.constants
+    f32 = np.float32
+    if export.kind == "mahalanobis":
+        total = np.zeros((len(logits), c["means_0"].shape[0]), dtype=f32)
+        for i, feature in enumerate(taps):
+            diff = feature[:, None, :] - c[f"means_{i}"][None]
+            distance = diff * diff / (c[f"variance_{i}"] + f32(export.params["shrinkage"]))
+            total += c["tap_weights"][i] * distance.mean(-1, dtype=f32)
+        return probs, total.min(1).astype(f32)
+    pooled = dict(zip(export.taps, taps, strict=True))
+    heads = int(export.params["heads"])
+    ebars = []
+    for h in range(heads):
+        previous = pooled[export.taps[2 * h]]
+        target = pooled[export.taps[2 * h + 1]]
+        z = previous @ c[f"project_w_{h}"].T + c[f"project_b_{h}"]
+        y = z @ c[f"heads_w_{h}"].T + c[f"heads_b_{h}"]
+        d = target.shape[1]
+        mu, xi = y[:, :d], y[:, d:]
+        soft = np.where(xi > 20, xi, np.log1p(np.exp(np.minimum(xi, 20), dtype=f32)))
+        logvar = np.clip(np.log(soft + f32(export.params["eps2"])), export.params["logvar_min"],
+                         export.params["logvar_max"]).astype(f32)  # fmt: skip
+        e = ((target - mu) ** 2 * np.exp(-logvar, dtype=f32)).sum(1, dtype=f32)
+        ebars.append(e / f32(d))
+    snap = sum(c["tap_weights"][h] * ebars[h] for h in range(heads))
+    top2 = -np.sort(-probs, 1)[:, :2]
+    alpha = f32(export.params["alpha"])
+    m = alpha * (1 - top2[:, 0]) + (1 - alpha) * (1 - (top2[:, 0] - top2[:, 1]))
+    b0, b1, b2 = (f32(v) for v in c["map"])
+    return probs, (b0 + b1 * snap + b2 * m).astype(f32)
+
+
 def host_score(
     logits: np.ndarray, scale: float, zero_point: int, export: LogitScore
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -49,6 +124,98 @@ def host_score(
     else:
         score = -np.float32(export.temperature) * (top[:, 0] + np.log(total[:, 0]))
     return probs, score.astype(np.float32)
+
+
+def _floats(name: str, values: np.ndarray) -> str:
+    flat = np.asarray(values, dtype=np.float32).ravel()
+    body = ",".join(f"{v!r}f" for v in flat.tolist())
+    return f"static const float {name}[{len(flat)}] = {{{body}}};\n"
+
+
+def tap_c_source(export: TapScore, sizes: list[int], quant: list[tuple[float, int]]) -> str:
+    """``uq_score.c`` for a :class:`TapScore`: ``float uq_score(const int8_t *out, float *probs)``
+    with ``out`` the graph's concatenated outputs (logits first)."""
+    lines = ["/* Generated by uqbench: the uncertainty score from pooled taps (float32). */",
+             "#include <math.h>", "#include <stdint.h>"]  # fmt: skip
+    offsets = np.cumsum([0, *sizes]).tolist()
+    lines.append(f"#define UQ_CLASSES {sizes[0]}")
+    for k, ((scale, zero), size, start) in enumerate(zip(quant, sizes, offsets, strict=False)):
+        lines.append(f"#define UQ_OUT{k}_SIZE {size}\n#define UQ_OUT{k}_AT {start}")
+        lines.append(f"static const float uq_scale{k} = {float(np.float32(scale))!r}f;")
+        lines.append(f"static const int32_t uq_zero{k} = {int(zero)};")
+    body = "".join(_floats(f"uq_{name}", value) for name, value in export.constants.items())
+    deq = "\n".join(
+        f"  float t{k}[UQ_OUT{k}_SIZE];\n  for (int i = 0; i < UQ_OUT{k}_SIZE; i++) "
+        f"t{k}[i] = (float)(out[UQ_OUT{k}_AT + i] - uq_zero{k}) * uq_scale{k};"
+        for k in range(len(sizes))
+    )
+    softmax = """  float top = -INFINITY, total = 0.0f;
+  for (int i = 0; i < UQ_CLASSES; i++) if (t0[i] > top) top = t0[i];
+  for (int i = 0; i < UQ_CLASSES; i++) { probs[i] = expf(t0[i] - top); total += probs[i]; }
+  for (int i = 0; i < UQ_CLASSES; i++) probs[i] = probs[i] / total;"""
+    if export.kind == "mahalanobis":
+        shrink = float(np.float32(export.params["shrinkage"]))
+        terms = []
+        for i in range(len(export.taps)):
+            d = sizes[i + 1]
+            terms.append(
+                f"    {{ float acc = 0.0f;\n"
+                f"      for (int j = 0; j < {d}; j++) {{ float diff = t{i + 1}[j] - "
+                f"uq_means_{i}[c * {d} + j]; acc += diff * diff / (uq_variance_{i}[j] + "
+                f"{shrink!r}f); }}\n"
+                f"      total_c += uq_tap_weights[{i}] * (acc / {d}.0f); }}"
+            )
+        score = (
+            "  float best = INFINITY;\n  for (int c = 0; c < UQ_CLASSES; c++) {\n"
+            "    float total_c = 0.0f;\n" + "\n".join(terms) + "\n"
+            "    if (total_c < best) best = total_c;\n  }\n  return best;"
+        )
+    else:
+        p = export.params
+        eps2, low, high = (float(np.float32(p[k])) for k in ("eps2", "logvar_min", "logvar_max"))
+        parts = []
+        for h in range(int(p["heads"])):
+            prev, target = 2 * h + 1, 2 * h + 2
+            c_in, d = sizes[prev], sizes[target]
+            rank = export.constants[f"project_b_{h}"].shape[0]
+            parts.append(f"""  {{
+    float z[{rank}], e = 0.0f;
+    for (int r = 0; r < {rank}; r++) {{
+      float acc = uq_project_b_{h}[r];
+      for (int i = 0; i < {c_in}; i++) acc += uq_project_w_{h}[r * {c_in} + i] * t{prev}[i];
+      z[r] = acc;
+    }}
+    for (int j = 0; j < {d}; j++) {{
+      float mu = uq_heads_b_{h}[j], xi = uq_heads_b_{h}[{d} + j];
+      for (int r = 0; r < {rank}; r++) {{
+        mu += uq_heads_w_{h}[j * {rank} + r] * z[r];
+        xi += uq_heads_w_{h}[({d} + j) * {rank} + r] * z[r];
+      }}
+      float soft = xi > 20.0f ? xi : log1pf(expf(xi));
+      float logvar = logf(soft + {eps2!r}f);
+      if (logvar < {low!r}f) logvar = {low!r}f;
+      if (logvar > {high!r}f) logvar = {high!r}f;
+      float v = t{target}[j] - mu;
+      e += v * v * expf(-logvar);
+    }}
+    snap += uq_tap_weights[{h}] * (e / {d}.0f);
+  }}""")
+        alpha = float(np.float32(p["alpha"]))
+        score = (
+            "  float snap = 0.0f;\n" + "\n".join(parts) + "\n"
+            "  float p1 = 0.0f, p2 = 0.0f;\n"
+            "  for (int i = 0; i < UQ_CLASSES; i++) {\n"
+            "    if (probs[i] > p1) { p2 = p1; p1 = probs[i]; }\n"
+            "    else if (probs[i] > p2) p2 = probs[i];\n"
+            "  }\n"
+            f"  float m = {alpha!r}f * (1.0f - p1) + (1.0f - {alpha!r}f) * (1.0f - (p1 - p2));\n"
+            "  return uq_map[0] + uq_map[1] * snap + uq_map[2] * m;"
+        )
+    return (
+        "\n".join(lines) + "\n" + body
+        + "\nfloat uq_score(const int8_t *out, float *probs) {\n"
+        + deq + "\n" + softmax + "\n" + score + "\n}\n"
+    )  # fmt: skip
 
 
 def c_source(export: LogitScore, classes: int, scale: float, zero_point: int) -> str:

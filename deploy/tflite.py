@@ -144,14 +144,17 @@ def to_tflite(graph: Graph) -> bytes:
 
 def run_tflite_micro(model: bytes, x: np.ndarray) -> np.ndarray:
     """Outputs of the ``tflite-micro`` interpreter (TFLite Micro's reference kernels) on int8
-    inputs ``x`` [B, ...], one example at a time (the model has batch 1)."""
+    inputs ``x`` [B, ...], one example at a time (the model has batch 1): [B, sum of output
+    sizes], the outputs flattened and concatenated in order."""
     from tflite_micro.python.tflite_micro import runtime
 
     interpreter = runtime.Interpreter.from_bytes(model, arena_size=max(len(model) * 4, 1 << 20))
+    count = _schema().Model.GetRootAsModel(model, 0).Subgraphs(0).OutputsLength()
     outputs = []
     for example in np.asarray(x, dtype=np.int8):
         interpreter.set_input(example[None], 0)
         interpreter.invoke()
-        outputs.append(np.array(interpreter.get_output(0)))
+        row = [np.array(interpreter.get_output(k)).reshape(1, -1) for k in range(count)]
+        outputs.append(np.concatenate(row, 1))  # every output, logits first
         interpreter.reset()
     return np.concatenate(outputs)

@@ -190,3 +190,22 @@ class Mahalanobis(PostHocMethod):
             extra_macs=sum(2 * c * d for d in dims),
             exports=("class means per tap", "diagonal variances per tap", "tap weights"),
         )
+
+    def device_export(self):
+        if self.variant != "paper":
+            return None
+        from uqbench.deploy.score import TapScore
+
+        constants = {"tap_weights": self.tap_weights.float().numpy()}
+        for i in range(len(self.taps)):
+            constants[f"means_{i}"] = getattr(self, f"means_{i}").float().numpy()
+            constants[f"variance_{i}"] = getattr(self, f"variance_{i}").float().numpy()
+        return TapScore(
+            "mahalanobis", tuple(self.taps), constants, {"shrinkage": float(self.shrinkage_used)}
+        )
+
+    def device_export_reason(self) -> str:
+        return (
+            "the mds variant's full precision matrix is not exported yet (the paper variant, "
+            "method.variant=paper, is)"
+        )

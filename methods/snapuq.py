@@ -497,6 +497,33 @@ class SNAPUQ(UQMethod):
             },
         )
 
+    def device_export(self):
+        """Gaussian heads with the logistic map run on the device (float32 on the FPU), with
+        the weights the checkpoint holds (int8-rounded where QAT rounded them)."""
+        if self.options["variant"] != "gaussian" or self.options["mapping"] != "logistic":
+            return None
+        from uqbench.deploy.score import TapScore
+        from uqbench.methods.snap_heads import EPS, LOGVAR_MAX, LOGVAR_MIN, fake_quant_int8
+
+        taps, constants = [], {"tap_weights": self.tap_weights.float().numpy(),
+                               "map": self.map_coef.float().numpy()}  # fmt: skip
+        for h, tap in enumerate(self.taps):
+            head = self.heads[tap]
+            taps += [_predecessor(self.backbone, tap), tap]
+            for name, layer in (("project", head.project), ("heads", head.heads)):
+                weight = fake_quant_int8(layer.weight) if head.fake_quant else layer.weight
+                constants[f"{name}_w_{h}"] = weight.detach().float().numpy()
+                constants[f"{name}_b_{h}"] = layer.bias.detach().float().numpy()
+        params = {"heads": len(self.taps), "alpha": float(self.options["alpha"]),
+                  "eps2": EPS**2, "logvar_min": LOGVAR_MIN, "logvar_max": LOGVAR_MAX}  # fmt: skip
+        return TapScore("snapuq", tuple(taps), constants, params)
+
+    def device_export_reason(self) -> str:
+        return (
+            f"only the gaussian heads with the logistic map are exported yet (this run: variant "
+            f"{self.options['variant']}, mapping {self.options['mapping']})"
+        )
+
 
 def _predecessor(backbone: Backbone, tap: str) -> str:
     if tap not in backbone.tap_names:

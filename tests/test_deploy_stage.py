@@ -13,7 +13,7 @@ from uqbench.cli import main
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    for method in ("msp", "odin"):
+    for method in ("msp", "odin", "mahalanobis", "snapuq"):
         code = main(["fit", f"method={method}", "trainer.max_epochs=1", f"out={out}",
                      f"name={method}"])  # fmt: skip
         assert code == 0
@@ -105,3 +105,17 @@ def test_fit_with_an_unknown_board_stops_before_training(tmp_path, capsys):
     code = main(["fit", "method=msp", f"out={tmp_path}", "deploy=small-mcu,huge-mcu"])
     assert code == 2 and "unknown board 'huge-mcu'" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("method", ["mahalanobis", "snapuq"])
+def test_tap_scored_methods_export_their_heads(runs, capsys, method):
+    """Pooled taps leave the int8 graph beside the logits (bit-exact); the score's float32
+    computation on the device equals the host's within the stated tolerance."""
+    code = main(["deploy", f"run={runs / method}", "board=big-mcu"])
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads((runs / method / "deploy" / "big-mcu" / "deploy.json").read_text())
+    assert doc["export"]["kind"] == "tap_score" and doc["export"]["score"] == method
+    assert doc["checks"]["firmware_logits_equal_host_reference"]
+    assert doc["checks"]["score_within_tolerance"]
+    assert doc["flash_bytes"]["uncertainty_extras"] > 1000
+    assert 0 < doc["instructions"]["uncertainty_extras"] < 0.05 * doc["instructions"]["backbone"]
