@@ -10,9 +10,12 @@ A method describes its device form by returning one from ``UQMethod.device_expor
 - :class:`TapScore`: the score reads globally average-pooled taps (and the logits): the graph
   outputs those pooled taps (int8) after the logits, and the device dequantizes them and
   computes the score in float32 with the method's fitted constants in flash. ``mahalanobis``
-  (the paper variant: per-tap class means and diagonal variances, tap-weighted, class minimum)
-  and ``snapuq`` (Gaussian heads: projector, mean and log-variance heads, dimension-normalized
-  surprisal, tap weights, confidence blend, logistic map) export this way.
+  (the paper variant: per-tap class means and diagonal variances, tap-weighted, class minimum),
+  ``snapuq`` (Gaussian heads: projector, mean and log-variance heads, dimension-normalized
+  surprisal, tap weights, confidence blend, logistic map), ``react`` (the pooled penultimate
+  vector clipped, the classifier in float32, energy), ``early_exit`` (exit heads on pooled
+  taps, softmax averaged with the classifier's) and ``evidential`` (Dirichlet parameters from
+  the logits: no taps) export this way.
 
 A method that returns ``None`` has no device form; ``device_export_reason()`` says why (ODIN
 needs an input gradient; a plugin that does not describe its export says so). :func:`host_score`
@@ -39,7 +42,7 @@ class LogitScore:
 
 @dataclass(frozen=True)
 class TapScore:
-    kind: Literal["mahalanobis", "snapuq"]
+    kind: Literal["mahalanobis", "snapuq", "react", "early_exit", "evidential"]
     taps: tuple[str, ...]  # pooled taps the graph outputs after the logits, in this order
     constants: dict[str, np.ndarray]  # float arrays compiled into flash
     params: dict[str, float]
@@ -82,6 +85,29 @@ def host_tap_score(
             distance = diff * diff / (c[f"variance_{i}"] + f32(export.params["shrinkage"]))
             total += c["tap_weights"][i] * distance.mean(-1, dtype=f32)
         return probs, total.min(1).astype(f32)
+    if export.kind == "react":
+        clipped = np.minimum(taps[0], f32(export.params["threshold"]))
+        z = (clipped @ c["classifier_w"].T + c["classifier_b"]).astype(f32)
+        top = z.max(1)
+        total = np.exp(z - top[:, None], dtype=f32).sum(1, dtype=f32)
+        return _softmax(z), (-(top + np.log(total, dtype=f32))).astype(f32)
+    if export.kind == "early_exit":
+        mean = sum(_softmax((t @ c[f"exit_w_{i}"].T + c[f"exit_b_{i}"]).astype(f32))
+                   for i, t in enumerate(taps)) + probs  # fmt: skip
+        mean = (mean / f32(len(taps) + 1)).astype(f32)
+        if export.params["entropy"]:
+            score = -(mean * np.log(np.maximum(mean, f32(1e-30)), dtype=f32)).sum(1, dtype=f32)
+        else:
+            score = f32(1) - mean.max(1)
+        return mean, score.astype(f32)
+    if export.kind == "evidential":
+        soft = np.where(logits > 20, logits, np.log1p(np.exp(np.minimum(logits, 20), dtype=f32)))
+        alpha = (f32(export.params["eta"]) * soft + f32(1)).astype(f32)
+        total = alpha.sum(1, dtype=f32)
+        expected = (alpha / total[:, None]).astype(f32)
+        if export.params["vacuity"]:
+            return expected, (f32(logits.shape[1]) / total).astype(f32)
+        return expected, (f32(1) - expected.max(1)).astype(f32)
     pooled = dict(zip(export.taps, taps, strict=True))
     heads = int(export.params["heads"])
     ebars = []
@@ -170,6 +196,63 @@ def tap_c_source(export: TapScore, sizes: list[int], quant: list[tuple[float, in
             "    float total_c = 0.0f;\n" + "\n".join(terms) + "\n"
             "    if (total_c < best) best = total_c;\n  }\n  return best;"
         )
+    elif export.kind == "react":
+        d = sizes[1]
+        thr = float(np.float32(export.params["threshold"]))
+        score = f"""  float z[UQ_CLASSES], top2 = -INFINITY, total2 = 0.0f;
+  for (int c = 0; c < UQ_CLASSES; c++) {{
+    float acc = uq_classifier_b[c];
+    for (int j = 0; j < {d}; j++)
+      acc += uq_classifier_w[c * {d} + j] * (t1[j] < {thr!r}f ? t1[j] : {thr!r}f);
+    z[c] = acc;
+    if (acc > top2) top2 = acc;
+  }}
+  for (int c = 0; c < UQ_CLASSES; c++) {{ probs[c] = expf(z[c] - top2); total2 += probs[c]; }}
+  for (int c = 0; c < UQ_CLASSES; c++) probs[c] = probs[c] / total2;
+  return -(top2 + logf(total2));"""
+    elif export.kind == "early_exit":
+        blocks = []
+        for i in range(len(export.taps)):
+            d = sizes[i + 1]
+            blocks.append(f"""  {{
+    float z[UQ_CLASSES], zt = -INFINITY, zs = 0.0f;
+    for (int c = 0; c < UQ_CLASSES; c++) {{
+      float acc = uq_exit_b_{i}[c];
+      for (int j = 0; j < {d}; j++) acc += uq_exit_w_{i}[c * {d} + j] * t{i + 1}[j];
+      z[c] = acc;
+      if (acc > zt) zt = acc;
+    }}
+    for (int c = 0; c < UQ_CLASSES; c++) {{ z[c] = expf(z[c] - zt); zs += z[c]; }}
+    for (int c = 0; c < UQ_CLASSES; c++) mean[c] += z[c] / zs;
+  }}""")
+        final = (
+            "  float h = 0.0f;\n  for (int c = 0; c < UQ_CLASSES; c++) "
+            "h -= mean[c] * logf(mean[c] > 1e-30f ? mean[c] : 1e-30f);\n  return h;"
+            if export.params["entropy"]
+            else "  float best = 0.0f;\n  for (int c = 0; c < UQ_CLASSES; c++) "
+            "if (mean[c] > best) best = mean[c];\n  return 1.0f - best;"
+        )
+        count = len(blocks) + 1
+        score = (
+            "  float mean[UQ_CLASSES];\n"
+            "  for (int c = 0; c < UQ_CLASSES; c++) mean[c] = probs[c];\n"
+            + "\n".join(blocks)
+            + f"\n  for (int c = 0; c < UQ_CLASSES; c++) {{ mean[c] = mean[c] / {count}.0f;"
+            " probs[c] = mean[c]; }\n" + final
+        )
+    elif export.kind == "evidential":
+        eta = float(np.float32(export.params["eta"]))
+        tail = ("  return (float)UQ_CLASSES / s;" if export.params["vacuity"] else
+                "  float best = 0.0f;\n  for (int c = 0; c < UQ_CLASSES; c++) "
+                "if (probs[c] > best) best = probs[c];\n  return 1.0f - best;")  # fmt: skip
+        score = f"""  float s = 0.0f;
+  for (int c = 0; c < UQ_CLASSES; c++) {{
+    float soft = t0[c] > 20.0f ? t0[c] : log1pf(expf(t0[c]));
+    probs[c] = {eta!r}f * soft + 1.0f;
+    s += probs[c];
+  }}
+  for (int c = 0; c < UQ_CLASSES; c++) probs[c] = probs[c] / s;
+{tail}"""
     else:
         p = export.params
         eps2, low, high = (float(np.float32(p[k])) for k in ("eps2", "logvar_min", "logvar_max"))

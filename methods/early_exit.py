@@ -71,3 +71,13 @@ class EarlyExit(UQMethod):
             extra_macs=macs,
             exports=tuple(f"exit head at {n}" for n in self.exits),
         )
+
+    def device_export(self):
+        from uqbench.deploy.score import TapScore
+
+        constants = {}
+        for i, head in enumerate(self.exits.values()):
+            constants[f"exit_w_{i}"] = head.weight.detach().float().numpy()
+            constants[f"exit_b_{i}"] = head.bias.detach().float().numpy()
+        params = {"entropy": self.score_type == "entropy"}
+        return TapScore("early_exit", tuple(self.exits), constants, params)

@@ -86,3 +86,9 @@ class Evidential(UQMethod):
         else:
             score = 1.0 - probs.amax(-1)
         return UQOutput(logits, score, probs)
+
+    def device_export(self):
+        from uqbench.deploy.score import TapScore
+
+        params = {"eta": float(self.eta), "vacuity": self.score_type == "vacuity"}
+        return TapScore("evidential", (), {}, params)

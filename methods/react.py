@@ -39,3 +39,22 @@ class ReAct(PostHocMethod):
 
     def cost_facts(self) -> CostFacts:
         return CostFacts(extra_params=1, exports=("clip threshold", "logsumexp"))
+
+    def device_export(self):
+        """The clip and the classifier in float32 on the pooled penultimate vector; needs the
+        backbone's head to be its ``classifier`` linear layer (checked on a random vector)."""
+        from uqbench.deploy.score import TapScore
+
+        linear = getattr(self.backbone, "classifier", None)
+        if not isinstance(linear, torch.nn.Linear):
+            return None
+        probe = torch.randn(2, linear.in_features)
+        with torch.no_grad():
+            if not torch.allclose(self.backbone.forward_head(probe), linear(probe)):
+                return None
+        constants = {"classifier_w": linear.weight.detach().float().numpy(),
+                     "classifier_b": linear.bias.detach().float().numpy()}  # fmt: skip
+        return TapScore("react", ("penultimate",), constants, {"threshold": float(self.threshold)})
+
+    def device_export_reason(self) -> str:
+        return "the backbone's head is not one linear classifier (backbone.classifier)"
