@@ -17,6 +17,9 @@ A method describes its device form by returning one from ``UQMethod.device_expor
   taps, softmax averaged with the classifier's) and ``evidential`` (Dirichlet parameters from
   the logits: no taps) export this way.
 
+- :class:`Ensemble`: several backbones run one after another in one arena (each its own int8
+  graph), their softmax averaged and the entropy of the mean as the score (deep ensembles).
+
 A method that returns ``None`` has no device form; ``device_export_reason()`` says why (ODIN
 needs an input gradient; a plugin that does not describe its export says so). :func:`host_score`
 is the float32 host reference of the device's computation, in the same order of operations;
@@ -42,7 +45,7 @@ class LogitScore:
 
 @dataclass(frozen=True)
 class TapScore:
-    kind: Literal["mahalanobis", "snapuq", "react", "early_exit", "evidential"]
+    kind: Literal["mahalanobis", "snapuq", "react", "early_exit", "evidential", "ensemble"]
     taps: tuple[str, ...]  # pooled taps the graph outputs after the logits, in this order
     constants: dict[str, np.ndarray]  # float arrays compiled into flash
     params: dict[str, float]
@@ -51,6 +54,19 @@ class TapScore:
         return {"kind": "tap_score", "score": self.kind, "taps": list(self.taps),
                 "params": self.params,
                 "constants": {k: list(v.shape) for k, v in self.constants.items()}}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    members: tuple  # the member backbones (torch modules), in order
+
+    def score(self) -> TapScore:
+        """The scoring part: the members' logits, concatenated, as a :class:`TapScore`."""
+        return TapScore("ensemble", (), {}, {"members": len(self.members)})
+
+    def to_dict(self) -> dict:
+        return {"kind": "ensemble", "score": "entropy of the mean softmax",
+                "members": len(self.members)}  # fmt: skip
 
 
 def dequantize_outputs(
@@ -99,6 +115,10 @@ def host_tap_score(
             score = -(mean * np.log(np.maximum(mean, f32(1e-30)), dtype=f32)).sum(1, dtype=f32)
         else:
             score = f32(1) - mean.max(1)
+        return mean, score.astype(f32)
+    if export.kind == "ensemble":
+        mean = (sum(_softmax(part) for part in (logits, *taps)) / f32(len(taps) + 1)).astype(f32)
+        score = -(mean * np.log(np.maximum(mean, f32(1e-30)), dtype=f32)).sum(1, dtype=f32)
         return mean, score.astype(f32)
     if export.kind == "evidential":
         soft = np.where(logits > 20, logits, np.log1p(np.exp(np.minimum(logits, 20), dtype=f32)))
@@ -239,6 +259,22 @@ def tap_c_source(export: TapScore, sizes: list[int], quant: list[tuple[float, in
             + "\n".join(blocks)
             + f"\n  for (int c = 0; c < UQ_CLASSES; c++) {{ mean[c] = mean[c] / {count}.0f;"
             " probs[c] = mean[c]; }\n" + final
+        )
+    elif export.kind == "ensemble":
+        members = []
+        for k in range(len(sizes)):
+            members.append(f"""  {{
+    float zt = -INFINITY, zs = 0.0f, e[UQ_CLASSES];
+    for (int c = 0; c < UQ_CLASSES; c++) if (t{k}[c] > zt) zt = t{k}[c];
+    for (int c = 0; c < UQ_CLASSES; c++) {{ e[c] = expf(t{k}[c] - zt); zs += e[c]; }}
+    for (int c = 0; c < UQ_CLASSES; c++) mean[c] += e[c] / zs;
+  }}""")
+        score = (
+            "  float mean[UQ_CLASSES] = {0};\n"
+            + "\n".join(members)
+            + f"\n  float h = 0.0f;\n  for (int c = 0; c < UQ_CLASSES; c++) {{\n"
+            f"    probs[c] = mean[c] / {len(sizes)}.0f;\n"
+            "    h -= probs[c] * logf(probs[c] > 1e-30f ? probs[c] : 1e-30f);\n  }\n  return h;"
         )
     elif export.kind == "evidential":
         eta = float(np.float32(export.params["eta"]))

@@ -102,3 +102,8 @@ class DeepEnsemble(UQMethod):
             extra_macs=(m - 1) * macs,
             exports=(f"{m} backbones",),
         )
+
+    def device_export(self):
+        from uqbench.deploy.score import Ensemble
+
+        return Ensemble(tuple(self.members[: int(self.active)]))

@@ -16,10 +16,12 @@ class _Runs:
     def __init__(self, out):
         self.out = out
 
+    EXTRA = {"deep_ensemble": ["method.members=3"]}
+
     def __truediv__(self, method):
         if not (self.out / method).is_dir():
             code = main(["fit", f"method={method}", "trainer.max_epochs=1", f"out={self.out}",
-                         f"name={method}"])  # fmt: skip
+                         f"name={method}", *self.EXTRA.get(method, [])])  # fmt: skip
             assert code == 0
         return self.out / method
 
@@ -131,3 +133,20 @@ def test_tap_scored_methods_export_their_heads(runs, capsys, method):
     assert doc["checks"]["score_within_tolerance"]
     assert doc["flash_bytes"]["uncertainty_extras"] > 500
     assert 0 < doc["instructions"]["uncertainty_extras"] < 0.05 * doc["instructions"]["backbone"]
+
+
+@pytest.mark.slow
+def test_an_ensemble_runs_its_members_in_one_arena_and_can_run_out_of_flash(runs, capsys):
+    code = main(["deploy", f"run={runs / 'deep_ensemble'}", "board=big-mcu"])
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads((runs / "deep_ensemble" / "deploy" / "big-mcu" / "deploy.json").read_text())
+    assert doc["export"] == {"kind": "ensemble", "score": "entropy of the mean softmax",
+                             "members": 3}  # fmt: skip
+    flash, count = doc["flash_bytes"], doc["instructions"]
+    assert 1.5 * flash["backbone"] < flash["uncertainty_extras"] < 2.5 * flash["backbone"]
+    assert 1.8 * count["backbone"] < count["uncertainty_extras"] < 2.2 * count["backbone"]
+    assert doc["ram_bytes"]["arena"] == doc["arena_bytes"]["lower_bound"]  # one shared arena
+    assert doc["checks"]["firmware_logits_equal_host_reference"]
+    code = main(["deploy", f"run={runs / 'deep_ensemble'}", "board=small-mcu",
+                 "board.flash_kb=64"])  # fmt: skip
+    assert code == 0 and "small-mcu: OOM (FLASH by" in capsys.readouterr().out

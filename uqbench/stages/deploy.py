@@ -69,11 +69,18 @@ def _auroc(scores: np.ndarray, errors: np.ndarray) -> float | None:
 def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
     """Deploy the run at ``run`` to ``boards`` (:class:`~uqbench.deploy.boards.Board`); returns
     ``{board name: its deploy.json}``."""
-    from uqbench.deploy.codegen import generate
+    from uqbench.deploy.codegen import ensemble, generate
     from uqbench.deploy.convert import NotDeployable, quantize_input, to_graph
     from uqbench.deploy.firmware import build, check_toolchain
     from uqbench.deploy.reference import run as run_int8
-    from uqbench.deploy.score import LogitScore, c_source, host_score, host_tap_score, tap_c_source
+    from uqbench.deploy.score import (
+        Ensemble,
+        LogitScore,
+        c_source,
+        host_score,
+        host_tap_score,
+        tap_c_source,
+    )
     from uqbench.deploy.tflite import run_tflite_micro, to_tflite
     from uqbench.run_folder import atomic_write_json
     from uqbench.runner import load_run
@@ -92,31 +99,42 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
             documents[board.name] = doc
         return documents
     backbone = method.backbone.eval()
-    taps = () if isinstance(export, LogitScore) else export.taps
+    # The networks on the device (an ensemble's members, else the backbone) and the score.
+    members = list(export.members) if isinstance(export, Ensemble) else [backbone]
+    scorer = export.score() if isinstance(export, Ensemble) else export
+    taps = () if isinstance(scorer, LogitScore) else scorer.taps
+    calibration = _batches(datamodule.dev_set, CALIBRATION_EXAMPLES)
     try:
-        graph = to_graph(backbone, _batches(datamodule.dev_set, CALIBRATION_EXAMPLES), taps)
+        graphs = [to_graph(m.eval(), calibration, taps) for m in members]
     except NotDeployable as exc:
         raise NotDeployable(f"{resolved.backbone}: {exc}") from None
-    sizes = [int(np.prod(graph.tensors[n].shape)) for n in graph.outputs]
+    graph = graphs[0]
+    outputs = [(g, n) for g in graphs for n in g.outputs]
+    sizes = [int(np.prod(g.tensors[n].shape)) for g, n in outputs]
     quant = [
-        (float(graph.tensors[n].qparams.scale[0]), int(graph.tensors[n].qparams.zero_point[0]))
-        for n in graph.outputs
+        (float(g.tensors[n].qparams.scale[0]), int(g.tensors[n].qparams.zero_point[0]))
+        for g, n in outputs
     ]
 
     def device_scores(outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probs, score) from concatenated int8 outputs, as the device computes them."""
-        if isinstance(export, LogitScore):
-            return host_score(outputs[:, : sizes[0]], *quant[0], export)
-        return host_tap_score(outputs, sizes, quant, export)
+        if isinstance(scorer, LogitScore):
+            return host_score(outputs[:, : sizes[0]], *quant[0], scorer)
+        return host_tap_score(outputs, sizes, quant, scorer)
 
-    def concatenated(values: dict[str, np.ndarray], count: int) -> np.ndarray:
-        return np.concatenate([values[n].reshape(count, -1) for n in graph.outputs], 1)
+    def run_all(q: np.ndarray) -> np.ndarray:
+        """Every network's outputs on int8 inputs ``q``, concatenated (the device's layout)."""
+        parts = []
+        for g in graphs:
+            values = run_int8(g, q)
+            parts += [values[n].reshape(len(q), -1) for n in g.outputs]
+        return np.concatenate(parts, 1)
 
     # The ID test set through both paths: accuracy and failure detection, int8 vs float.
     xs, ys = zip(*[(x, y) for x, y in DataLoader(datamodule.test_set, batch_size=256)], strict=True)
     x_test, y_test = torch.cat(xs), torch.cat(ys).numpy()
-    q_test = quantize_input(graph, x_test)
-    int8_outputs = concatenated(run_int8(graph, q_test), len(q_test))
+    q_test = quantize_input(graph, x_test)  # every member calibrated on the same inputs
+    int8_outputs = run_all(q_test)
     int8_probs, int8_score = device_scores(int8_outputs)
     with torch.no_grad():
         out = method(x_test)
@@ -137,42 +155,51 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
     # The host reference against TFLite Micro on the emulated examples.
     sample = q_test[:EMULATED_EXAMPLES]
     expected = int8_outputs[: len(sample)]
-    model = to_tflite(graph)
-    tflm = run_tflite_micro(model, sample).reshape(expected.shape)
+    models = [to_tflite(g) for g in graphs]
+    tflm = np.concatenate([run_tflite_micro(m, sample) for m in models], 1)
     if not np.array_equal(tflm, expected):
         raise BitExactMismatch(
             _first_difference("host int8 reference", "tflite-micro", expected, tflm)
         )
-    files, plan = generate(graph)
+    base_files, base_plan = generate(graph)
+    if len(graphs) == 1:
+        files, plan = base_files, base_plan
+        arena, bound = plan.size, plan.lower_bound
+    else:
+        files, plans = ensemble(graphs)
+        arena, bound = max(p.size for p in plans), max(p.lower_bound for p in plans)
     files["uq_score.c"] = (
-        c_source(export, sizes[0], *quant[0])
-        if isinstance(export, LogitScore)
-        else tap_c_source(export, sizes, quant)
+        c_source(scorer, sizes[0], *quant[0])
+        if isinstance(scorer, LogitScore)
+        else tap_c_source(scorer, sizes, quant)
     )
     from uqbench.backbones.base import count_macs
     from uqbench.deploy.firmware import emulate, harness
 
     shape = tuple(getattr(backbone, "input_shape", x_test.shape[1:]))
-    macs = count_macs(backbone, torch.zeros(1, *shape))
+    macs = sum(count_macs(m, torch.zeros(1, *shape)) for m in members)
     _, host_scores = device_scores(expected)
-    tolerance = SCORE_TOLERANCE if isinstance(export, LogitScore) else TAP_SCORE_TOLERANCE
+    tolerance = SCORE_TOLERANCE if isinstance(scorer, LogitScore) else TAP_SCORE_TOLERANCE
     for board in boards:
         folder = root / board.name
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        (folder / "model.tflite").write_bytes(model)
+        for k, model in enumerate(models):
+            name = "model.tflite" if len(models) == 1 else f"model_{k}.tflite"
+            (folder / name).write_bytes(model)
         _project(folder / "project", files, board)
         with_score = build({**files, "main.c": harness(sample.reshape(len(sample), -1), True)},
                            board, folder / "build")  # fmt: skip
-        bare = build({**{k: v for k, v in files.items() if k != "uq_score.c"},
-                      "main.c": harness(sample.reshape(len(sample), -1), False)},
+        # BASE: the backbone alone (an ensemble's first member), no score: what the method adds
+        # is measured against it.
+        bare = build({**base_files, "main.c": harness(sample[:1].reshape(1, -1), False)},
                      board, folder / "build-backbone")  # fmt: skip
         doc: dict[str, Any] = {
             "board": _board_dict(board),
             "deployable": True,
             "method": resolved.config.method,
             "export": export.to_dict(),
-            "arena_bytes": {"planned": plan.size, "lower_bound": plan.lower_bound},
+            "arena_bytes": {"planned": arena, "lower_bound": bound},
             "macs": macs,
             "quantization": quality,
         }
@@ -195,6 +222,7 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
             )
             total = with_score.flash_bytes - _harness_bytes(with_score.elf)
             backbone_flash = bare.flash_bytes - _harness_bytes(bare.elf)
+            base = emulate(bare.elf, board, 1).instructions if bare.elf else None
             spent = emulation.instructions + emulation.score_instructions
             cycles = spent * CPI[board.core]
             doc |= {
@@ -202,19 +230,19 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
                 "oom": {},
                 "flash_bytes": {
                     "total": total,
-                    "backbone": backbone_flash,
+                    "backbone": backbone_flash,  # BASE: one backbone (the first member)
                     "uncertainty_extras": total - backbone_flash,
                     "excludes": "the emulation test harness (main and uqh_* symbols)",
                 },
                 "ram_bytes": {
                     "static": with_score.ram_bytes,
-                    "arena": plan.size,
+                    "arena": arena,
                     "stack_high_water": emulation.stack_bytes,
                 },
                 "instructions_per_inference": spent,
                 "instructions": {
-                    "backbone": emulation.instructions,
-                    "uncertainty_extras": emulation.score_instructions,
+                    "backbone": base,
+                    "uncertainty_extras": spent - base if base is not None else None,
                 },
                 "instructions_per_mac": emulation.instructions / macs,
                 "latency": {
@@ -285,7 +313,7 @@ def _project(folder: Path, files: dict[str, str], board: Any) -> None:
     (folder / "Makefile").write_text(
         f"# Builds the uqbench model as a static library for {board.name} ({board.core}).\n"
         f"CC ?= arm-none-eabi-gcc\nCFLAGS ?= {flags} -O3 -ffunction-sections -fdata-sections\n"
-        "OBJECTS = model.o uq_kernels.o uq_score.o\n\n"
+        "OBJECTS = $(patsubst %.c,%.o,$(wildcard *.c))\n\n"
         "libuqmodel.a: $(OBJECTS)\n\tarm-none-eabi-ar rcs $@ $^\n\n"
         "%.o: %.c\n\t$(CC) $(CFLAGS) -c $< -o $@\n\n"
         "clean:\n\trm -f $(OBJECTS) libuqmodel.a\n"
