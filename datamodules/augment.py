@@ -77,3 +77,13 @@ def rotate_translate(
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x - fill, grid, mode="nearest", padding_mode="zeros", align_corners=False)
     return out + fill
+
+
+def crop_flip_jitter(
+    x: Tensor, mean: Tensor, std: Tensor, pad: int = 4, jitter: float = 0.2
+) -> Tensor:
+    """The colour-image recipe on normalized batches: random crop (black padding), horizontal
+    flip, colour jitter in [0, 1] space; ``mean`` / ``std``: the normalization, [C, 1, 1]."""
+    mean, std = mean.to(x.device, x.dtype), std.to(x.device, x.dtype)
+    x = crop_flip(x, pad, fill=(-mean / std).flatten())  # black, as padding an image is
+    return (color_jitter(x * std + mean, jitter) - mean) / std

@@ -33,14 +33,19 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
-from uqbench.datamodules.augment import color_jitter, crop_flip
+from uqbench.datamodules.augment import crop_flip_jitter
 from uqbench.datamodules.corruptions import CORRUPTIONS as ENGINE
 from uqbench.datamodules.corruptions import shift_each
 from uqbench.datamodules.mnist import data_root
 
-from uqbench.datamodule import NormalizedImages, UQDataModule, stratified_dev
+from uqbench.datamodule import (
+    NormalizedImages,
+    UQDataModule,
+    check_corruptions,
+    stratified_dev,
+)
 from uqbench.download import Resource, fetch, provenance
-from uqbench.errors import ConfigError, DataError
+from uqbench.errors import DataError
 
 MEAN = torch.tensor([0.4914, 0.4822, 0.4465])[:, None, None]
 STD = torch.tensor([0.2023, 0.1994, 0.2010])[:, None, None]
@@ -206,12 +211,7 @@ class CIFAR10C(UQDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers, split_seed)
         self.download, self.augmentation = download, augment
-        unknown = [c for c in corruptions if c not in CIFAR10C_CORRUPTIONS]
-        if unknown or not corruptions:
-            raise ConfigError(
-                f"data.corruptions: {unknown or 'none given'} not in CIFAR-10-C; choose among "
-                f"{', '.join(CIFAR10C_CORRUPTIONS)}"
-            )
+        check_corruptions(tuple(corruptions), CIFAR10C_CORRUPTIONS, "CIFAR-10-C")
         self.root, self.corruptions = data_root(root), tuple(corruptions)
         self._test: tuple[Tensor, Tensor] | None = None
 
@@ -250,9 +250,7 @@ class CIFAR10C(UQDataModule):
     def augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         if not self.augmentation:
             return x, y
-        mean, std = MEAN.to(x.device), STD.to(x.device)
-        x = crop_flip(x, 4, fill=(-mean / std).flatten())  # padding is black, as on images
-        return normalize(color_jitter(x * std + mean, 0.2)), y
+        return crop_flip_jitter(x, MEAN, STD), y
 
     def data_files(self) -> dict[str, str]:
         """Each file read, relative to the root: official (the published MD5) or not."""

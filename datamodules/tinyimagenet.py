@@ -35,13 +35,18 @@ from pathlib import Path
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
-from uqbench.datamodules.augment import color_jitter, crop_flip
+from uqbench.datamodules.augment import crop_flip_jitter
 from uqbench.datamodules.corruptions import BENCHMARK, shift_each
 from uqbench.datamodules.mnist import data_root
 
-from uqbench.datamodule import NormalizedImages, UQDataModule, stratified_dev
+from uqbench.datamodule import (
+    NormalizedImages,
+    UQDataModule,
+    check_corruptions,
+    stratified_dev,
+)
 from uqbench.download import Resource, fetch
-from uqbench.errors import ConfigError, DataError
+from uqbench.errors import DataError
 
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
@@ -131,12 +136,7 @@ class TinyImageNet(UQDataModule):
         download: bool = False,
     ) -> None:
         super().__init__(batch_size, num_workers, split_seed)
-        unknown = [c for c in corruptions if c not in BENCHMARK]
-        if unknown or not corruptions:
-            raise ConfigError(
-                f"data.corruptions: {unknown or 'none given'} not in Tiny-ImageNet-C; choose "
-                f"among {', '.join(BENCHMARK)}"
-            )
+        check_corruptions(tuple(corruptions), BENCHMARK, "Tiny-ImageNet-C")
         self.root, self.corruptions = data_root(root), tuple(corruptions)
         self.augmentation, self.download = augment, download
         self._test: tuple[Tensor, Tensor] | None = None
@@ -250,9 +250,7 @@ class TinyImageNet(UQDataModule):
     def augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         if not self.augmentation:
             return x, y
-        mean, std = MEAN.to(x.device), STD.to(x.device)
-        x = crop_flip(x, 4, fill=(-mean / std).flatten())
-        return normalize(color_jitter(x * std + mean, 0.2)), y
+        return crop_flip_jitter(x, MEAN, STD), y
 
     def cid_set(self, corruption: str, severity: int) -> Dataset:
         self.setup()

@@ -41,6 +41,18 @@ def stratified_dev(labels: Tensor, fraction: float, split_seed: int) -> tuple[Te
     return train, dev
 
 
+def check_corruptions(chosen: tuple[str, ...], available: tuple[str, ...], source: str) -> None:
+    """``data.corruptions`` must name a non-empty subset of what ``source`` publishes."""
+    from uqbench.errors import ConfigError
+
+    unknown = [c for c in chosen if c not in available]
+    if unknown or not chosen:
+        raise ConfigError(
+            f"data.corruptions: {unknown or 'none given'} not in {source}; choose among "
+            f"{', '.join(available)}"
+        )
+
+
 class NormalizedImages(Dataset):
     """8-bit images [N, C, H, W] with labels [N], normalized ((x / 255 - mean) / std) as they
     are read: a quarter of the memory of float images. A DataLoader fetches a whole batch with
