@@ -131,3 +131,19 @@ def test_board_overrides_are_checked():
         big_mcu().with_overrides(sram=1)
     with pytest.raises(UQBenchError, match="board.ram_kb must be > 0"):
         dataclasses.replace(small_mcu(), ram_kb=0)
+
+
+@pytest.mark.slow
+def test_mobilenetv2_firmware_is_bit_exact_even_with_a_degenerate_calibration(tmp_path):
+    """Freshly initialized: the pooled features span a tiny range, so a bias over that scale
+    saturates; the accumulator still never overflows int32 on either side."""
+    torch.manual_seed(0)
+    net = mobilenetv2(10, (3, 64, 64)).eval()
+    graph = to_graph(net, [torch.randn(8, 3, 64, 64)])
+    x = quantize_input(graph, torch.randn(2, 3, 64, 64))
+    expected = run(graph, x)[graph.outputs[0]].reshape(2, -1)
+    files, _ = generate(graph)
+    files["main.c"] = harness(x.reshape(2, -1))
+    result = build(files, big_mcu(), tmp_path)
+    emulation = emulate(result.elf, big_mcu(), 2, timeout=120)
+    np.testing.assert_array_equal(emulation.outputs, expected)

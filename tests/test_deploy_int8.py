@@ -86,6 +86,8 @@ def test_activation_and_weight_quantization():
     bias = quantize_bias(np.array([0.1, -0.2, 0.0, 1.0]), 0.02, params.scale)
     error = np.abs(bias * 0.02 * params.scale - [0.1, -0.2, 0.0, 1.0])
     assert (error <= 0.5 * 0.02 * params.scale + 1e-9).all()
+    huge = quantize_bias(np.array([1e6, -1e6]), 1e-6, np.array([1e-3, 1e-3], dtype=np.float32))
+    assert huge.tolist() == [2**30, -(2**30)]  # saturated so that acc + bias fits in int32
 
 
 # -- the host reference against TFLite Micro ---------------------------------------------------
