@@ -52,6 +52,8 @@ def test_deploy_writes_checked_firmware_and_its_record(runs, capsys):
     for name in ("model.c", "model.h", "uq_kernels.c", "uq_score.c", "Makefile", "README.md"):
         assert (folder / "project" / name).is_file()
     assert (folder / "model.tflite").read_bytes()[4:8] == b"TFL3"
+    # Built under a private name, renamed when complete: nothing half-written is left.
+    assert [p.name for p in folder.parent.iterdir() if p.name.startswith(".")] == []
 
 
 def test_a_board_too_small_is_an_oom_result(runs, capsys):

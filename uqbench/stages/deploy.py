@@ -19,6 +19,7 @@ bit (a mismatch stops the stage, naming the first differing output, and no laten
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -181,7 +182,10 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
     _, host_scores = device_scores(expected)
     tolerance = SCORE_TOLERANCE if isinstance(scorer, LogitScore) else TAP_SCORE_TOLERANCE
     for board in boards:
-        folder = root / board.name
+        # Written under a private name and renamed when complete: an interrupted deploy leaves
+        # nothing that looks finished, and two deploys of one run never share a folder.
+        final = root / board.name
+        folder = root / f".{board.name}.partial-{os.getpid()}"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         for k, model in enumerate(models):
@@ -261,6 +265,8 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
                 },
             }
         _write(folder, doc, atomic_write_json)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(folder, final)
         documents[board.name] = doc
     return documents
 
