@@ -32,6 +32,7 @@ from uqbench.errors import UQBenchError
 
 CALIBRATION_EXAMPLES = 512
 EMULATED_EXAMPLES = 8
+OOD_EXAMPLES = 2000  # per OOD set, for the int8 vs float comparison
 SCORE_TOLERANCE = 1e-5  # relative: newlib's expf/logf against NumPy's
 TAP_SCORE_TOLERANCE = 1e-4  # relative: long float32 sums in another order than NumPy's
 # Cycles per executed instruction for straightforward int8 C (ANCHORS: Cortex-M4 TRM timings
@@ -152,7 +153,23 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
             "int8": _auroc(int8_score.astype(np.float64), int8_probs.argmax(1) != y_test),
         },
         "prediction_agreement": float((int8_probs.argmax(1) == float_pred).mean()),
+        "auroc_id_ok_vs_ood": {},
     }
+    # Each OOD set (its first OOD_EXAMPLES): correct ID examples against it, both paths.
+    ok_float, ok_int8 = float_pred == y_test, int8_probs.argmax(1) == y_test
+    for name in datamodule.ood_names:
+        dataset = datamodule.ood_set(name)
+        x_ood = torch.cat(_batches(dataset, OOD_EXAMPLES))[:OOD_EXAMPLES]
+        _, ood_int8 = device_scores(run_all(quantize_input(graph, x_ood)))
+        with torch.no_grad():
+            ood_float = method(x_ood).score.double().numpy()
+        quality["auroc_id_ok_vs_ood"][name] = {
+            "examples": int(len(x_ood)),
+            "float": _auroc(np.r_[float_score[ok_float], ood_float],
+                            np.r_[np.zeros(ok_float.sum()), np.ones(len(ood_float))]),
+            "int8": _auroc(np.r_[int8_score[ok_int8].astype(np.float64), ood_int8],
+                           np.r_[np.zeros(ok_int8.sum()), np.ones(len(ood_int8))]),
+        }  # fmt: skip
     # The host reference against TFLite Micro on the emulated examples.
     sample = q_test[:EMULATED_EXAMPLES]
     expected = int8_outputs[: len(sample)]
