@@ -11,11 +11,12 @@ A method describes its device form by returning one from ``UQMethod.device_expor
   outputs those pooled taps (int8) after the logits, and the device dequantizes them and
   computes the score in float32 with the method's fitted constants in flash. ``mahalanobis``
   (the paper variant: per-tap class means and diagonal variances, tap-weighted, class minimum),
-  ``snapuq`` (Gaussian heads: projector, mean and log-variance heads, dimension-normalized
-  surprisal, tap weights, confidence blend, logistic map), ``react`` (the pooled penultimate
-  vector clipped, the classifier in float32, energy), ``early_exit`` (exit heads on pooled
-  taps, softmax averaged with the classifier's) and ``evidential`` (Dirichlet parameters from
-  the logits: no taps) export this way.
+  ``snapuq`` (Gaussian heads with int8 weights, per-row scales: the projector's dot product
+  exact in int32 on the int8 pooled tap, the heads accumulated in float32; then the
+  dimension-normalized surprisal, tap weights, confidence blend, logistic map), ``react`` (the
+  pooled penultimate vector clipped, the classifier in float32, energy), ``early_exit`` (exit
+  heads on pooled taps, softmax averaged with the classifier's) and ``evidential`` (Dirichlet
+  parameters from the logits: no taps) export this way.
 
 - :class:`Ensemble`: several backbones run one after another in one arena (each its own int8
   graph), their softmax averaged and the entropy of the mean as the score (deep ensembles).
@@ -67,6 +68,19 @@ class Ensemble:
     def to_dict(self) -> dict:
         return {"kind": "ensemble", "score": "entropy of the mean softmax",
                 "members": len(self.members)}  # fmt: skip
+
+
+def bind_input_scales(export: TapScore, quant: list[tuple[float, int]]) -> TapScore:
+    """SNAP-UQ's projector reads the int8 pooled tap directly: fold that tap's scale into the
+    projector's per-row weight scales (one float32 multiplier per row, on host and device)."""
+    if export.kind != "snapuq":
+        return export
+    constants = dict(export.constants)
+    for h in range(int(export.params["heads"])):
+        scale_in = np.float64(quant[2 * h + 1][0])
+        weight_scale = export.constants[f"project_scale_{h}"].astype(np.float64)
+        constants[f"project_scale_{h}"] = (weight_scale * scale_in).astype(np.float32)
+    return TapScore(export.kind, export.taps, constants, export.params)
 
 
 def dequantize_outputs(
@@ -128,16 +142,18 @@ def host_tap_score(
         if export.params["vacuity"]:
             return expected, (f32(logits.shape[1]) / total).astype(f32)
         return expected, (f32(1) - expected.max(1)).astype(f32)
-    pooled = dict(zip(export.taps, taps, strict=True))
+    raw = np.split(np.asarray(outputs, dtype=np.int64), np.cumsum(sizes)[:-1], axis=1)
     heads = int(export.params["heads"])
     ebars = []
     for h in range(heads):
-        previous = pooled[export.taps[2 * h]]
-        target = pooled[export.taps[2 * h + 1]]
-        z = previous @ c[f"project_w_{h}"].T + c[f"project_b_{h}"]
-        y = z @ c[f"heads_w_{h}"].T + c[f"heads_b_{h}"]
+        k_prev, k_target = 2 * h + 1, 2 * h + 2  # output positions (logits are 0)
+        centred = raw[k_prev] - quant[k_prev][1]
+        acc = centred @ c[f"project_q_{h}"].astype(np.int64).T  # exact, as on the device
+        z = (acc.astype(f32) * c[f"project_scale_{h}"] + c[f"project_b_{h}"]).astype(f32)
+        y = z @ c[f"heads_q_{h}"].astype(f32).T * c[f"heads_scale_{h}"] + c[f"heads_b_{h}"]
+        target = taps[k_target - 1]
         d = target.shape[1]
-        mu, xi = y[:, :d], y[:, d:]
+        mu, xi = y[:, :d].astype(f32), y[:, d:].astype(f32)
         soft = np.where(xi > 20, xi, np.log1p(np.exp(np.minimum(xi, 20), dtype=f32)))
         logvar = np.clip(np.log(soft + f32(export.params["eps2"])), export.params["logvar_min"],
                          export.params["logvar_max"]).astype(f32)  # fmt: skip
@@ -173,6 +189,11 @@ def host_score(
 
 
 def _floats(name: str, values: np.ndarray) -> str:
+    """A constant array in C: int8 arrays stay int8 (a byte each in flash), others float32."""
+    if np.asarray(values).dtype == np.int8:
+        flat = np.asarray(values).ravel()
+        body = ",".join(str(int(v)) for v in flat)
+        return f"static const int8_t {name}[{len(flat)}] = {{{body}}};\n"
     flat = np.asarray(values, dtype=np.float32).ravel()
     body = ",".join(f"{v!r}f" for v in flat.tolist())
     return f"static const float {name}[{len(flat)}] = {{{body}}};\n"
@@ -299,17 +320,20 @@ def tap_c_source(export: TapScore, sizes: list[int], quant: list[tuple[float, in
             rank = export.constants[f"project_b_{h}"].shape[0]
             parts.append(f"""  {{
     float z[{rank}], e = 0.0f;
-    for (int r = 0; r < {rank}; r++) {{
-      float acc = uq_project_b_{h}[r];
-      for (int i = 0; i < {c_in}; i++) acc += uq_project_w_{h}[r * {c_in} + i] * t{prev}[i];
-      z[r] = acc;
+    for (int r = 0; r < {rank}; r++) {{  /* int8 projector: exact int32 dot product */
+      int32_t acc = 0;
+      for (int i = 0; i < {c_in}; i++)
+        acc += uq_project_q_{h}[r * {c_in} + i] * (out[UQ_OUT{prev}_AT + i] - uq_zero{prev});
+      z[r] = (float)acc * uq_project_scale_{h}[r] + uq_project_b_{h}[r];
     }}
-    for (int j = 0; j < {d}; j++) {{
-      float mu = uq_heads_b_{h}[j], xi = uq_heads_b_{h}[{d} + j];
+    for (int j = 0; j < {d}; j++) {{  /* int8 heads, float32 accumulation */
+      float mu = 0.0f, xi = 0.0f;
       for (int r = 0; r < {rank}; r++) {{
-        mu += uq_heads_w_{h}[j * {rank} + r] * z[r];
-        xi += uq_heads_w_{h}[({d} + j) * {rank} + r] * z[r];
+        mu += (float)uq_heads_q_{h}[j * {rank} + r] * z[r];
+        xi += (float)uq_heads_q_{h}[({d} + j) * {rank} + r] * z[r];
       }}
+      mu = mu * uq_heads_scale_{h}[j] + uq_heads_b_{h}[j];
+      xi = xi * uq_heads_scale_{h}[{d} + j] + uq_heads_b_{h}[{d} + j];
       float soft = xi > 20.0f ? xi : log1pf(expf(xi));
       float logvar = logf(soft + {eps2!r}f);
       if (logvar < {low!r}f) logvar = {low!r}f;

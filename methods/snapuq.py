@@ -498,10 +498,12 @@ class SNAPUQ(UQMethod):
         )
 
     def device_export(self):
-        """Gaussian heads with the logistic map run on the device (float32 on the FPU), with
-        the weights the checkpoint holds (int8-rounded where QAT rounded them)."""
+        """Gaussian heads with the logistic map run on the device: int8 weights with per-row
+        scales (from the weights the checkpoint holds, which QAT rounded where it ran), the
+        projector's dot product in int32, the rest in float32 on the FPU."""
         if self.options["variant"] != "gaussian" or self.options["mapping"] != "logistic":
             return None
+        from uqbench.deploy.int8 import quantize_weights
         from uqbench.deploy.score import TapScore
         from uqbench.methods.snap_heads import EPS, LOGVAR_MAX, LOGVAR_MIN, fake_quant_int8
 
@@ -512,7 +514,9 @@ class SNAPUQ(UQMethod):
             taps += [_predecessor(self.backbone, tap), tap]
             for name, layer in (("project", head.project), ("heads", head.heads)):
                 weight = fake_quant_int8(layer.weight) if head.fake_quant else layer.weight
-                constants[f"{name}_w_{h}"] = weight.detach().float().numpy()
+                q, params = quantize_weights(weight.detach().double().numpy(), 0)  # per row
+                constants[f"{name}_q_{h}"] = q
+                constants[f"{name}_scale_{h}"] = params.scale  # the input scale joins at deploy
                 constants[f"{name}_b_{h}"] = layer.bias.detach().float().numpy()
         params = {"heads": len(self.taps), "alpha": float(self.options["alpha"]),
                   "eps2": EPS**2, "logvar_min": LOGVAR_MIN, "logvar_max": LOGVAR_MAX}  # fmt: skip

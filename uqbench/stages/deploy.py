@@ -78,6 +78,7 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
     from uqbench.deploy.score import (
         Ensemble,
         LogitScore,
+        bind_input_scales,
         c_source,
         host_score,
         host_tap_score,
@@ -117,6 +118,8 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
         (float(g.tensors[n].qparams.scale[0]), int(g.tensors[n].qparams.zero_point[0]))
         for g, n in outputs
     ]
+    if not isinstance(scorer, LogitScore):
+        scorer = bind_input_scales(scorer, quant)
 
     def device_scores(outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probs, score) from concatenated int8 outputs, as the device computes them."""
