@@ -14,9 +14,10 @@ A method describes its device form by returning one from ``UQMethod.device_expor
   ``snapuq`` (Gaussian heads with int8 weights, per-row scales: the projector's dot product
   exact in int32 on the int8 pooled tap, the heads accumulated in float32; then the
   dimension-normalized surprisal, tap weights, confidence blend, logistic map), ``react`` (the
-  pooled penultimate vector clipped, the classifier in float32, energy), ``early_exit`` (exit
-  heads on pooled taps, softmax averaged with the classifier's) and ``evidential`` (Dirichlet
-  parameters from the logits: no taps) export this way.
+  pooled penultimate vector clipped, the classifier in float32, energy), ``ash`` (the top k of
+  the pooled vector kept, ties to the lower index, shaped; the classifier; energy),
+  ``early_exit`` (exit heads on pooled taps, softmax averaged with the classifier's) and
+  ``evidential`` (Dirichlet parameters from the logits: no taps) export this way.
 
 - :class:`Ensemble`: several backbones run one after another in one arena (each its own int8
   graph), their softmax averaged and the entropy of the mean as the score (deep ensembles).
@@ -46,7 +47,7 @@ class LogitScore:
 
 @dataclass(frozen=True)
 class TapScore:
-    kind: Literal["mahalanobis", "snapuq", "react", "early_exit", "evidential", "ensemble"]
+    kind: Literal["mahalanobis", "snapuq", "react", "ash", "early_exit", "evidential", "ensemble"]
     taps: tuple[str, ...]  # pooled taps the graph outputs after the logits, in this order
     constants: dict[str, np.ndarray]  # float arrays compiled into flash
     params: dict[str, float]
@@ -68,6 +69,22 @@ class Ensemble:
     def to_dict(self) -> dict:
         return {"kind": "ensemble", "score": "entropy of the mean softmax",
                 "members": len(self.members)}  # fmt: skip
+
+
+def linear_head(backbone) -> dict[str, np.ndarray] | None:
+    """The classifier's weight and bias when the backbone's head is its ``classifier`` linear
+    layer (checked on a random vector), else None: what ReAct and ASH rerun on the device."""
+    import torch
+
+    linear = getattr(backbone, "classifier", None)
+    if not isinstance(linear, torch.nn.Linear):
+        return None
+    probe = torch.randn(2, linear.in_features)
+    with torch.no_grad():
+        if not torch.allclose(backbone.forward_head(probe), linear(probe)):
+            return None
+    return {"classifier_w": linear.weight.detach().float().numpy(),
+            "classifier_b": linear.bias.detach().float().numpy()}  # fmt: skip
 
 
 def bind_input_scales(export: TapScore, quant: list[tuple[float, int]]) -> TapScore:
@@ -118,6 +135,26 @@ def host_tap_score(
     if export.kind == "react":
         clipped = np.minimum(taps[0], f32(export.params["threshold"]))
         z = (clipped @ c["classifier_w"].T + c["classifier_b"]).astype(f32)
+        top = z.max(1)
+        total = np.exp(z - top[:, None], dtype=f32).sum(1, dtype=f32)
+        return _softmax(z), (-(top + np.log(total, dtype=f32))).astype(f32)
+    if export.kind == "ash":
+        h = taps[0]
+        n = h.shape[1]
+        k = int(export.params["k"])
+        order = np.argsort(-h, axis=1, kind="stable")[:, :k]  # ties: the lower index first
+        kept = np.zeros_like(h, dtype=bool)
+        np.put_along_axis(kept, order, True, axis=1)
+        mode = export.params["mode"]
+        shaped = np.where(kept, h, f32(0)).astype(f32)
+        if mode == "b":
+            shaped = np.where(kept, (h.sum(1, dtype=f32) / f32(k))[:, None], f32(0)).astype(f32)
+        elif mode == "s":
+            total, kept_sum = h.sum(1, dtype=f32), shaped.sum(1, dtype=f32)
+            factor = np.exp(total / np.maximum(kept_sum, f32(1e-12)), dtype=f32)
+            shaped = (shaped * factor[:, None]).astype(f32)
+        del n
+        z = (shaped @ c["classifier_w"].T + c["classifier_b"]).astype(f32)
         top = z.max(1)
         total = np.exp(z - top[:, None], dtype=f32).sum(1, dtype=f32)
         return _softmax(z), (-(top + np.log(total, dtype=f32))).astype(f32)
@@ -245,6 +282,30 @@ def tap_c_source(export: TapScore, sizes: list[int], quant: list[tuple[float, in
     float acc = uq_classifier_b[c];
     for (int j = 0; j < {d}; j++)
       acc += uq_classifier_w[c * {d} + j] * (t1[j] < {thr!r}f ? t1[j] : {thr!r}f);
+    z[c] = acc;
+    if (acc > top2) top2 = acc;
+  }}
+  for (int c = 0; c < UQ_CLASSES; c++) {{ probs[c] = expf(z[c] - top2); total2 += probs[c]; }}
+  for (int c = 0; c < UQ_CLASSES; c++) probs[c] = probs[c] / total2;
+  return -(top2 + logf(total2));"""
+    elif export.kind == "ash":
+        d, k, mode = sizes[1], int(export.params["k"]), export.params["mode"]
+        value = {"p": "t1[j]", "b": "sum / (float)" + str(k), "s": "t1[j] * factor"}[mode]
+        score = f"""  float sum = 0.0f, kept_sum = 0.0f, shaped[{d}];
+  for (int j = 0; j < {d}; j++) sum += t1[j];
+  for (int j = 0; j < {d}; j++) {{  /* kept when fewer than k rank above it (ties: lower index) */
+    int above = 0;
+    for (int i = 0; i < {d}; i++) above += t1[i] > t1[j] || (t1[i] == t1[j] && i < j);
+    shaped[j] = above < {k} ? 1.0f : 0.0f;
+    if (above < {k}) kept_sum += t1[j];
+  }}
+  float factor = expf(sum / (kept_sum > 1e-12f ? kept_sum : 1e-12f));
+  (void)factor;
+  for (int j = 0; j < {d}; j++) shaped[j] = shaped[j] > 0.0f ? {value} : 0.0f;
+  float z[UQ_CLASSES], top2 = -INFINITY, total2 = 0.0f;
+  for (int c = 0; c < UQ_CLASSES; c++) {{
+    float acc = uq_classifier_b[c];
+    for (int j = 0; j < {d}; j++) acc += uq_classifier_w[c * {d} + j] * shaped[j];
     z[c] = acc;
     if (acc > top2) top2 = acc;
   }}

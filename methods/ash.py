@@ -73,3 +73,20 @@ class ASH(PostHocMethod):
             exports=("top-k shaping", "logsumexp"),
             details={"mode": self.mode, "percentile": self.percentile, "on": self.on},
         )
+
+    def device_export(self):
+        """ASH on the pooled vector (``on=pooled``) with the classifier in float32."""
+        from uqbench.deploy.score import TapScore, linear_head
+
+        constants = linear_head(self.backbone)
+        if self.on != "pooled" or constants is None:
+            return None
+        n = constants["classifier_w"].shape[1]
+        params = {"k": max(n - round(n * self.percentile / 100.0), 1), "mode": self.mode}
+        return TapScore("ash", ("penultimate",), constants, params)
+
+    def device_export_reason(self) -> str:
+        return (
+            "only ASH on the pooled vector (method.on=pooled) with a linear classifier "
+            "(backbone.classifier) is exported"
+        )

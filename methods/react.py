@@ -41,19 +41,12 @@ class ReAct(PostHocMethod):
         return CostFacts(extra_params=1, exports=("clip threshold", "logsumexp"))
 
     def device_export(self):
-        """The clip and the classifier in float32 on the pooled penultimate vector; needs the
-        backbone's head to be its ``classifier`` linear layer (checked on a random vector)."""
-        from uqbench.deploy.score import TapScore
+        """The clip and the classifier in float32 on the pooled penultimate vector."""
+        from uqbench.deploy.score import TapScore, linear_head
 
-        linear = getattr(self.backbone, "classifier", None)
-        if not isinstance(linear, torch.nn.Linear):
+        constants = linear_head(self.backbone)
+        if constants is None:
             return None
-        probe = torch.randn(2, linear.in_features)
-        with torch.no_grad():
-            if not torch.allclose(self.backbone.forward_head(probe), linear(probe)):
-                return None
-        constants = {"classifier_w": linear.weight.detach().float().numpy(),
-                     "classifier_b": linear.bias.detach().float().numpy()}  # fmt: skip
         return TapScore("react", ("penultimate",), constants, {"threshold": float(self.threshold)})
 
     def device_export_reason(self) -> str:

@@ -125,7 +125,9 @@ def test_fit_with_an_unknown_board_stops_before_training(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["mahalanobis", "snapuq", "react", "early_exit", "evidential"])
+@pytest.mark.parametrize(
+    "method", ["mahalanobis", "snapuq", "react", "ash", "early_exit", "evidential"]
+)
 def test_tap_scored_methods_export_their_heads(runs, capsys, method):
     """Pooled taps leave the int8 graph beside the logits (bit-exact); the score's float32
     computation on the device equals the host's within the stated tolerance."""
