@@ -158,3 +158,15 @@ def test_an_ensemble_runs_its_members_in_one_arena_and_can_run_out_of_flash(runs
     code = main(["deploy", f"run={runs / 'deep_ensemble'}", "board=small-mcu",
                  "board.flash_kb=64"])  # fmt: skip
     assert code == 0 and "small-mcu: OOM (FLASH by" in capsys.readouterr().out
+
+
+def test_a_backbone_without_an_int8_form_is_a_clear_line_not_a_crash(runs, capsys, monkeypatch):
+    from uqbench.deploy import convert
+
+    def refuse(*args, **kwargs):
+        raise convert.NotDeployable("the int8 export has no operator for aten.gelu.default")
+
+    monkeypatch.setattr(convert, "to_graph", refuse)
+    code = main(["deploy", f"run={runs / 'msp'}", "board=big-mcu"])
+    out = capsys.readouterr().out
+    assert code == 0 and "not deployable: backbone digits-cnn: the int8 export has no" in out

@@ -93,14 +93,18 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
     method.eval().cpu()
     export = method.device_export()
     root = run / "deploy"
-    documents = {}
-    if export is None:
+
+    def not_deployable(reason: str) -> dict[str, Any]:
+        """A clear line per board, not a crash: the method or its backbone has no device form."""
+        documents = {}
         for board in boards:
-            doc = {"board": _board_dict(board), "deployable": False,
-                   "reason": method.device_export_reason()}  # fmt: skip
+            doc = {"board": _board_dict(board), "deployable": False, "reason": reason}
             _write(root / board.name, doc, atomic_write_json)
             documents[board.name] = doc
         return documents
+
+    if export is None:
+        return not_deployable(method.device_export_reason())
     backbone = method.backbone.eval()
     # The networks on the device (an ensemble's members, else the backbone) and the score.
     members = list(export.members) if isinstance(export, Ensemble) else [backbone]
@@ -110,7 +114,7 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
     try:
         graphs = [to_graph(m.eval(), calibration, taps) for m in members]
     except NotDeployable as exc:
-        raise NotDeployable(f"{resolved.backbone}: {exc}") from None
+        return not_deployable(f"backbone {resolved.backbone}: {exc}")
     graph = graphs[0]
     outputs = [(g, n) for g in graphs for n in g.outputs]
     sizes = [int(np.prod(g.tensors[n].shape)) for g, n in outputs]
@@ -201,6 +205,7 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
     macs = sum(count_macs(m, torch.zeros(1, *shape)) for m in members)
     _, host_scores = device_scores(expected)
     tolerance = SCORE_TOLERANCE if isinstance(scorer, LogitScore) else TAP_SCORE_TOLERANCE
+    documents = {}
     for board in boards:
         # Written under a private name and renamed when complete: an interrupted deploy leaves
         # nothing that looks finished, and two deploys of one run never share a folder.
