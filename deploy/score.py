@@ -16,7 +16,9 @@ A method describes its device form by returning one from ``UQMethod.device_expor
   dimension-normalized surprisal, tap weights, confidence blend, logistic map), ``react`` (the
   pooled penultimate vector clipped, the classifier in float32, energy), ``ash`` (the top k of
   the pooled vector kept, ties to the lower index, shaped; the classifier; energy),
-  ``early_exit`` (exit heads on pooled taps, softmax averaged with the classifier's) and
+  ``mc_dropout_head`` (the classifier N times on the pooled vector under the run's N fixed
+  dropout masks, compiled in), ``early_exit`` (exit heads on pooled taps, softmax averaged
+  with the classifier's) and
   ``evidential`` (Dirichlet parameters from the logits: no taps) export this way.
 
 - :class:`Ensemble`: several backbones run one after another in one arena (each its own int8
@@ -47,7 +49,10 @@ class LogitScore:
 
 @dataclass(frozen=True)
 class TapScore:
-    kind: Literal["mahalanobis", "snapuq", "react", "ash", "early_exit", "evidential", "ensemble"]
+    kind: Literal[
+        "mahalanobis", "snapuq", "react", "ash", "mc_dropout_head", "early_exit", "evidential",
+        "ensemble",
+    ]  # fmt: skip
     taps: tuple[str, ...]  # pooled taps the graph outputs after the logits, in this order
     constants: dict[str, np.ndarray]  # float arrays compiled into flash
     params: dict[str, float]
@@ -158,6 +163,21 @@ def host_tap_score(
         top = z.max(1)
         total = np.exp(z - top[:, None], dtype=f32).sum(1, dtype=f32)
         return _softmax(z), (-(top + np.log(total, dtype=f32))).astype(f32)
+    if export.kind == "mc_dropout_head":
+        h = taps[0]
+        passes = []
+        for mask in c["masks"]:
+            z = ((h * mask) @ c["classifier_w"].T + c["classifier_b"]).astype(f32)
+            passes.append(_softmax(z))
+        mean = (sum(passes) / f32(len(passes))).astype(f32)
+
+        def entropy(p: np.ndarray) -> np.ndarray:
+            return -(p * np.log(np.maximum(p, f32(1e-30)), dtype=f32)).sum(1, dtype=f32)
+
+        score = entropy(mean)
+        if export.params["mutual_information"]:
+            score = score - (sum(entropy(p) for p in passes) / f32(len(passes)))
+        return mean, score.astype(f32)
     if export.kind == "early_exit":
         mean = sum(_softmax((t @ c[f"exit_w_{i}"].T + c[f"exit_b_{i}"]).astype(f32))
                    for i, t in enumerate(taps)) + probs  # fmt: skip
@@ -312,6 +332,33 @@ def tap_c_source(export: TapScore, sizes: list[int], quant: list[tuple[float, in
   for (int c = 0; c < UQ_CLASSES; c++) {{ probs[c] = expf(z[c] - top2); total2 += probs[c]; }}
   for (int c = 0; c < UQ_CLASSES; c++) probs[c] = probs[c] / total2;
   return -(top2 + logf(total2));"""
+    elif export.kind == "mc_dropout_head":
+        d, n = sizes[1], export.constants["masks"].shape[0]
+        mutual = 1 if export.params["mutual_information"] else 0
+        score = f"""  float mean[UQ_CLASSES] = {{0}}, mean_entropy = 0.0f;
+  for (int s = 0; s < {n}; s++) {{  /* one pass: the classifier on the masked pooled vector */
+    float z[UQ_CLASSES], top2 = -INFINITY, total2 = 0.0f, h = 0.0f;
+    for (int c = 0; c < UQ_CLASSES; c++) {{
+      float acc = uq_classifier_b[c];
+      for (int j = 0; j < {d}; j++)
+        acc += uq_classifier_w[c * {d} + j] * (t1[j] * uq_masks[s * {d} + j]);
+      z[c] = acc;
+      if (acc > top2) top2 = acc;
+    }}
+    for (int c = 0; c < UQ_CLASSES; c++) {{ z[c] = expf(z[c] - top2); total2 += z[c]; }}
+    for (int c = 0; c < UQ_CLASSES; c++) {{
+      float p = z[c] / total2;
+      mean[c] += p;
+      h -= p * logf(p > 1e-30f ? p : 1e-30f);
+    }}
+    mean_entropy += h;
+  }}
+  float entropy = 0.0f;
+  for (int c = 0; c < UQ_CLASSES; c++) {{
+    probs[c] = mean[c] / {n}.0f;
+    entropy -= probs[c] * logf(probs[c] > 1e-30f ? probs[c] : 1e-30f);
+  }}
+  return {mutual} ? entropy - mean_entropy / {n}.0f : entropy;"""
     elif export.kind == "early_exit":
         blocks = []
         for i in range(len(export.taps)):

@@ -179,3 +179,27 @@ class MCDropout(UQMethod):
             exports=("dropout RNG",),
             details={"placement": "taps", "p": self.p},
         )
+
+    def device_export(self):
+        """Last-layer MC dropout (``placement=head``): the N masks the run's seeded generator
+        draws are fixed sub-networks, compiled in as constants (keep / (1 - p))."""
+        if self.placement != "head":
+            return None
+        from uqbench.deploy.score import TapScore, linear_head
+
+        constants = linear_head(self.backbone)
+        if constants is None:
+            return None
+        n, d = int(self.samples_used), constants["classifier_w"].shape[1]
+        gen = torch.Generator().manual_seed(MASK_SEED)
+        rate = torch.full((d,), 1.0 - self.p)
+        masks = [torch.bernoulli(rate, generator=gen) / (1.0 - self.p) for _ in range(n)]
+        constants["masks"] = torch.stack(masks).float().numpy()
+        params = {"mutual_information": bool(self.use_mutual_information)}
+        return TapScore("mc_dropout_head", ("penultimate",), constants, params)
+
+    def device_export_reason(self) -> str:
+        return (
+            "only last-layer MC dropout (method.placement=head) is exported; dropout at the taps "
+            "needs N masked passes of the int8 network"
+        )

@@ -17,13 +17,15 @@ class _Runs:
         self.out = out
 
     EXTRA = {"deep_ensemble": ["method.members=3"]}
+    VARIANTS = {"mc_dropout_head": ("mc_dropout", ["method.placement=head"])}
 
-    def __truediv__(self, method):
-        if not (self.out / method).is_dir():
+    def __truediv__(self, name):
+        if not (self.out / name).is_dir():
+            method, extra = self.VARIANTS.get(name, (name, self.EXTRA.get(name, [])))
             code = main(["fit", f"method={method}", "trainer.max_epochs=1", f"out={self.out}",
-                         f"name={method}", *self.EXTRA.get(method, [])])  # fmt: skip
+                         f"name={name}", *extra])  # fmt: skip
             assert code == 0
-        return self.out / method
+        return self.out / name
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +128,8 @@ def test_fit_with_an_unknown_board_stops_before_training(tmp_path, capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "method", ["mahalanobis", "snapuq", "react", "ash", "early_exit", "evidential"]
+    "method",
+    ["mahalanobis", "snapuq", "react", "ash", "mc_dropout_head", "early_exit", "evidential"],
 )
 def test_tap_scored_methods_export_their_heads(runs, capsys, method):
     """Pooled taps leave the int8 graph beside the logits (bit-exact); the score's float32
@@ -134,7 +137,8 @@ def test_tap_scored_methods_export_their_heads(runs, capsys, method):
     code = main(["deploy", f"run={runs / method}", "board=big-mcu"])
     assert code == 0, capsys.readouterr().err
     doc = json.loads((runs / method / "deploy" / "big-mcu" / "deploy.json").read_text())
-    assert doc["export"]["kind"] == "tap_score" and doc["export"]["score"] == method
+    assert doc["export"]["kind"] == "tap_score"
+    assert doc["export"]["score"] == method  # mc_dropout_head: the placement=head export
     assert doc["checks"]["firmware_logits_equal_host_reference"]
     assert doc["checks"]["score_within_tolerance"]
     assert doc["flash_bytes"]["uncertainty_extras"] > 500
@@ -170,3 +174,9 @@ def test_a_backbone_without_an_int8_form_is_a_clear_line_not_a_crash(runs, capsy
     code = main(["deploy", f"run={runs / 'msp'}", "board=big-mcu"])
     out = capsys.readouterr().out
     assert code == 0 and "not deployable: backbone digits-cnn: the int8 export has no" in out
+
+
+@pytest.mark.slow
+def test_mc_dropout_at_the_taps_is_not_deployable_yet(runs, capsys):
+    assert main(["deploy", f"run={runs / 'mc_dropout'}", "board=small-mcu"]) == 0
+    assert "only last-layer MC dropout (method.placement=head)" in capsys.readouterr().out
