@@ -12,9 +12,11 @@ A method describes its device form by returning one from ``UQMethod.device_expor
   computes the score in float32 with the method's fitted constants in flash. ``mahalanobis``
   (the paper variant: per-tap class means and diagonal variances, tap-weighted, class minimum),
   ``snapuq`` (Gaussian heads with int8 weights, per-row scales: the projector's dot product
-  exact in int32 on the int8 pooled tap, the heads accumulated in float32; then the
-  dimension-normalized surprisal, tap weights, confidence blend, logistic map), ``react`` (the
-  pooled penultimate vector clipped, the classifier in float32, energy), ``ash`` (the top k of
+  exact in int32 on the int8 pooled tap, the heads accumulated in float32; exp(-log sigma^2)
+  looked up in a 256-entry table at the nearest of 256 log-variance levels, as the paper's QAT
+  rounds it; then the dimension-normalized surprisal, tap weights, confidence blend, logistic
+  map), ``react`` (the pooled penultimate vector clipped, the classifier in float32, energy),
+  ``ash`` (the top k of
   the pooled vector kept, ties to the lower index, shaped; the classifier; energy),
   ``mc_dropout_head`` (the classifier N times on the pooled vector under the run's N fixed
   dropout masks, compiled in), ``early_exit`` (exit heads on pooled taps, softmax averaged
@@ -214,7 +216,10 @@ def host_tap_score(
         soft = np.where(xi > 20, xi, np.log1p(np.exp(np.minimum(xi, 20), dtype=f32)))
         logvar = np.clip(np.log(soft + f32(export.params["eps2"])), export.params["logvar_min"],
                          export.params["logvar_max"]).astype(f32)  # fmt: skip
-        e = ((target - mu) ** 2 * np.exp(-logvar, dtype=f32)).sum(1, dtype=f32)
+        # exp(-log sigma^2) from the 256-entry table at the nearest level (paper C.5)
+        level = np.floor((logvar - f32(export.params["logvar_min"])) / f32(export.params["step"])
+                         + f32(0.5)).astype(np.int64).clip(0, len(c["lut"]) - 1)  # fmt: skip
+        e = ((target - mu) ** 2 * c["lut"][level]).sum(1, dtype=f32)
         ebars.append(e / f32(d))
     snap = sum(c["tap_weights"][h] * ebars[h] for h in range(heads))
     top2 = -np.sort(-probs, 1)[:, :2]
@@ -421,6 +426,7 @@ def tap_c_source(export: TapScore, sizes: list[int], quant: list[tuple[float, in
     else:
         p = export.params
         eps2, low, high = (float(np.float32(p[k])) for k in ("eps2", "logvar_min", "logvar_max"))
+        step, levels = float(np.float32(p["step"])), len(export.constants["lut"])
         parts = []
         for h in range(int(p["heads"])):
             prev, target = 2 * h + 1, 2 * h + 2
@@ -446,8 +452,10 @@ def tap_c_source(export: TapScore, sizes: list[int], quant: list[tuple[float, in
       float logvar = logf(soft + {eps2!r}f);
       if (logvar < {low!r}f) logvar = {low!r}f;
       if (logvar > {high!r}f) logvar = {high!r}f;
+      int level = (int)floorf((logvar - {low!r}f) / {step!r}f + 0.5f);
+      level = level < 0 ? 0 : (level > {levels - 1} ? {levels - 1} : level);
       float v = t{target}[j] - mu;
-      e += v * v * expf(-logvar);
+      e += v * v * uq_lut[level];  /* exp(-log sigma^2), 256 entries */
     }}
     snap += uq_tap_weights[{h}] * (e / {d}.0f);
   }}""")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from uqbench.methods.snap_heads import Surprisal, SurprisalHead, Variant
@@ -505,7 +506,13 @@ class SNAPUQ(UQMethod):
             return None
         from uqbench.deploy.int8 import quantize_weights
         from uqbench.deploy.score import TapScore
-        from uqbench.methods.snap_heads import EPS, LOGVAR_MAX, LOGVAR_MIN, fake_quant_int8
+        from uqbench.methods.snap_heads import (
+            EPS,
+            LOGVAR_MAX,
+            LOGVAR_MIN,
+            LUT_LEVELS,
+            fake_quant_int8,
+        )
 
         taps, constants = [], {"tap_weights": self.tap_weights.float().numpy(),
                                "map": self.map_coef.float().numpy()}  # fmt: skip
@@ -518,8 +525,11 @@ class SNAPUQ(UQMethod):
                 constants[f"{name}_q_{h}"] = q
                 constants[f"{name}_scale_{h}"] = params.scale  # the input scale joins at deploy
                 constants[f"{name}_b_{h}"] = layer.bias.detach().float().numpy()
-        params = {"heads": len(self.taps), "alpha": float(self.options["alpha"]),
-                  "eps2": EPS**2, "logvar_min": LOGVAR_MIN, "logvar_max": LOGVAR_MAX}  # fmt: skip
+        step = (LOGVAR_MAX - LOGVAR_MIN) / (LUT_LEVELS - 1)
+        levels = LOGVAR_MIN + step * np.arange(LUT_LEVELS)
+        constants["lut"] = np.exp(-levels).astype(np.float32)  # exp(-log sigma^2) per level
+        params = {"heads": len(self.taps), "alpha": float(self.options["alpha"]), "eps2": EPS**2,
+                  "logvar_min": LOGVAR_MIN, "logvar_max": LOGVAR_MAX, "step": step}  # fmt: skip
         return TapScore("snapuq", tuple(taps), constants, params)
 
     def device_export_reason(self) -> str:
