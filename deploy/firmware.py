@@ -100,7 +100,6 @@ static void uqh_number(const char *label, uint32_t value) {{
 int main(void) {{
   static int8_t output[UQ_OUTPUT_BYTES];
   volatile uint8_t *stack = (volatile uint8_t *)&_sstack;
-  uint32_t here = (uint32_t)&output; (void)here;
   /* Paint the stack below the current frame, then measure how deep the inference reaches. */
   uint8_t *sp;
   __asm__ volatile("mov %0, sp" : "=r"(sp));

@@ -124,6 +124,17 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return (e / e.sum(1, keepdims=True, dtype=np.float32)).astype(np.float32)
 
 
+def _classifier_energy(
+    features: np.ndarray, c: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The classifier in float32 on (reshaped) pooled features, then (softmax, energy)."""
+    f32 = np.float32
+    z = (features @ c["classifier_w"].T + c["classifier_b"]).astype(f32)
+    top = z.max(1)
+    total = np.exp(z - top[:, None], dtype=f32).sum(1, dtype=f32)
+    return _softmax(z), (-(top + np.log(total, dtype=f32))).astype(f32)
+
+
 def host_tap_score(
     outputs: np.ndarray, sizes: list[int], quant: list[tuple[float, int]], export: TapScore
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -141,13 +152,9 @@ def host_tap_score(
         return probs, total.min(1).astype(f32)
     if export.kind == "react":
         clipped = np.minimum(taps[0], f32(export.params["threshold"]))
-        z = (clipped @ c["classifier_w"].T + c["classifier_b"]).astype(f32)
-        top = z.max(1)
-        total = np.exp(z - top[:, None], dtype=f32).sum(1, dtype=f32)
-        return _softmax(z), (-(top + np.log(total, dtype=f32))).astype(f32)
+        return _classifier_energy(clipped, c)
     if export.kind == "ash":
         h = taps[0]
-        n = h.shape[1]
         k = int(export.params["k"])
         order = np.argsort(-h, axis=1, kind="stable")[:, :k]  # ties: the lower index first
         kept = np.zeros_like(h, dtype=bool)
@@ -160,11 +167,7 @@ def host_tap_score(
             total, kept_sum = h.sum(1, dtype=f32), shaped.sum(1, dtype=f32)
             factor = np.exp(total / np.maximum(kept_sum, f32(1e-12)), dtype=f32)
             shaped = (shaped * factor[:, None]).astype(f32)
-        del n
-        z = (shaped @ c["classifier_w"].T + c["classifier_b"]).astype(f32)
-        top = z.max(1)
-        total = np.exp(z - top[:, None], dtype=f32).sum(1, dtype=f32)
-        return _softmax(z), (-(top + np.log(total, dtype=f32))).astype(f32)
+        return _classifier_energy(shaped, c)
     if export.kind == "mc_dropout_head":
         h = taps[0]
         passes = []

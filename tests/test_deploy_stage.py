@@ -180,3 +180,39 @@ def test_a_backbone_without_an_int8_form_is_a_clear_line_not_a_crash(runs, capsy
 def test_mc_dropout_at_the_taps_is_not_deployable_yet(runs, capsys):
     assert main(["deploy", f"run={runs / 'mc_dropout'}", "board=small-mcu"]) == 0
     assert "only last-layer MC dropout (method.placement=head)" in capsys.readouterr().out
+
+
+def test_a_bit_exact_mismatch_stops_the_stage_and_writes_no_latency(runs, capsys, monkeypatch):
+    from uqbench.deploy import firmware
+
+    real = firmware.emulate
+
+    def corrupted(*args, **kwargs):
+        result = real(*args, **kwargs)
+        result.outputs = result.outputs.copy()
+        result.outputs[0, 3] ^= 1  # one bit of one logit
+        return result
+
+    monkeypatch.setattr(firmware, "emulate", corrupted)
+    folder = runs / "msp" / "deploy" / "nucleo-l4r5zi"
+    assert main(["deploy", f"run={runs / 'msp'}", "board=nucleo-l4r5zi"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "firmware on nucleo-l4r5zi differs from host int8 reference: example 0, output byte 3"
+        in err
+    )
+    assert not folder.exists()  # nothing complete-looking, no latency
+    assert not any(p.name.startswith(".nucleo") for p in folder.parent.iterdir())  # no partial
+
+
+def test_the_standalone_project_builds_with_its_makefile(runs, tmp_path):
+    import subprocess
+
+    assert main(["deploy", f"run={runs / 'msp'}", "board=small-mcu"]) == 0
+    project = tmp_path / "project"
+    shutil.copytree(runs / "msp" / "deploy" / "small-mcu" / "project", project)
+    done = subprocess.run(["make"], cwd=project, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    symbols = subprocess.run(["arm-none-eabi-nm", "libuqmodel.a"], cwd=project,
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert " T uq_infer" in symbols and " T uq_score" in symbols

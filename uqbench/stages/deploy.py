@@ -71,9 +71,10 @@ def _auroc(scores: np.ndarray, errors: np.ndarray) -> float | None:
 def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
     """Deploy the run at ``run`` to ``boards`` (:class:`~uqbench.deploy.boards.Board`); returns
     ``{board name: its deploy.json}``."""
+    from uqbench.backbones.base import count_macs
     from uqbench.deploy.codegen import ensemble, generate
     from uqbench.deploy.convert import NotDeployable, quantize_input, to_graph
-    from uqbench.deploy.firmware import build, check_toolchain
+    from uqbench.deploy.firmware import build, check_toolchain, emulate, harness
     from uqbench.deploy.reference import run as run_int8
     from uqbench.deploy.score import (
         Ensemble,
@@ -198,8 +199,6 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
         if isinstance(scorer, LogitScore)
         else tap_c_source(scorer, sizes, quant)
     )
-    from uqbench.backbones.base import count_macs
-    from uqbench.deploy.firmware import emulate, harness
 
     shape = tuple(getattr(backbone, "input_shape", x_test.shape[1:]))
     macs = sum(count_macs(m, torch.zeros(1, *shape)) for m in members)
@@ -213,83 +212,87 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
         folder = root / f".{board.name}.partial-{os.getpid()}"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        for k, model in enumerate(models):
-            name = "model.tflite" if len(models) == 1 else f"model_{k}.tflite"
-            (folder / name).write_bytes(model)
-        _project(folder / "project", files, board)
-        with_score = build({**files, "main.c": harness(sample.reshape(len(sample), -1), True)},
-                           board, folder / "build")  # fmt: skip
-        # BASE: the backbone alone (an ensemble's first member), no score: what the method adds
-        # is measured against it.
-        bare = build({**base_files, "main.c": harness(sample[:1].reshape(1, -1), False)},
-                     board, folder / "build-backbone")  # fmt: skip
-        doc: dict[str, Any] = {
-            "board": _board_dict(board),
-            "deployable": True,
-            "method": resolved.config.method,
-            "export": export.to_dict(),
-            "arena_bytes": {"planned": arena, "lower_bound": bound},
-            "macs": macs,
-            "quantization": quality,
-        }
-        if with_score.elf is None:
-            doc["oom"] = with_score.oom
-            doc["fits"] = False
-        else:
-            emulation = emulate(with_score.elf, board, len(sample))
-            if not np.array_equal(emulation.outputs, expected):
-                raise BitExactMismatch(
-                    _first_difference(
-                        "host int8 reference",
-                        f"firmware on {board.name}",
-                        expected,
-                        emulation.outputs,
-                    )  # fmt: skip
-                )
-            relative = np.abs(emulation.scores - host_scores) / np.maximum(
-                np.abs(host_scores), 1e-6
-            )
-            total = with_score.flash_bytes - _harness_bytes(with_score.elf)
-            backbone_flash = bare.flash_bytes - _harness_bytes(bare.elf)
-            base = emulate(bare.elf, board, 1).instructions if bare.elf else None
-            spent = emulation.instructions + emulation.score_instructions
-            cycles = spent * CPI[board.core]
-            doc |= {
-                "fits": True,
-                "oom": {},
-                "flash_bytes": {
-                    "total": total,
-                    "backbone": backbone_flash,  # BASE: one backbone (the first member)
-                    "uncertainty_extras": total - backbone_flash,
-                    "excludes": "the emulation test harness (main and uqh_* symbols)",
-                },
-                "ram_bytes": {
-                    "static": with_score.ram_bytes,
-                    "arena": arena,
-                    "stack_high_water": emulation.stack_bytes,
-                },
-                "instructions_per_inference": spent,
-                "instructions": {
-                    "backbone": base,
-                    "uncertainty_extras": spent - base if base is not None else None,
-                },
-                "instructions_per_mac": emulation.instructions / macs,
-                "latency": {
-                    "estimated_cycles": int(cycles),
-                    "estimated_ms": cycles / (board.clock_mhz * 1e3),
-                    "emulated_estimate": True,
-                    "model": LATENCY_MODEL,
-                },
-                "checks": {
-                    "examples": len(sample),
-                    "firmware_logits_equal_host_reference": True,
-                    "host_reference_equals_tflite_micro": True,
-                    "score_max_relative_difference": float(relative.max()),
-                    "score_tolerance": tolerance,
-                    "score_within_tolerance": bool(relative.max() <= tolerance),
-                },
+        try:
+            for k, model in enumerate(models):
+                name = "model.tflite" if len(models) == 1 else f"model_{k}.tflite"
+                (folder / name).write_bytes(model)
+            _project(folder / "project", files, board)
+            with_score = build({**files, "main.c": harness(sample.reshape(len(sample), -1), True)},
+                               board, folder / "build")  # fmt: skip
+            # BASE: the backbone alone (an ensemble's first member), no score: what the method adds
+            # is measured against it.
+            bare = build({**base_files, "main.c": harness(sample[:1].reshape(1, -1), False)},
+                         board, folder / "build-backbone")  # fmt: skip
+            doc: dict[str, Any] = {
+                "board": _board_dict(board),
+                "deployable": True,
+                "method": resolved.config.method,
+                "export": export.to_dict(),
+                "arena_bytes": {"planned": arena, "lower_bound": bound},
+                "macs": macs,
+                "quantization": quality,
             }
-        _write(folder, doc, atomic_write_json)
+            if with_score.elf is None:
+                doc["oom"] = with_score.oom
+                doc["fits"] = False
+            else:
+                emulation = emulate(with_score.elf, board, len(sample))
+                if not np.array_equal(emulation.outputs, expected):
+                    raise BitExactMismatch(
+                        _first_difference(
+                            "host int8 reference",
+                            f"firmware on {board.name}",
+                            expected,
+                            emulation.outputs,
+                        )  # fmt: skip
+                    )
+                relative = np.abs(emulation.scores - host_scores) / np.maximum(
+                    np.abs(host_scores), 1e-6
+                )
+                total = with_score.flash_bytes - _harness_bytes(with_score.elf)
+                backbone_flash = bare.flash_bytes - _harness_bytes(bare.elf)
+                base = emulate(bare.elf, board, 1).instructions if bare.elf else None
+                spent = emulation.instructions + emulation.score_instructions
+                cycles = spent * CPI[board.core]
+                doc |= {
+                    "fits": True,
+                    "oom": {},
+                    "flash_bytes": {
+                        "total": total,
+                        "backbone": backbone_flash,  # BASE: one backbone (the first member)
+                        "uncertainty_extras": total - backbone_flash,
+                        "excludes": "the emulation test harness (main and uqh_* symbols)",
+                    },
+                    "ram_bytes": {
+                        "static": with_score.ram_bytes,
+                        "arena": arena,
+                        "stack_high_water": emulation.stack_bytes,
+                    },
+                    "instructions_per_inference": spent,
+                    "instructions": {
+                        "backbone": base,
+                        "uncertainty_extras": spent - base if base is not None else None,
+                    },
+                    "instructions_per_mac": emulation.instructions / macs,
+                    "latency": {
+                        "estimated_cycles": int(cycles),
+                        "estimated_ms": cycles / (board.clock_mhz * 1e3),
+                        "emulated_estimate": True,
+                        "model": LATENCY_MODEL,
+                    },
+                    "checks": {
+                        "examples": len(sample),
+                        "firmware_logits_equal_host_reference": True,
+                        "host_reference_equals_tflite_micro": True,
+                        "score_max_relative_difference": float(relative.max()),
+                        "score_tolerance": tolerance,
+                        "score_within_tolerance": bool(relative.max() <= tolerance),
+                    },
+                }
+            _write(folder, doc, atomic_write_json)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)  # no half-written folder stays behind
+            raise
         shutil.rmtree(final, ignore_errors=True)
         os.replace(folder, final)
         documents[board.name] = doc
@@ -343,7 +346,7 @@ def _project(folder: Path, files: dict[str, str], board: Any) -> None:
     flags = " ".join(board.cflags)
     (folder / "Makefile").write_text(
         f"# Builds the uqbench model as a static library for {board.name} ({board.core}).\n"
-        f"CC ?= arm-none-eabi-gcc\nCFLAGS ?= {flags} -O3 -ffunction-sections -fdata-sections\n"
+        f"CC = arm-none-eabi-gcc\nCFLAGS = {flags} -O3 -ffunction-sections -fdata-sections\n"
         "OBJECTS = $(patsubst %.c,%.o,$(wildcard *.c))\n\n"
         "libuqmodel.a: $(OBJECTS)\n\tarm-none-eabi-ar rcs $@ $^\n\n"
         "%.o: %.c\n\t$(CC) $(CFLAGS) -c $< -o $@\n\n"
