@@ -11,10 +11,20 @@ layout of torchvision and of the official archives::
 - **Splits.** The official 50,000 / 10,000 split; ``dev`` is 10% of train, stratified, fixed by
   ``split_seed``. Normalized with the per-channel means (0.4914, 0.4822, 0.4465) and stds
   (0.2023, 0.1994, 0.2010) of paper A.1.
-- **CID.** Each ``CIFAR-10-C/<corruption>.npy`` holds the test split under that corruption at
-  severities 1-5, 10,000 images each in order; it is memory-mapped and read one severity at a
-  time, so a full evaluation never holds the 950,000 images. ``data.corruptions`` picks a subset
-  of the 19 (15 + 4 extra); every file named must exist.
+- **CID**, by ``data.cid``:
+
+  - ``files`` (default of ``cifar10c``): each ``CIFAR-10-C/<corruption>.npy`` holds the test
+    split under that corruption at severities 1-5, 10,000 images each in order; it is
+    memory-mapped and read one severity at a time, so a full evaluation never holds the 950,000
+    images.
+  - ``engine`` (default of ``cifar10``, the same datamodule without CIFAR-10-C): the test split
+    under the engine's 19 corruptions (``uqbench.datamodules.corruptions``, CIFAR-10-C's own
+    severity table), generated set by set and seeded by (split_seed, corruption, severity).
+    CIFAR-10-C's files are not needed. They are close to the published files but not equal
+    (two weather corruptions differ by design; see the engine's ``weather`` module).
+
+  ``data.corruptions`` picks a subset of the 19 (15 + 4 extra); with ``files`` every file named
+  must exist.
 - **OOD.** ``cifar100`` (near: the CIFAR-100 test split) and ``svhn`` (far: the SVHN test split).
 - **Shifted dev.** Each dev image once under a corruption of the engine (not CIFAR-10-C: those
   are test images), at a random severity.
@@ -35,8 +45,8 @@ from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 from uqbench.datamodules.augment import crop_flip_jitter
 from uqbench.datamodules.corruptions import CORRUPTIONS as ENGINE
-from uqbench.datamodules.corruptions import shift_each
-from uqbench.datamodules.mnist import data_root
+from uqbench.datamodules.corruptions import corrupt, shift_each
+from uqbench.datamodules.files import check_labels, data_root, load_npy
 
 from uqbench.datamodule import (
     NormalizedImages,
@@ -45,7 +55,7 @@ from uqbench.datamodule import (
     stratified_dev,
 )
 from uqbench.download import Resource, fetch, provenance
-from uqbench.errors import DataError
+from uqbench.errors import ConfigError, DataError
 
 MEAN = torch.tensor([0.4914, 0.4822, 0.4465])[:, None, None]
 STD = torch.tensor([0.2023, 0.1994, 0.2010])[:, None, None]
@@ -109,24 +119,8 @@ def _unpickle(path: Path, label_key: bytes, classes: int) -> tuple[np.ndarray, n
         raise DataError(
             f"{path} is corrupt: data is {data.dtype} {data.shape}, not uint8 [N, 3072]"
         )
-    _check_labels(path, labels, len(data), classes)
+    check_labels(path, labels, len(data), classes)
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels.astype(np.int64)
-
-
-def _check_labels(path: Path, labels: np.ndarray, count: int, classes: int) -> None:
-    if len(labels) != count:
-        raise DataError(
-            f"{path}: {count:,} images but {len(labels):,} labels; corrupt or mismatched"
-        )
-    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
-        raise DataError(f"{path} is corrupt: labels outside 0-{classes - 1}")
-
-
-def _load_npy(path: Path, mmap: bool) -> np.ndarray:
-    try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable array is corrupt
-        raise DataError(f"{path} is corrupt ({type(exc).__name__}: {exc}); replace it") from None
 
 
 def _to_uint8(images: np.ndarray) -> Tensor:
@@ -180,8 +174,13 @@ class CIFAR10C(UQDataModule):
             padding, horizontal flip, colour jitter of brightness/contrast/saturation +-0.2.
         download: fetch missing archives from the official sources (MD5-checked, 2.9 GB for
             CIFAR-10-C) and unpack them.
+        cid: ``files`` (the official CIFAR-10-C files) or ``engine`` (the engine's corruptions
+            of the test split; CIFAR-10-C is not needed); by default ``files`` for
+            ``cifar10c`` and ``engine`` for ``cifar10``.
     """
 
+    name = "cifar10c"
+    default_cid = "files"
     num_classes = 10
     input_shape = (3, 32, 32)
     default_backbone = "resnet8"
@@ -208,9 +207,13 @@ class CIFAR10C(UQDataModule):
         split_seed: int = 0,
         augment: bool = True,
         download: bool = False,
+        cid: str | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, split_seed)
-        self.download, self.augmentation = download, augment
+        cid = cid or self.default_cid
+        if cid not in ("files", "engine"):
+            raise ConfigError(f"data.cid={cid!r} is not a CID source; choose files or engine")
+        self.download, self.augmentation, self.cid = download, augment, cid
         check_corruptions(tuple(corruptions), CIFAR10C_CORRUPTIONS, "CIFAR-10-C")
         self.root, self.corruptions = data_root(root), tuple(corruptions)
         self._test: tuple[Tensor, Tensor] | None = None
@@ -218,8 +221,9 @@ class CIFAR10C(UQDataModule):
     def _needed(self) -> list[tuple[Path, str]]:
         files = [(Path("cifar-10-batches-py") / b, "cifar-10-batches-py") for b in TRAIN_BATCHES]
         files.append((Path("cifar-10-batches-py") / "test_batch", "cifar-10-batches-py"))
-        files += [(Path("CIFAR-10-C") / f"{c}.npy", "CIFAR-10-C") for c in self.corruptions]
-        files.append((Path("CIFAR-10-C") / "labels.npy", "CIFAR-10-C"))
+        if self.cid == "files":
+            files += [(Path("CIFAR-10-C") / f"{c}.npy", "CIFAR-10-C") for c in self.corruptions]
+            files.append((Path("CIFAR-10-C") / "labels.npy", "CIFAR-10-C"))
         files.append((Path("test_32x32.mat"), "test_32x32.mat"))
         files.append((Path("cifar-100-python") / "test", "cifar-100-python"))
         return files
@@ -240,11 +244,12 @@ class CIFAR10C(UQDataModule):
                 f"  {self.root / f}   (from {RESOURCES[s].url}, or data.download=true)"
                 for f, s in missing
             )
+            without = "; data.cid=engine generates the corruptions instead" * (self.cid == "files")
             raise DataError(
-                f"data=cifar10c is missing {len(missing)} file(s) under data.root={self.root}:"
-                f"\n{lines}\nExtract the official archives there, or point data.root (or "
-                f"UQBENCH_DATA) at a folder that has them; data.corruptions=[...] evaluates a "
-                f"subset of CIFAR-10-C."
+                f"data={self.name} is missing {len(missing)} file(s) under data.root="
+                f"{self.root}:\n{lines}\nExtract the official archives there, or point "
+                f"data.root (or UQBENCH_DATA) at a folder that has them; data.corruptions=[...] "
+                f"evaluates a subset of CIFAR-10-C{without}."
             )
 
     def augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -278,16 +283,20 @@ class CIFAR10C(UQDataModule):
 
     def cid_set(self, corruption: str, severity: int) -> Dataset:
         self.setup()
+        if self.cid == "engine":
+            # The whole test split in one batch: the engine's draws depend on the batch.
+            x = corrupt(self._test[0].float() / 255, corruption, severity, self.split_seed)
+            return _images((x * 255).round().to(torch.uint8), self._test[1])
         n = len(self._test[1])
         path = self.root / "CIFAR-10-C" / f"{corruption}.npy"
-        images = _load_npy(path, mmap=True)
-        labels = _load_npy(self.root / "CIFAR-10-C" / "labels.npy", mmap=False)
+        images = load_npy(path, mmap=True)
+        labels = load_npy(self.root / "CIFAR-10-C" / "labels.npy", mmap=False)
         if images.dtype != np.uint8 or images.shape != (5 * n, 32, 32, 3):
             raise DataError(
                 f"{path} is corrupt or not this test set: {images.dtype} {images.shape}, "
                 f"expected uint8 ({5 * n}, 32, 32, 3) (5 severities x {n} test images)"
             )
-        _check_labels(path.with_name("labels.npy"), labels, 5 * n, 10)
+        check_labels(path.with_name("labels.npy"), labels, 5 * n, 10)
         return CorruptedSlice(images, labels, (severity - 1) * n, n)
 
     def dev_shift_set(self) -> Dataset:
@@ -321,5 +330,13 @@ class CIFAR10C(UQDataModule):
             raise DataError(
                 f"{path} is corrupt: X is {images.dtype} {images.shape}, not [32, 32, 3, N]"
             )
-        _check_labels(path, labels - 1, images.shape[3], 10)  # SVHN labels are 1-10
+        check_labels(path, labels - 1, images.shape[3], 10)  # SVHN labels are 1-10
         return images.transpose(3, 0, 1, 2)
+
+
+class CIFAR10(CIFAR10C):
+    """``cifar10``: ``cifar10c`` with the engine's corruptions (``data.cid=engine``), for users
+    without the CIFAR-10-C files; everything else (files, splits, OOD, recipe) is the same."""
+
+    name = "cifar10"
+    default_cid = "engine"

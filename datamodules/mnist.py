@@ -6,15 +6,22 @@ torchvision's layout, so an existing torchvision data folder works as it is (``.
     MNIST/raw/train-images-idx3-ubyte     MNIST/raw/train-labels-idx1-ubyte
     MNIST/raw/t10k-images-idx3-ubyte      MNIST/raw/t10k-labels-idx1-ubyte
     FashionMNIST/raw/t10k-images-idx3-ubyte   FashionMNIST/raw/t10k-labels-idx1-ubyte
+    mnist_c/<corruption>/test_images.npy      mnist_c/<corruption>/test_labels.npy  (cid=mnistc)
 
 - **Splits.** The official 60,000 / 10,000 split; ``dev`` is 10% of the training images,
   stratified by class and fixed by ``split_seed`` (paper A: 54,000 / 6,000 / 10,000).
 - **Normalization.** mean 0.1307, std 0.3081 (paper A.1), after any corruption.
-- **CID.** The test split under 17 of the engine's 19 corruptions
-  (``uqbench.datamodules.corruptions``, CIFAR-10-C's severity table: MNIST-C publishes one
-  strength per corruption, not five) at severities 1-5, seeded by (split_seed, corruption,
-  severity). Snow is left out (not defined for MNIST, paper A.3) and so is saturate (no effect
-  on gray images). The official MNIST-C files are not read yet.
+- **CID**, by ``data.cid``:
+
+  - ``engine`` (default): the test split under 17 of the engine's 19 corruptions
+    (``uqbench.datamodules.corruptions``, CIFAR-10-C's severity table) at severities 1-5, seeded
+    by (split_seed, corruption, severity). Snow is left out (not defined for MNIST, paper A.3)
+    and so is saturate (no effect on gray images).
+  - ``mnistc``: the official MNIST-C files (Mu & Gilmer 2019), ``mnist_c/<corruption>/
+    test_images.npy`` and ``test_labels.npy`` for its 15 corruptions. MNIST-C publishes one
+    strength per corruption, not five (the paper's "severities 1-5 of MNIST-C" do not exist in
+    the files): each is evaluated once and recorded as severity 1, so the severity columns of a
+    report hold that single level. ``data.corruptions=[...]`` picks a subset.
 - **OOD.** ``fashion``: the Fashion-MNIST test split (10,000 images, far OOD; paper A.3).
 - **Shifted dev.** Each dev image once under a random corruption and severity.
 
@@ -25,7 +32,6 @@ shape, or whose labels are out of range or disagree in count with its images, is
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -34,14 +40,22 @@ from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 from uqbench.datamodules.augment import rotate_translate
 from uqbench.datamodules.corruptions import CORRUPTIONS, corrupt, shift_each
+from uqbench.datamodules.files import check_labels, data_root, load_npy
 from uqbench.datamodules.idx import find, read_idx
 
-from uqbench.datamodule import UQDataModule, stratified_dev
+from uqbench.datamodule import UQDataModule, check_corruptions, stratified_dev
 from uqbench.download import Resource, fetch, provenance
-from uqbench.errors import DataError
+from uqbench.errors import ConfigError, DataError
 
 # Snow is not defined for MNIST (paper A.3) and saturation does nothing to gray images.
 ENGINE_CORRUPTIONS = tuple(c for c in CORRUPTIONS if c not in ("snow", "saturate"))
+# The 15 corruptions of the official MNIST-C archive (its ``identity`` folder is clean MNIST).
+MNISTC_CORRUPTIONS = (
+    "shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale", "rotate",
+    "brightness", "translate", "stripe", "fog", "spatter", "dotted_line", "zigzag",
+    "canny_edges",
+)  # fmt: skip
+CID_SOURCES = {"engine": ENGINE_CORRUPTIONS, "mnistc": MNISTC_CORRUPTIONS}
 MEAN, STD = 0.1307, 0.3081
 DEV_FRACTION = 0.1
 SOURCES = {
@@ -49,7 +63,15 @@ SOURCES = {
     "(or torchvision.datasets.MNIST(root, download=True), or data.download=true)",
     "FashionMNIST": "https://github.com/zalandoresearch/fashion-mnist "
     "(or torchvision.datasets.FashionMNIST(root, download=True), or data.download=true)",
+    "mnist_c": "https://zenodo.org/records/3239543 (mnist_c.zip, or data.download=true)",
 }
+# The MNIST-C archive on Zenodo, with the MD5 Zenodo publishes; its top folder is mnist_c/.
+MNISTC = Resource(
+    "https://zenodo.org/records/3239543/files/mnist_c.zip",
+    "4b34b33045869ee6d424616cd3a65da3",
+    "mnist_c",
+    unpack=True,
+)
 FILES = {
     ("MNIST", "train"): ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     ("MNIST", "test"): ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -77,11 +99,6 @@ def resource(dataset: str, name: str) -> Resource:
     )
 
 
-def data_root(root: str | None) -> Path:
-    """``root``, else ``$UQBENCH_DATA``, else ``~/.cache/uqbench/data``."""
-    return Path(root or os.environ.get("UQBENCH_DATA") or Path.home() / ".cache/uqbench/data")
-
-
 def read_split(root: Path, dataset: str, split: str) -> tuple[Tensor, Tensor]:
     """Images [N, 1, 28, 28] in [0, 1] and labels [N] of one official split, checked."""
     folder = root / dataset / "raw"
@@ -103,6 +120,35 @@ def read_split(root: Path, dataset: str, split: str) -> tuple[Tensor, Tensor]:
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
+def read_mnistc(root: Path, corruption: str, count: int) -> tuple[Tensor, Tensor]:
+    """Images [count, 1, 28, 28] in [0, 1] and labels of one MNIST-C test corruption, checked.
+
+    The official arrays are [N, 28, 28, 1] 8-bit levels (uint8, or floats holding the same
+    whole levels); anything else is named corrupt."""
+    folder = root / "mnist_c" / corruption
+    images = load_npy(folder / "test_images.npy", mmap=False)
+    labels = load_npy(folder / "test_labels.npy", mmap=False)
+    if images.shape not in ((count, 28, 28, 1), (count, 28, 28)):
+        raise DataError(
+            f"{folder / 'test_images.npy'} is corrupt or not this test set: {images.shape}, "
+            f"expected ({count}, 28, 28, 1)"
+        )
+    levels = images.astype(np.float32)
+    if images.dtype != np.uint8 and (
+        not np.issubdtype(images.dtype, np.floating)
+        or levels.min(initial=0) < 0
+        or levels.max(initial=0) > 255
+        or not np.array_equal(levels, np.round(levels))
+    ):
+        raise DataError(
+            f"{folder / 'test_images.npy'} is corrupt: {images.dtype} values that are not "
+            f"8-bit levels 0-255"
+        )
+    check_labels(folder / "test_labels.npy", labels, count, 10)
+    x = torch.from_numpy(levels.reshape(count, 1, 28, 28) / 255.0)
+    return x, torch.from_numpy(labels.astype(np.int64))
+
+
 class MNIST(UQDataModule):
     """MNIST with engine CID and Fashion-MNIST OOD (see the module docstring).
 
@@ -111,6 +157,9 @@ class MNIST(UQDataModule):
         augment: paper A.1's training augmentation, on the device: rotation within +-10
             degrees and translation by up to 2 pixels.
         download: fetch missing files from the official mirrors (MD5-checked).
+        cid: ``engine`` (the engine's corruptions at severities 1-5) or ``mnistc`` (the
+            official MNIST-C files, one level each).
+        corruptions: the CID corruptions evaluated (default: all of the chosen source's).
     """
 
     num_classes = 10
@@ -135,8 +184,17 @@ class MNIST(UQDataModule):
         split_seed: int = 0,
         augment: bool = True,
         download: bool = False,
+        cid: str = "engine",
+        corruptions: tuple[str, ...] | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, split_seed)
+        if cid not in CID_SOURCES:
+            raise ConfigError(f"data.cid={cid!r} is not a CID source; choose engine or mnistc")
+        available = CID_SOURCES[cid]
+        chosen = available if corruptions is None else tuple(corruptions)
+        check_corruptions(chosen, available, f"data.cid={cid}")
+        self.cid, self.corruptions = cid, chosen
+        self.severities = (1,) if cid == "mnistc" else (1, 2, 3, 4, 5)
         self.root, self.download, self.augmentation = data_root(root), download, augment
         self._test_images: Tensor | None = None
 
@@ -145,6 +203,14 @@ class MNIST(UQDataModule):
         for (dataset, _), names in FILES.items():
             folder = self.root / dataset / "raw"
             missing += [(folder, n, dataset) for n in names if find(folder, n) is None]
+        if self.cid == "mnistc":
+            for corruption in self.corruptions:
+                folder = self.root / "mnist_c" / corruption
+                missing += [
+                    (folder, n, "mnist_c")
+                    for n in ("test_images.npy", "test_labels.npy")
+                    if not (folder / n).is_file()
+                ]
         return missing
 
     def check_files(self) -> None:
@@ -152,7 +218,15 @@ class MNIST(UQDataModule):
         them when ``download`` is on)."""
         if self.download:
             for _, name, dataset in self._missing():
-                fetch(resource(dataset, name), self.root)
+                if dataset != "mnist_c":
+                    fetch(resource(dataset, name), self.root)
+            if any(d == "mnist_c" for *_, d in self._missing()):
+                if (self.root / MNISTC.target).exists():
+                    raise DataError(
+                        f"{self.root / MNISTC.target} exists but lacks files data.cid=mnistc "
+                        f"reads; move it aside so data.download=true can fetch the archive"
+                    )
+                fetch(MNISTC, self.root)
         missing = self._missing()
         if missing:
             lines = "\n".join(
@@ -183,6 +257,12 @@ class MNIST(UQDataModule):
                     if path.suffix == ".gz"
                     else "no published checksum (the published MD5 is of the .gz)"
                 )
+        if self.cid == "mnistc":
+            for corruption in self.corruptions:
+                for name in ("test_images.npy", "test_labels.npy"):
+                    record[f"mnist_c/{corruption}/{name}"] = (
+                        "no published checksum (the published MD5 is of mnist_c.zip)"
+                    )
         return record
 
     def setup(self, stage: str | None = None) -> None:
@@ -203,12 +283,16 @@ class MNIST(UQDataModule):
 
     def cid_set(self, corruption: str, severity: int) -> Dataset:
         self.setup()
+        if self.cid == "mnistc":
+            x, y = read_mnistc(self.root, corruption, len(self._test_labels))
+            return TensorDataset(self.normalize(x), y)
         x = corrupt(self._test_images, corruption, severity, self.split_seed)
         return TensorDataset(self.normalize(x), self._test_labels)
 
     def dev_shift_set(self) -> Dataset:
+        # Always the engine's corruptions: MNIST-C's files are corrupted test images.
         self.setup()
-        x = shift_each(self._dev_images, self.corruptions, self.split_seed + 1)
+        x = shift_each(self._dev_images, ENGINE_CORRUPTIONS, self.split_seed + 1)
         return TensorDataset(self.normalize(x), self._dev_labels)
 
     def ood_set(self, name: str) -> Dataset:

@@ -38,8 +38,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 from uqbench.datamodules.audio_corruptions import SEVERITIES, corrupt_audio
+from uqbench.datamodules.files import data_root
 from uqbench.datamodules.logmel import CLIP, SAMPLE_RATE, fit_clip, log_mel
-from uqbench.datamodules.mnist import data_root
 
 from uqbench.datamodule import UQDataModule
 from uqbench.download import Resource, fetch

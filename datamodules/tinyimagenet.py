@@ -37,7 +37,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from uqbench.datamodules.augment import crop_flip_jitter
 from uqbench.datamodules.corruptions import BENCHMARK, shift_each
-from uqbench.datamodules.mnist import data_root
+from uqbench.datamodules.files import data_root
 
 from uqbench.datamodule import (
     NormalizedImages,

@@ -161,3 +161,28 @@ def test_snapuq_fits_on_cifar10c_as_typed(capsys, tmp_path, monkeypatch):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "OOD cifar100 25, svhn 30" in out and "backbone=resnet8" in out
+
+
+def test_cifar10_generates_cid_with_the_engine_without_cifar10c_files(tmp_path, capsys):
+    import shutil
+
+    from uqbench.datamodules.cifar10c import CIFAR10
+    from uqbench.datamodules.corruptions import corrupt
+
+    root = make_root(tmp_path / "data")
+    shutil.rmtree(root / "CIFAR-10-C")
+    data = CIFAR10(root=str(root), corruptions=("fog", "pixelate"))
+    data.check_files()  # CIFAR-10-C is not needed
+    data.setup()
+    x, y = data.cid_set("pixelate", 4).images, data.cid_set("pixelate", 4).labels
+    test = data.test_set.images.float() / 255
+    expected = corrupt(test, "pixelate", 4, data.split_seed)
+    assert torch.equal(x, (expected * 255).round().to(torch.uint8))
+    assert torch.equal(y, data.test_set.labels) and not torch.equal(x, data.test_set.images)
+    assert [s.name for s in data.eval_sets()][1:3] == ["cid/fog/1", "cid/fog/2"]
+    # cifar10c without its files names them and points at the engine; a bad source exits 2.
+    code = main(["fit", "data=cifar10c", f"data.root={root}", f"out={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "CIFAR-10-C/fog.npy" in err and "data.cid=engine" in err
+    code = main(["fit", "data=cifar10", "data.cid=hendrycks", f"out={tmp_path}"])
+    assert code == 2 and "choose files or engine" in capsys.readouterr().err

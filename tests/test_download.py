@@ -11,12 +11,14 @@ import io
 import json
 import tarfile
 import threading
+import zipfile
 from pathlib import Path
 
 import pytest
 import torchvision.datasets as tvd
 from test_cifar10c import make_root as make_cifar_root
 from test_mnist import make_root as make_mnist_root
+from test_mnist import write_mnistc
 from uqbench.datamodules import cifar10c, mnist
 
 from uqbench.cli import main
@@ -187,6 +189,24 @@ def test_cifar10c_archives_are_unpacked_whole_and_fixtures_marked_unofficial(
     assert files["CIFAR-10-C/fog.npy"] == "no published checksum"
     data.setup()
     assert len(data.cid_set("fog", 2)) == 40
+
+
+def test_mnistc_zip_is_fetched_and_unpacked_when_cid_needs_it(server, tmp_path, monkeypatch):
+    served, url = server
+    source = write_mnistc(tmp_path / "source", corruptions=mnist.MNISTC_CORRUPTIONS)
+    archive = served / "mnist_c.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path in sorted((source / "mnist_c").rglob("*.npy")):
+            bundle.write(path, path.relative_to(source))
+    monkeypatch.setattr(mnist, "MNISTC", dataclasses.replace(mnist.MNISTC, md5=md5sum(archive)))
+    monkeypatch.setenv("UQBENCH_DATA_MIRROR", url)
+    root = make_mnist_root(tmp_path / "data")
+    data = mnist.MNIST(root=str(root), cid="mnistc", download=True)
+    data.check_files()
+    assert sorted(p.name for p in (root / "mnist_c").iterdir()) == sorted(mnist.MNISTC_CORRUPTIONS)
+    assert _leftovers(root / "mnist_c") == _leftovers(source / "mnist_c")
+    data.setup()
+    assert len(data.cid_set("canny_edges", 1)) == 60
 
 
 def test_an_archive_that_is_not_one_is_refused(server, tmp_path, monkeypatch):

@@ -116,3 +116,57 @@ def test_fit_runs_end_to_end_on_official_format_files(capsys, tmp_path, monkeypa
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "OOD fashion 60" in out and "data=mnist" in out
+
+
+def write_mnistc(root, corruptions=("fog", "zigzag"), n_test=60, dtype=np.uint8):
+    """MNIST-C's official layout: mnist_c/<corruption>/test_{images,labels}.npy, images
+    [N, 28, 28, 1] 8-bit levels."""
+    rng = np.random.default_rng(1)
+    for corruption in corruptions:
+        folder = root / "mnist_c" / corruption
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "test_images.npy", rng.integers(0, 256, (n_test, 28, 28, 1)).astype(dtype))
+        np.save(folder / "test_labels.npy", (np.arange(n_test) % 10).astype(np.uint8))
+    return root
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_mnistc_files_are_the_cid_sets_at_their_single_level(tmp_path, dtype):
+    root = write_mnistc(make_root(tmp_path), dtype=dtype)
+    data = MNIST(root=str(root), cid="mnistc", corruptions=("fog", "zigzag"))
+    data.setup()
+    names = [s.name for s in data.eval_sets()]
+    assert names == ["id", "cid/fog/1", "cid/zigzag/1", "ood/fashion"]
+    x, y = data.cid_set("zigzag", 1).tensors
+    raw = np.load(root / "mnist_c/zigzag/test_images.npy")[..., 0]
+    torch.testing.assert_close(x[:, 0], (torch.from_numpy(raw / 255.0).float() - 0.1307) / 0.3081)
+    assert y.tolist() == (np.arange(60) % 10).tolist()
+    assert data.data_files()["mnist_c/fog/test_images.npy"].startswith("no published checksum")
+
+
+def test_mnistc_missing_or_corrupt_files_are_named(tmp_path, capsys):
+    root = write_mnistc(make_root(tmp_path / "data"), corruptions=("fog",))
+    code = main(["fit", "data=mnist", "data.cid=mnistc", f"data.root={root}", f"out={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "missing 28 file(s)" in err  # 14 corruptions x 2 files
+    assert str(root / "mnist_c/zigzag/test_images.npy") in err and "zenodo.org" in err
+    np.save(root / "mnist_c/fog/test_images.npy", np.full((60, 28, 28, 1), 300.0))
+    data = MNIST(root=str(root), cid="mnistc", corruptions=("fog",))
+    with pytest.raises(DataError, match="not 8-bit levels"):
+        data.cid_set("fog", 1)
+    np.save(root / "mnist_c/fog/test_images.npy", np.zeros((59, 28, 28, 1), np.uint8))
+    with pytest.raises(DataError, match=r"expected \(60, 28, 28, 1\)"):
+        data.cid_set("fog", 1)
+    (root / "mnist_c/fog/test_labels.npy").write_bytes(b"\x93NUMPY garbage")
+    np.save(root / "mnist_c/fog/test_images.npy", np.zeros((60, 28, 28, 1), np.uint8))
+    with pytest.raises(DataError, match="test_labels.npy is corrupt"):
+        data.cid_set("fog", 1)
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [("data.cid=mnist-c", "choose engine or mnistc"), ("data.corruptions=[snow]", "not in")],
+)
+def test_bad_cid_options_exit_2_naming_the_choices(tmp_path, capsys, option, message):
+    code = main(["fit", "data=mnist", option, f"data.root={tmp_path}", f"out={tmp_path}"])
+    assert code == 2 and message in capsys.readouterr().err
