@@ -13,6 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+# torchvision's gray: ITU-R 601-2 luma with its rounded red weight.
+GRAY = torch.tensor([0.2989, 0.587, 0.114])[:, None, None]
+
 
 def _uniform(n: int, low: float, high: float, like: Tensor, gen: torch.Generator | None) -> Tensor:
     u = torch.rand(n, generator=gen, device="cpu" if gen is not None else like.device)
@@ -44,7 +47,7 @@ def color_jitter(x: Tensor, strength: float, gen: torch.Generator | None = None)
     brightness x * b; contrast (x - m) * c + m with m the image's mean gray; saturation
     g + (x - g) * s with g the pixel's gray."""
     b = len(x)
-    weights = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype)[:, None, None]
+    weights = GRAY.to(x.device, x.dtype)
     factors = [
         _uniform(b, 1 - strength, 1 + strength, x, gen)[:, None, None, None] for _ in range(3)
     ]
@@ -77,6 +80,88 @@ def rotate_translate(
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x - fill, grid, mode="nearest", padding_mode="zeros", align_corners=False)
     return out + fill
+
+
+def random_resized_crop(
+    x: Tensor,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    gen: torch.Generator | None = None,
+) -> Tensor:
+    """torchvision's ``RandomResizedCrop(size=(H, W), scale, ratio, antialias=False)`` per image:
+    a crop of area ``scale`` x H x W and aspect ratio log-uniform in ``ratio`` (10 draws, the
+    first that fits; else the whole image clamped to ``ratio``), resized back to H x W
+    bilinearly (``align_corners=False``, source coordinates clamped into the crop)."""
+    b, _, h, w = x.shape
+    device = "cpu" if gen is not None else x.device
+    area = torch.empty(b, 10, device=device).uniform_(*scale, generator=gen) * (h * w)
+    log_ratio = torch.empty(b, 10, device=device).uniform_(
+        math.log(ratio[0]), math.log(ratio[1]), generator=gen
+    )
+    aspect = torch.exp(log_ratio)
+    cw = torch.round(torch.sqrt(area * aspect)).long()
+    ch = torch.round(torch.sqrt(area / aspect)).long()
+    fits = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+    first = fits.float().argmax(1)
+    pick = torch.arange(b, device=device)
+    cw, ch, ok = cw[pick, first], ch[pick, first], fits.any(1)
+    # torchvision's fallback: the centre crop of the whole image clamped to ``ratio``.
+    fh, fw = h, w
+    if w / h < ratio[0]:
+        fh = round(w / ratio[0])
+    elif w / h > ratio[1]:
+        fw = round(h * ratio[1])
+    cw, ch = torch.where(ok, cw, fw), torch.where(ok, ch, fh)
+    u = torch.rand(b, 2, device=device, generator=gen)
+    top = torch.where(ok, (u[:, 0] * (h - ch + 1)).long(), (h - ch) // 2)
+    left = torch.where(ok, (u[:, 1] * (w - cw + 1)).long(), (w - cw) // 2)
+    return _resize_crops(x, *(t.to(x.device) for t in (top, left, ch, cw)))
+
+
+def _axis(start: Tensor, length: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Bilinear source indices (i0, i1) and weight of i1 for ``size`` outputs over each crop
+    [start, start + length), as ``F.interpolate(align_corners=False)`` places them."""
+    out = torch.arange(size, device=start.device, dtype=torch.float32)
+    src = ((out[None] + 0.5) * (length[:, None].float() / size) - 0.5).clamp(min=0)
+    i0 = src.floor().long()
+    weight = src - i0
+    i0 = torch.minimum(i0, length[:, None] - 1)
+    i1 = torch.minimum(i0 + 1, length[:, None] - 1)
+    return start[:, None] + i0, start[:, None] + i1, weight
+
+
+def _resize_crops(x: Tensor, top: Tensor, left: Tensor, ch: Tensor, cw: Tensor) -> Tensor:
+    """Each image's crop [top, top + ch) x [left, left + cw) resized bilinearly to its H x W."""
+    b, _, h, w = x.shape
+    r0, r1, wr = _axis(top, ch, h)
+    c0, c1, wc = _axis(left, cw, w)
+    every = torch.arange(b, device=x.device)[:, None, None]
+    pixels = x.permute(0, 2, 3, 1)
+
+    def at(rows: Tensor, cols: Tensor) -> Tensor:
+        return pixels[every, rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
+
+    wr, wc = wr[:, :, None, None].to(x.dtype), wc[:, None, :, None].to(x.dtype)
+    upper = at(r0, c0) * (1 - wc) + at(r0, c1) * wc
+    lower = at(r1, c0) * (1 - wc) + at(r1, c1) * wc
+    return (upper * (1 - wr) + lower * wr).permute(0, 3, 1, 2)
+
+
+def random_flip(x: Tensor, gen: torch.Generator | None = None) -> Tensor:
+    """Each image flipped left-right with probability 0.5 (``RandomHorizontalFlip()``)."""
+    device = "cpu" if gen is not None else x.device
+    flip = (torch.rand(len(x), device=device, generator=gen) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def random_grayscale(x: Tensor, p: float, gen: torch.Generator | None = None) -> Tensor:
+    """torchvision's ``RandomGrayscale(p)`` on RGB images: with probability ``p`` per image, its
+    gray (0.2989 R + 0.587 G + 0.114 B) in all three channels."""
+    device = "cpu" if gen is not None else x.device
+    chosen = (torch.rand(len(x), device=device, generator=gen) < p).to(x.device)
+    weights = GRAY.to(x.device, x.dtype)
+    gray = (x * weights).sum(1, keepdim=True).expand_as(x)
+    return torch.where(chosen[:, None, None, None], gray, x)
 
 
 def crop_flip_jitter(

@@ -22,9 +22,8 @@ official archives' layout::
   decoded set by set; ``data.corruptions`` picks a subset. **Shifted dev**: each dev image once
   under an engine corruption (the Tiny-ImageNet table) at a random severity.
 - **Recipe** (paper B.2): SGD momentum 0.9, weight decay 1e-4, cosine 0.15 -> 1e-4 over 220
-  epochs, batch 128, MobileNetV2 x0.5; augmentation on the device: random crop with 4-pixel
-  padding and horizontal flip, colour jitter 0.2 (the paper's random-resized crop and random
-  grayscale are not built).
+  epochs, batch 128, MobileNetV2 x0.5; augmentation on the device (paper A.1): random resized
+  crop back to 64x64 (scale 0.8-1.0), horizontal flip, colour jitter 0.2, random grayscale 0.1.
 """
 
 from __future__ import annotations
@@ -35,7 +34,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
-from uqbench.datamodules.augment import crop_flip_jitter
+from uqbench.datamodules.augment import (
+    color_jitter,
+    random_flip,
+    random_grayscale,
+    random_resized_crop,
+)
 from uqbench.datamodules.corruptions import BENCHMARK, shift_each
 from uqbench.datamodules.files import data_root
 
@@ -108,7 +112,8 @@ class TinyImageNet(UQDataModule):
     Args:
         root: the data folder (default ``$UQBENCH_DATA`` or ``~/.cache/uqbench/data``).
         corruptions: the Tiny-ImageNet-C corruptions evaluated (default: all 15).
-        augment: the training augmentation (crop, flip, colour jitter), on the device.
+        augment: the training augmentation (resized crop, flip, colour jitter, grayscale), on
+            the device.
         download: fetch missing archives from the official sources and unpack them.
     """
 
@@ -250,7 +255,9 @@ class TinyImageNet(UQDataModule):
     def augment(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         if not self.augmentation:
             return x, y
-        return crop_flip_jitter(x, MEAN, STD), y
+        mean, std = MEAN.to(x.device), STD.to(x.device)
+        x = random_flip(random_resized_crop(x * std + mean, scale=(0.8, 1.0)))
+        return (random_grayscale(color_jitter(x, 0.2), 0.1) - mean) / std, y
 
     def cid_set(self, corruption: str, severity: int) -> Dataset:
         self.setup()

@@ -19,7 +19,9 @@ import torchvision.datasets as tvd
 from test_cifar10c import make_root as make_cifar_root
 from test_mnist import make_root as make_mnist_root
 from test_mnist import write_mnistc
-from uqbench.datamodules import cifar10c, mnist
+from test_speechcommands import make_root as make_speech_root
+from test_tinyimagenet import make_root as make_tin_root
+from uqbench.datamodules import cifar10c, mnist, speechcommands, tinyimagenet
 
 from uqbench.cli import main
 from uqbench.download import Resource, fetch, md5sum, provenance
@@ -207,6 +209,49 @@ def test_mnistc_zip_is_fetched_and_unpacked_when_cid_needs_it(server, tmp_path, 
     assert _leftovers(root / "mnist_c") == _leftovers(source / "mnist_c")
     data.setup()
     assert len(data.cid_set("canny_edges", 1)) == 60
+
+
+def test_tinyimagenet_zip_and_tinyimagenet_c_tar_are_fetched(server, tmp_path, monkeypatch):
+    served, url = server
+    source = make_tin_root(tmp_path / "source", train_per_class=1, corruptions=("fog",))
+    zipped = served / "tiny-imagenet-200.zip"
+    with zipfile.ZipFile(zipped, "w") as bundle:
+        for path in sorted((source / "tiny-imagenet-200").rglob("*")):
+            bundle.write(path, path.relative_to(source))
+    with tarfile.open(served / "Tiny-ImageNet-C.tar", "w") as tar:
+        tar.add(source / "Tiny-ImageNet-C", arcname="Tiny-ImageNet-C")
+    resources = dict(tinyimagenet.RESOURCES)
+    resources["tiny-imagenet-200"] = dataclasses.replace(
+        resources["tiny-imagenet-200"], md5=md5sum(zipped)
+    )
+    monkeypatch.setattr(tinyimagenet, "RESOURCES", resources)
+    monkeypatch.setenv("UQBENCH_DATA_MIRROR", url)
+    root = tmp_path / "data"
+    data = tinyimagenet.TinyImageNet(root=str(root), corruptions=("fog",), download=True)
+    data.check_files()
+    assert sorted(p.name for p in root.iterdir()) == ["Tiny-ImageNet-C", "tiny-imagenet-200"]
+    assert _leftovers(root) == _leftovers(source)
+
+
+def test_speechcommands_flat_archive_is_sha256_checked_and_unpacked(server, tmp_path, monkeypatch):
+    served, url = server
+    source = make_speech_root(tmp_path / "source", per_split=(1, 1, 1))
+    words = source / speechcommands.FOLDER
+    archive = served / "speech_commands_v0.02.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:  # flat: the members are the word folders
+        for path in sorted(words.iterdir()):
+            tar.add(path, arcname=path.name)
+    monkeypatch.setenv("UQBENCH_DATA_MIRROR", url)
+    root = tmp_path / "data"
+    with pytest.raises(DataError, match="not the published"):  # the real SHA-256 differs
+        speechcommands.SpeechCommands(root=str(root), download=True).check_files()
+    assert _leftovers(root) == []
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    monkeypatch.setattr(
+        speechcommands, "RESOURCE", dataclasses.replace(speechcommands.RESOURCE, sha256=sha)
+    )
+    speechcommands.SpeechCommands(root=str(root), download=True).check_files()
+    assert _leftovers(root / speechcommands.FOLDER) == _leftovers(words)
 
 
 def test_an_archive_that_is_not_one_is_refused(server, tmp_path, monkeypatch):

@@ -7,7 +7,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from uqbench.datamodules.augment import color_jitter, crop_flip, rotate_translate
+from uqbench.datamodules.augment import (
+    _resize_crops,
+    color_jitter,
+    crop_flip,
+    random_flip,
+    random_grayscale,
+    random_resized_crop,
+    rotate_translate,
+)
 from uqbench.datamodules.cifar10c import CIFAR10C
 from uqbench.datamodules.digits import Digits
 from uqbench.datamodules.mnist import MNIST
@@ -77,7 +85,7 @@ def test_color_jitter_formulas():
     out = color_jitter(x, 0.2, torch.Generator().manual_seed(1))
     gen = torch.Generator().manual_seed(1)
     b, c, s = (torch.rand(4, generator=gen) * 0.4 + 0.8 for _ in range(3))
-    w = torch.tensor([0.299, 0.587, 0.114])[:, None, None]
+    w = torch.tensor([0.2989, 0.587, 0.114])[:, None, None]  # torchvision's
     for i in range(4):
         y = (x[i] * b[i]).clamp(0, 1)
         m = (y * w).sum(0).mean()
@@ -100,6 +108,56 @@ def test_rotate_translate_without_rotation_is_an_integer_shift():
         torch.testing.assert_close(out[i], ref)
     rotated = rotate_translate(x, 10.0, 0, fill=0.0)
     assert rotated.shape == x.shape
+
+
+def test_resized_crops_are_torchvisions_bilinear_resize_of_each_crop():
+    from torchvision.transforms.v2 import functional as TF
+
+    x = torch.rand(5, 3, 16, 12)
+    top, left = torch.tensor([0, 3, 1, 0, 8]), torch.tensor([0, 2, 5, 0, 0])
+    ch, cw = torch.tensor([16, 9, 13, 1, 8]), torch.tensor([12, 10, 7, 1, 12])
+    out = _resize_crops(x, top, left, ch, cw)
+    for i in range(5):
+        ref = TF.resized_crop(
+            x[i], int(top[i]), int(left[i]), int(ch[i]), int(cw[i]), [16, 12], antialias=False
+        )
+        torch.testing.assert_close(out[i], ref)
+
+
+def test_random_resized_crop_draws_torchvisions_crop_boxes():
+    x = torch.arange(64 * 64, dtype=torch.float32).reshape(1, 1, 64, 64).expand(400, 3, 64, 64)
+    out = random_resized_crop(x, (0.8, 1.0), gen=torch.Generator().manual_seed(3))
+    # Each output is a smooth resize of a crop: its corners tell the crop's box.
+    rows = out[:, 0, :, 0] // 64
+    height = rows[:, -1] - rows[:, 0] + 1
+    width = out[:, 0, 0, -1] % 64 - out[:, 0, 0, 0] % 64 + 1
+    area = height * width / 64**2
+    assert area.min() >= 0.8 - 0.05 and area.max() <= 1.0  # scale, up to rounding
+    assert (width / height).min() >= 3 / 4 - 0.05 and (width / height).max() <= 4 / 3 + 0.05
+    assert len(set(zip(height.tolist(), width.tolist(), strict=True))) > 20  # varied boxes
+    tall = torch.rand(2, 3, 64, 8)  # no draw fits: the centre crop at the nearest ratio
+    fallback = random_resized_crop(tall, (0.99, 1.0), gen=torch.Generator().manual_seed(0))
+    assert fallback.shape == tall.shape
+
+
+def test_random_flip_flips_the_drawn_half():
+    x = torch.rand(40, 3, 4, 5)
+    out = random_flip(x, torch.Generator().manual_seed(5))
+    flip = torch.rand(40, generator=torch.Generator().manual_seed(5)) < 0.5
+    assert torch.equal(out[flip], x[flip].flip(-1)) and torch.equal(out[~flip], x[~flip])
+    assert 5 < flip.sum() < 35
+
+
+def test_random_grayscale_is_torchvisions_gray_on_the_chosen_images():
+    from torchvision.transforms.v2 import functional as TF
+
+    x = torch.rand(200, 3, 4, 4)
+    out = random_grayscale(x, 0.1, torch.Generator().manual_seed(4))
+    chosen = torch.rand(200, generator=torch.Generator().manual_seed(4)) < 0.1
+    assert 5 < chosen.sum() < 40
+    torch.testing.assert_close(out[~chosen], x[~chosen])
+    ref = TF.rgb_to_grayscale(x[chosen], num_output_channels=3)
+    torch.testing.assert_close(out[chosen], ref)
 
 
 def test_only_training_batches_are_augmented(tmp_path):

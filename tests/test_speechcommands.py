@@ -249,10 +249,12 @@ def test_every_corruption_is_deterministic_and_grows_with_severity(name):
     assert distance[1] > distance[0]
 
 
-def test_time_shift_and_spec_augment_on_the_same_draws():
-    x = torch.randn(5, 1, 40, 98)
+@pytest.mark.parametrize("shape", [(5, 1, 40, 98), (5, 98)])
+def test_time_shift_and_spec_augment_on_the_same_draws(shape):
+    x = torch.randn(shape)
     out = time_shift(x, 10, torch.Generator().manual_seed(0))
     shifts = torch.randint(-10, 11, (5,), generator=torch.Generator().manual_seed(0))
+    assert shifts.abs().max() > 0
     for i, s in enumerate(shifts.tolist()):
         ref = torch.zeros_like(x[i])
         if s >= 0:
@@ -265,6 +267,30 @@ def test_time_shift_and_spec_augment_on_the_same_draws():
     zero_frames = (masked == 0).all(-2).sum(-1).squeeze(1)  # fully masked frames
     assert int(zero_bands.max()) <= 10 and int(zero_frames.max()) <= 40
     assert zero_bands.float().mean() > 1 and zero_frames.float().mean() > 5
+
+
+def test_training_batches_are_waveforms_mixed_with_train_noise_then_features(data):
+    waves, labels = next(iter(data.train_dataloader()))
+    assert waves.shape[1:] == (16_000,)
+    data.augmentation = False
+    clean, same = data.augment(waves, labels)
+    torch.testing.assert_close(clean, log_mel(waves))
+    data.augmentation = True
+    torch.manual_seed(0)
+    mixed, same = data.augment(waves, labels)
+    assert mixed.shape == clean.shape and torch.equal(same, labels)
+    # The same draws by hand: shift, a train-stretch noise cut at SNR in [5, 20] dB, features,
+    # then SpecAugment's masks (zeros) on top.
+    torch.manual_seed(0)
+    shifted = time_shift(waves, 1600)
+    bank = data._train_noise
+    start = torch.randint(0, len(bank) - 16_000 + 1, (len(waves),))
+    cuts = bank[start[:, None] + torch.arange(16_000)]
+    snr = torch.empty(len(waves)).uniform_(5, 20)
+    expected = log_mel(snr_mix(shifted, cuts, snr))
+    kept = mixed != 0
+    torch.testing.assert_close(mixed[kept], expected[kept])
+    assert kept.float().mean() > 0.5 and not torch.allclose(expected, log_mel(shifted))
 
 
 @pytest.mark.slow
