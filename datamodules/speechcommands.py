@@ -24,11 +24,11 @@ official archive unpacks (torchaudio's layout)::
 - **Recipe** (paper B.2): AdamW, lr 2e-3 cosine to 1e-5, weight decay 1e-3, 80 epochs, batch
   256, DS-CNN. Augmentation (paper A.2), on the device: the training loader yields waveforms,
   and each training batch is shifted in time by up to +-100 ms, mixed with a random 1 s cut of
-  the ID background noises (their train stretch) at an SNR drawn from [5, 20] dB, turned into log-Mel features, and
-  masked by SpecAugment (2 time masks up to 20 frames, 2 frequency masks up to 5 bands). The
-  paper's random gain of +-2 dB is left out: per-utterance normalization removes it.
-  ``data.augment=false`` keeps only the features. Every other use of the train split (recorded
-  passes of post-hoc fits) reads the clean precomputed features.
+  the ID background noises (their train stretch) at an SNR drawn from [5, 20] dB, turned into
+  log-Mel features, and masked by SpecAugment (2 time masks up to 20 frames, 2 frequency masks
+  up to 5 bands). The paper's random gain of +-2 dB is left out: per-utterance normalization
+  removes it. ``data.augment=false`` keeps only the features. Every other use of the train
+  split (recorded passes of post-hoc fits) reads the clean precomputed features.
 """
 
 from __future__ import annotations
