@@ -48,7 +48,18 @@ def test_deploy_writes_checked_firmware_and_its_record(runs, capsys):
     assert doc["arena_bytes"]["planned"] == doc["arena_bytes"]["lower_bound"]
     assert doc["ram_bytes"]["static"] >= doc["arena_bytes"]["planned"]
     assert doc["instructions"]["backbone"] > 1e6 and doc["instructions"]["uncertainty_extras"] > 0
-    assert doc["latency"]["emulated_estimate"] and "not modelled" in doc["latency"]["model"]
+    latency, ram = doc["latency"], doc["ram_bytes"]
+    assert latency["emulated_estimate"] and "Not modelled" in latency["model"]
+    assert latency["backbone_ms"] + latency["uncertainty_extras_ms"] == pytest.approx(
+        latency["estimated_ms"]
+    )
+    assert latency["uncertainty_extras_ms"] > 0 and 1 < latency["cycles_per_mac"] < 30
+    cycles = sum(c["cycles"] for c in latency["by_class"].values())
+    assert latency["estimated_cycles"] == round(cycles)
+    assert ram["backbone"] + ram["uncertainty_extras"] == ram["peak"] < ram["static"]
+    assert ram["peak"] >= doc["arena_bytes"]["planned"] + ram["stack_high_water"]
+    functions = doc["instructions"]["by_function"]
+    assert "uq_conv2d" in functions and "uq_score" in functions
     q = doc["quantization"]
     assert q["examples"] == 360 and q["prediction_agreement"] > 0.8
     ood = q["auroc_id_ok_vs_ood"]["photos"]
@@ -116,7 +127,7 @@ def test_fit_deploys_at_the_end_and_reports_the_cost_table(tmp_path, capsys):
                  "deploy=small-mcu"])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0 and "Deploy (int8, per board" in out
-    assert "small-mcu" in out and "ms (emulated)" in out
+    assert "small-mcu" in out and "ms emulated (extras" in out
     assert (tmp_path / "f" / "deploy" / "small-mcu" / "deploy.json").is_file()
 
 

@@ -145,10 +145,13 @@ def format_deploy(documents: dict[str, dict[str, Any]], method: str = "") -> lis
             lines.append(f"{prefix} OOM ({over})")
         else:
             kib = {k: v / 1024 for k, v in doc["flash_bytes"].items() if isinstance(v, int)}
-            ram, ms = doc["ram_bytes"]["static"] / 1024, doc["latency"]["estimated_ms"]
+            ram = {k: v / 1024 for k, v in doc["ram_bytes"].items() if isinstance(v, int)}
+            latency = doc["latency"]
             lines.append(
                 f"{prefix} flash {kib['total']:7.1f} KiB (extras {kib['uncertainty_extras']:.1f})"
-                f"  RAM {ram:6.1f} KiB  ~{ms:8.1f} ms (emulated)"
+                f"  peak RAM {ram['peak']:6.1f} KiB (extras {ram['uncertainty_extras']:.1f})"
+                f"  ~{latency['estimated_ms']:8.1f} ms emulated (extras "
+                f"{latency['uncertainty_extras_ms']:.2f})"
             )
     return lines
 

@@ -35,15 +35,6 @@ EMULATED_EXAMPLES = 8
 OOD_EXAMPLES = 2000  # per OOD set, for the int8 vs float comparison
 SCORE_TOLERANCE = 1e-5  # relative: newlib's expf/logf against NumPy's
 TAP_SCORE_TOLERANCE = 1e-4  # relative: long float32 sums in another order than NumPy's
-# Cycles per executed instruction for straightforward int8 C (ANCHORS: Cortex-M4 TRM timings
-# weighted by an int8 convolution mix, about 1.5-1.6; the Cortex-M7 dual-issues, 0.5-0.7 of the
-# M4's cycles). Flash wait states and caches are not modelled.
-CPI = {"cortex-m4": 1.55, "cortex-m7": 0.93}
-LATENCY_MODEL = (
-    "estimated cycles = executed instructions (QEMU -icount, exact) x CPI per core "
-    "(cortex-m4 1.55, cortex-m7 0.93: Cortex-M4/M7 TRM instruction timings for int8 "
-    "convolution code); flash wait states, caches and bus contention are not modelled"
-)
 
 
 class BitExactMismatch(UQBenchError):
@@ -74,7 +65,7 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
     from uqbench.backbones.base import count_macs
     from uqbench.deploy.codegen import ensemble, generate
     from uqbench.deploy.convert import NotDeployable, quantize_input, to_graph
-    from uqbench.deploy.firmware import build, check_toolchain, emulate, harness
+    from uqbench.deploy.firmware import STACK_BYTES, build, check_toolchain, emulate, harness
     from uqbench.deploy.reference import run as run_int8
     from uqbench.deploy.score import (
         Ensemble,
@@ -86,6 +77,7 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
         tap_c_source,
     )
     from uqbench.deploy.tflite import run_tflite_micro, to_tflite
+    from uqbench.deploy.timing import MODEL, estimate, profile
     from uqbench.run_folder import atomic_write_json
     from uqbench.runner import load_run
 
@@ -249,11 +241,21 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
                 relative = np.abs(emulation.scores - host_scores) / np.maximum(
                     np.abs(host_scores), 1e-6
                 )
-                total = with_score.flash_bytes - _harness_bytes(with_score.elf)
-                backbone_flash = bare.flash_bytes - _harness_bytes(bare.elf)
-                base = emulate(bare.elf, board, 1).instructions if bare.elf else None
+                flash, harness_ram = _harness_bytes(with_score.elf)
+                total = with_score.flash_bytes - flash
+                backbone_flash = bare.flash_bytes - _harness_bytes(bare.elf)[0]
+                base = emulate(bare.elf, board, 1)
                 spent = emulation.instructions + emulation.score_instructions
-                cycles = spent * CPI[board.core]
+                # Peak RAM in use: static data beside the arena, plus the stack's high-water
+                # mark instead of its reservation; the harness's own buffers left out.
+                in_use = with_score.ram_bytes - STACK_BYTES - harness_ram + emulation.stack_bytes
+                base_in_use = (
+                    bare.ram_bytes - STACK_BYTES - _harness_bytes(bare.elf)[1] + base.stack_bytes
+                )
+                timing = estimate(profile(with_score.elf, board.qemu_machine), board.core,
+                                  with_score.elf)  # fmt: skip
+                base_timing = estimate(profile(bare.elf, board.qemu_machine), board.core)
+                ms = 1e3 * board.clock_mhz
                 doc |= {
                     "fits": True,
                     "oom": {},
@@ -267,18 +269,28 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
                         "static": with_score.ram_bytes,
                         "arena": arena,
                         "stack_high_water": emulation.stack_bytes,
+                        "peak": in_use,
+                        "backbone": base_in_use,
+                        "uncertainty_extras": in_use - base_in_use,
+                        "peak_is": "static data and bss (the arena included) + the stack's "
+                        "high-water mark, without the stack's reservation and the harness",
                     },
                     "instructions_per_inference": spent,
                     "instructions": {
-                        "backbone": base,
-                        "uncertainty_extras": spent - base if base is not None else None,
+                        "backbone": base.instructions,
+                        "uncertainty_extras": spent - base.instructions,
+                        "by_function": timing.by_function,
                     },
                     "instructions_per_mac": emulation.instructions / macs,
                     "latency": {
-                        "estimated_cycles": int(cycles),
-                        "estimated_ms": cycles / (board.clock_mhz * 1e3),
+                        "estimated_cycles": round(timing.cycles),
+                        "estimated_ms": timing.cycles / ms,
+                        "backbone_ms": base_timing.cycles / ms,
+                        "uncertainty_extras_ms": (timing.cycles - base_timing.cycles) / ms,
+                        "cycles_per_mac": timing.cycles / macs,
                         "emulated_estimate": True,
-                        "model": LATENCY_MODEL,
+                        "model": MODEL,
+                        "by_class": timing.by_class,
                     },
                     "checks": {
                         "examples": len(sample),
@@ -321,19 +333,24 @@ def _first_difference(a_name: str, b_name: str, a: np.ndarray, b: np.ndarray) ->
     )
 
 
-def _harness_bytes(elf: Path) -> int:
-    """Flash bytes of the test harness (``main`` and ``uqh_*`` symbols) in ``elf``."""
+def _harness_bytes(elf: Path) -> tuple[int, int]:
+    """(flash, RAM) bytes of the test harness (``main`` and ``uqh_*`` symbols) in ``elf``."""
     from elftools.elf.elffile import ELFFile
     from elftools.elf.sections import SymbolTableSection
 
-    total = 0
+    from uqbench.deploy.firmware import RAM_ORIGIN
+
+    flash = ram = 0
     with open(elf, "rb") as handle:
         for section in ELFFile(handle).iter_sections():
             if isinstance(section, SymbolTableSection):
                 for symbol in section.iter_symbols():
                     if symbol.name == "main" or symbol.name.startswith("uqh_"):
-                        total += symbol["st_size"]
-    return total
+                        if symbol["st_value"] >= RAM_ORIGIN:
+                            ram += symbol["st_size"]
+                        else:
+                            flash += symbol["st_size"]
+    return flash, ram
 
 
 def _project(folder: Path, files: dict[str, str], board: Any) -> None:
