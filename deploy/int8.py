@@ -8,6 +8,10 @@ int32 accumulator by a saturating rounding doubling high multiply followed by a 
 shift (:func:`multiply_by_quantized_multiplier`), exactly as TFLite's reference kernels (and
 CMSIS-NN, which is bit-exact with them) do. Every function here works on NumPy int64 arrays
 holding int32 values, so a whole tensor is requantized at once.
+
+:func:`fake_quantize_weights` is the same weight rule in torch, with a straight-through gradient:
+SNAP-UQ's quantization-aware training trains its heads through it, so the int8 weights the
+firmware gets from :func:`quantize_weights` are the ones training simulated.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
@@ -111,6 +116,19 @@ def quantize_weights(weight: np.ndarray, axis: int = 0) -> tuple[np.ndarray, QPa
     q = np.clip(np.round(moved / scale.astype(np.float64).reshape(shape)), -127, 127)
     q = np.moveaxis(q.astype(np.int8), 0, axis)
     return q, QParams(scale, np.zeros(len(scale), dtype=np.int64), axis)
+
+
+def fake_quantize_weights(weight: torch.Tensor, axis: int = 0) -> torch.Tensor:
+    """``quantize_weights(weight, axis)`` dequantized, in torch: each output channel rounded to
+    127 levels of max|w| / 127 (the same float64 arithmetic, so the same integers), with the
+    gradient passed straight through to ``weight``."""
+    moved = weight.detach().movedim(axis, 0).double()
+    peak = moved.abs().flatten(1).amax(1)
+    scale = torch.where(peak > 0, peak / 127.0, torch.ones_like(peak)).float().double()
+    shape = (-1,) + (1,) * (moved.ndim - 1)
+    q = torch.round(moved / scale.view(shape)).clamp(-127, 127)
+    rounded = (q * scale.view(shape)).float().movedim(0, axis).to(weight.dtype)
+    return weight + (rounded - weight).detach()
 
 
 BIAS_LIMIT = 2**30

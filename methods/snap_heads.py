@@ -33,18 +33,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from uqbench.deploy.int8 import fake_quantize_weights
 
 Variant = Literal["gaussian", "student_t", "huber", "lowrank", "mixture"]
 EPS = 1e-4
 LOGVAR_MIN, LOGVAR_MAX = math.log(1e-4), math.log(1e2)
 LUT_LEVELS = 256  # the firmware looks exp(-log sigma^2 / 2) up in a 256-entry table
-
-
-def fake_quant_int8(weight: Tensor) -> Tensor:
-    """Symmetric per-tensor int8 fake quantization with a straight-through gradient."""
-    scale = weight.detach().abs().max().clamp_min(1e-12) / 127.0
-    quantized = torch.round(weight / scale).clamp(-127, 127) * scale
-    return weight + (quantized - weight).detach()
 
 
 def fake_quant_logvar(logvar: Tensor) -> Tensor:
@@ -117,7 +111,8 @@ class SurprisalHead(nn.Module):
         self.register_buffer("fake_quant", torch.tensor(False))
 
     def _linear(self, layer: nn.Linear, x: Tensor) -> Tensor:
-        weight = fake_quant_int8(layer.weight) if self.fake_quant else layer.weight
+        # QAT: the deploy stage's own int8 weight rule (per output row), straight-through.
+        weight = fake_quantize_weights(layer.weight) if self.fake_quant else layer.weight
         return F.linear(x, weight, layer.bias)
 
     def predict(self, previous: Tensor) -> tuple[Tensor, Tensor, Tensor]:

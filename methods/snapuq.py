@@ -10,7 +10,9 @@ adds their depth-wise NLL to the classifier's loss (eq. 4-5, 26-28)::
 
 with a linear warm-up of lambda_SS over ``ramp_epochs`` (or the adaptive rule of G.4), optional
 detaching of the tapped activations, global gradient clipping, and fake int8 quantization of the
-heads in the last ``qat_fraction`` of epochs. At inference, one pass gives (eq. 8-11)::
+heads in the last ``qat_fraction`` of epochs (the deploy stage's per-row weight rule and its
+256 log-variance levels, so the firmware computes what training simulated). At inference, one
+pass gives (eq. 8-11)::
 
     e_bar_l = e_l / d_l,   S(x) = sum_l w_l e_bar_l  (w = omega / |S|, sums to 1)
     m(x) = alpha (1 - max p) + (1 - alpha) (1 - (p_(1) - p_(2)))
@@ -500,8 +502,9 @@ class SNAPUQ(UQMethod):
 
     def device_export(self):
         """Gaussian heads with the logistic map run on the device: int8 weights with per-row
-        scales (from the weights the checkpoint holds, which QAT rounded where it ran), the
-        projector's dot product in int32, the rest in float32 on the FPU."""
+        scales by the deploy stage's rule (``uqbench.deploy.int8``, the one QAT trains through:
+        where QAT ran, the firmware's weights are the ones training saw), the projector's dot
+        product in int32, the rest in float32 on the FPU."""
         if self.options["variant"] != "gaussian" or self.options["mapping"] != "logistic":
             return None
         from uqbench.deploy.int8 import quantize_weights
@@ -511,7 +514,6 @@ class SNAPUQ(UQMethod):
             LOGVAR_MAX,
             LOGVAR_MIN,
             LUT_LEVELS,
-            fake_quant_int8,
         )
 
         taps, constants = [], {"tap_weights": self.tap_weights.float().numpy(),
@@ -520,8 +522,8 @@ class SNAPUQ(UQMethod):
             head = self.heads[tap]
             taps += [_predecessor(self.backbone, tap), tap]
             for name, layer in (("project", head.project), ("heads", head.heads)):
-                weight = fake_quant_int8(layer.weight) if head.fake_quant else layer.weight
-                q, params = quantize_weights(weight.detach().double().numpy(), 0)  # per row
+                # Where QAT ran, training saw exactly these int8 weights (the same rule).
+                q, params = quantize_weights(layer.weight.detach().double().numpy(), 0)  # per row
                 constants[f"{name}_q_{h}"] = q
                 constants[f"{name}_scale_{h}"] = params.scale  # the input scale joins at deploy
                 constants[f"{name}_b_{h}"] = layer.bias.detach().float().numpy()

@@ -13,6 +13,7 @@ from uqbench.deploy.int8 import (
     QParams,
     activation_qparams,
     dequantize,
+    fake_quantize_weights,
     multiply_by_quantized_multiplier,
     quantize,
     quantize_bias,
@@ -162,3 +163,22 @@ def test_host_reference_is_tflite_micro_bit_for_bit(kind, stride, activation):
     assert ours.dtype == theirs.dtype == np.int8
     np.testing.assert_array_equal(ours, theirs)
     assert len(np.unique(ours)) > 3  # a real range of outputs, not a saturated constant
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_qat_fake_quantization_is_the_deploy_weight_rule(axis):
+    import torch
+
+    rng = np.random.default_rng(5)
+    weight = rng.normal(0, 0.3, (6, 5, 3)).astype(np.float32)
+    weight[2] = 0.0  # an all-zero channel (scale 1) ...
+    weight[3, 0, 0] = 0.5 * 127 * 0.3  # ... and a rounding tie at 0.5 of a level elsewhere
+    tensor = torch.tensor(weight, requires_grad=True)
+    faked = fake_quantize_weights(tensor, axis)
+    q, params = quantize_weights(weight, axis)
+    shape = [1] * 3
+    shape[axis] = -1
+    expected = (q.astype(np.float32) * params.scale.reshape(shape)).astype(np.float32)
+    np.testing.assert_array_equal(faked.detach().numpy(), expected)
+    faked.sum().backward()  # straight through: d faked / d weight = 1
+    np.testing.assert_array_equal(tensor.grad.numpy(), np.ones_like(weight))

@@ -2,8 +2,10 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from uqbench.deploy.int8 import fake_quantize_weights
 
 from uqbench.cli import main
 
@@ -107,6 +109,15 @@ def test_qat_rounds_heads_to_int8_and_inverse_variance_weights(capsys, tmp_path)
     )
     state = torch.load(folder / "checkpoint.pt", weights_only=True)["state_dict"]
     assert state["heads.mid.fake_quant"].item() is True
+    # What QAT trained through is what the deploy stage exports: the same int8 weights.
+    from uqbench.runner import load_run
+
+    _, method, _, _ = load_run(folder)
+    export = method.device_export()
+    head = method.heads["mid"]
+    trained = fake_quantize_weights(head.project.weight).detach().numpy()
+    exported = export.constants["project_q_0"] * export.constants["project_scale_0"][:, None]
+    np.testing.assert_array_equal(trained, exported.astype(np.float32))
     weights = doc["tuned"]["tap_weights"]
     assert sum(weights.values()) == pytest.approx(1.0) and weights["mid"] != 0.5
     assert 1e-4 <= doc["tuned"]["lambda_ss_final"] <= 1e-2
