@@ -69,7 +69,7 @@ def _cell(doc: dict, base_macs: int) -> str:
     if not doc["fits"]:
         return "OOM (" + ", ".join(f"{r} +{b:,} B" for r, b in doc["oom"].items()) + ")"
     flash, ram, latency = doc["flash_bytes"], doc["ram_bytes"], doc["latency"]
-    extra_macs = 100 * (doc["macs"] - base_macs) / base_macs
+    extra_macs = 100 * doc["uncertainty_extras_macs"] / base_macs
     return (
         f"+{flash['uncertainty_extras'] / 1024:.1f} KiB / +{ram['uncertainty_extras'] / 1024:.1f} "
         f"KiB / +{latency['uncertainty_extras_ms']:.2f} ms ({latency['estimated_ms']:.0f} ms) / "

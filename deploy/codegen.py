@@ -22,7 +22,7 @@ from uqbench.deploy.int8 import quantize_multiplier
 from uqbench.deploy.reference import ADD_LEFT_SHIFT, activation_range, output_multipliers
 
 C_DIR = Path(__file__).parent / "c"
-KERNEL_FILES = ("uq_kernels.h", "uq_kernels.c")
+KERNEL_FILES = ("uq_kernels.h", "uq_kernels.c", "uq_kernels_dsp.c")
 
 
 def _ident(name: str) -> str:

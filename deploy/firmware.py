@@ -177,8 +177,11 @@ class BuildResult:
     log: str = ""
 
 
-def build(files: dict[str, str], board: Board, folder: Path) -> BuildResult:
-    """Compile ``files`` (plus the start-up code) for ``board`` into ``folder/firmware.elf``."""
+def build(
+    files: dict[str, str], board: Board, folder: Path, reference_kernels: bool = False
+) -> BuildResult:
+    """Compile ``files`` (plus the start-up code) for ``board`` into ``folder/firmware.elf``;
+    ``reference_kernels``: the portable C kernels even where the core has the DSP extension."""
     check_toolchain()
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
@@ -188,6 +191,7 @@ def build(files: dict[str, str], board: Board, folder: Path) -> BuildResult:
     sources = sorted(n for n in (*files, "startup.c") if n.endswith(".c"))
     command = [
         "arm-none-eabi-gcc", *board.cflags, "-O3", "-ffunction-sections", "-fdata-sections",
+        *(["-DUQ_REFERENCE_KERNELS"] if reference_kernels else []),
         "-Wall", "-nostartfiles", "-T", "link.ld", "-Wl,--gc-sections", "--specs=nano.specs",
         *sources, "-o", "firmware.elf", "-lm", "-lc", "-lnosys",
     ]  # fmt: skip

@@ -154,8 +154,9 @@ def test_tap_scored_methods_export_their_heads(runs, capsys, method):
     assert doc["checks"]["score_within_tolerance"]
     assert doc["flash_bytes"]["uncertainty_extras"] > 500
     assert 0 < doc["instructions"]["uncertainty_extras"] < 0.05 * doc["instructions"]["backbone"]
-    if method == "snapuq":  # int8 heads: a few tens of KB at most (paper section 3)
+    if method == "snapuq":  # int8 heads: a few tens of KB at most, ~2% MACs (paper section 3)
         assert doc["flash_bytes"]["uncertainty_extras"] < 32 * 1024
+        assert 0 < doc["uncertainty_extras_macs"] < 0.02 * doc["macs"]
 
 
 @pytest.mark.slow

@@ -82,7 +82,8 @@ def test_the_plugin_counts_what_the_timer_counts_and_attributes_it(board, tmp_pa
     # plugin's per-block counters between uqh_begin and uqh_end (a few more: the timer reads).
     assert 0 <= timing.instructions - emulation.instructions < 64
     assert sum(timing.by_function.values()) == timing.instructions
-    assert max(timing.by_function, key=timing.by_function.get) == "uq_conv2d"
+    # The convolution's dot products dominate (the reference kernel, or the DSP kernels' own).
+    assert max(timing.by_function, key=timing.by_function.get) in ("uq_conv2d", "rows_by_patches")
     # The harness's share is the timer reads and the window calls; nothing it prints.
     assert timing.by_function.get("main", 0) < 16 and "uqh_hex" not in timing.by_function
     assert timing.cycles == pytest.approx(sum(v["cycles"] for v in timing.by_class.values()))

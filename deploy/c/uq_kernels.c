@@ -1,29 +1,8 @@
-/* uqbench int8 kernels (see uq_kernels.h). Straightforward C: the portable reference. */
+/* uqbench int8 kernels (see uq_kernels.h). Straightforward C: the portable reference, and the
+ * oracle the DSP kernels of uq_kernels_dsp.c are tested against. */
 #include "uq_kernels.h"
 
-static int32_t srdhm(int32_t a, int32_t b) {
-  if (a == INT32_MIN && b == INT32_MIN) return INT32_MAX;
-  int64_t ab = (int64_t)a * (int64_t)b;
-  int64_t nudge = ab >= 0 ? (1ll << 30) : (1 - (1ll << 30));
-  return (int32_t)((ab + nudge) / (1ll << 31)); /* C division truncates toward zero */
-}
-
-static int32_t rdbpot(int32_t x, int exponent) {
-  int32_t mask = (int32_t)((1ll << exponent) - 1);
-  int32_t remainder = x & mask;
-  int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
-  return (x >> exponent) + (remainder > threshold ? 1 : 0);
-}
-
-static int32_t requantize(int32_t acc, int32_t multiplier, int32_t shift) {
-  int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
-  return rdbpot(srdhm(acc * (1 << left), multiplier), right);
-}
-
-static int8_t clamp8(int32_t v, int32_t lo, int32_t hi) {
-  return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
-}
-
+#if !UQ_DSP /* the DSP builds take these five from uq_kernels_dsp.c */
 void uq_conv2d(const int8_t *in, int h, int w, int c, const int8_t *weights, const int32_t *bias,
                int out_c, int kh, int kw, int sh, int sw, const uq_requant *q, int8_t *out) {
   int oh = (h - kh) / sh + 1, ow = (w - kw) / sw + 1;
@@ -39,8 +18,8 @@ void uq_conv2d(const int8_t *in, int h, int w, int c, const int8_t *weights, con
             for (int k = 0; k < c; k++) acc += (px[k] - q->in_zero) * wk[k];
           }
         acc += bias[o];
-        acc = requantize(acc, q->multiplier[o], q->shift[o]) + q->out_zero;
-        out[(y * ow + x) * out_c + o] = clamp8(acc, q->act_min, q->act_max);
+        acc = uq_requantize(acc, q->multiplier[o], q->shift[o]) + q->out_zero;
+        out[(y * ow + x) * out_c + o] = uq_clamp8(acc, q->act_min, q->act_max);
       }
 }
 
@@ -57,8 +36,8 @@ void uq_depthwise(const int8_t *in, int h, int w, int c, const int8_t *weights,
             acc += (in[((y * sh + i) * w + (x * sw + j)) * c + k] - q->in_zero) *
                    weights[(i * kw + j) * c + k];
         acc += bias[k];
-        acc = requantize(acc, q->multiplier[k], q->shift[k]) + q->out_zero;
-        out[(y * ow + x) * c + k] = clamp8(acc, q->act_min, q->act_max);
+        acc = uq_requantize(acc, q->multiplier[k], q->shift[k]) + q->out_zero;
+        out[(y * ow + x) * c + k] = uq_clamp8(acc, q->act_min, q->act_max);
       }
 }
 
@@ -68,39 +47,9 @@ void uq_fully_connected(const int8_t *in, int k, const int8_t *weights, const in
     int32_t acc = 0;
     for (int i = 0; i < k; i++) acc += (in[i] - q->in_zero) * weights[o * k + i];
     acc += bias[o];
-    acc = requantize(acc, q->multiplier[o], q->shift[o]) + q->out_zero;
-    out[o] = clamp8(acc, q->act_min, q->act_max);
+    acc = uq_requantize(acc, q->multiplier[o], q->shift[o]) + q->out_zero;
+    out[o] = uq_clamp8(acc, q->act_min, q->act_max);
   }
-}
-
-void uq_average_pool(const int8_t *in, int h, int w, int c, int kh, int kw, int sh, int sw,
-                     int32_t act_min, int32_t act_max, int8_t *out) {
-  int oh = (h - kh) / sh + 1, ow = (w - kw) / sw + 1, count = kh * kw;
-  for (int y = 0; y < oh; y++)
-    for (int x = 0; x < ow; x++)
-      for (int k = 0; k < c; k++) {
-        int32_t sum = 0;
-        for (int i = 0; i < kh; i++)
-          for (int j = 0; j < kw; j++) sum += in[((y * sh + i) * w + (x * sw + j)) * c + k];
-        sum = sum > 0 ? (sum + count / 2) / count : (sum - count / 2) / count;
-        out[(y * ow + x) * c + k] = clamp8(sum, act_min, act_max);
-      }
-}
-
-void uq_max_pool(const int8_t *in, int h, int w, int c, int kh, int kw, int sh, int sw,
-                 int32_t act_min, int32_t act_max, int8_t *out) {
-  int oh = (h - kh) / sh + 1, ow = (w - kw) / sw + 1;
-  for (int y = 0; y < oh; y++)
-    for (int x = 0; x < ow; x++)
-      for (int k = 0; k < c; k++) {
-        int32_t best = -128;
-        for (int i = 0; i < kh; i++)
-          for (int j = 0; j < kw; j++) {
-            int32_t v = in[((y * sh + i) * w + (x * sw + j)) * c + k];
-            if (v > best) best = v;
-          }
-        out[(y * ow + x) * c + k] = clamp8(best, act_min, act_max);
-      }
 }
 
 void uq_pad(const int8_t *in, int h, int w, int c, int top, int bottom, int left, int right,
@@ -116,9 +65,40 @@ void uq_add(const int8_t *a, const int8_t *b, int n, int32_t a_zero, int32_t a_m
             int32_t a_shift, int32_t b_zero, int32_t b_mult, int32_t b_shift, int32_t out_zero,
             int32_t out_mult, int32_t out_shift, int32_t act_min, int32_t act_max, int8_t *out) {
   for (int i = 0; i < n; i++) {
-    int32_t sa = rdbpot(srdhm((a[i] - a_zero) * (1 << 20), a_mult), -a_shift);
-    int32_t sb = rdbpot(srdhm((b[i] - b_zero) * (1 << 20), b_mult), -b_shift);
-    int32_t v = rdbpot(srdhm(sa + sb, out_mult), -out_shift) + out_zero;
-    out[i] = clamp8(v, act_min, act_max);
+    int32_t sa = uq_rdbpot(uq_srdhm((a[i] - a_zero) * (1 << 20), a_mult), -a_shift);
+    int32_t sb = uq_rdbpot(uq_srdhm((b[i] - b_zero) * (1 << 20), b_mult), -b_shift);
+    int32_t v = uq_rdbpot(uq_srdhm(sa + sb, out_mult), -out_shift) + out_zero;
+    out[i] = uq_clamp8(v, act_min, act_max);
   }
+}
+#endif
+
+void uq_average_pool(const int8_t *in, int h, int w, int c, int kh, int kw, int sh, int sw,
+                     int32_t act_min, int32_t act_max, int8_t *out) {
+  int oh = (h - kh) / sh + 1, ow = (w - kw) / sw + 1, count = kh * kw;
+  for (int y = 0; y < oh; y++)
+    for (int x = 0; x < ow; x++)
+      for (int k = 0; k < c; k++) {
+        int32_t sum = 0;
+        for (int i = 0; i < kh; i++)
+          for (int j = 0; j < kw; j++) sum += in[((y * sh + i) * w + (x * sw + j)) * c + k];
+        sum = sum > 0 ? (sum + count / 2) / count : (sum - count / 2) / count;
+        out[(y * ow + x) * c + k] = uq_clamp8(sum, act_min, act_max);
+      }
+}
+
+void uq_max_pool(const int8_t *in, int h, int w, int c, int kh, int kw, int sh, int sw,
+                 int32_t act_min, int32_t act_max, int8_t *out) {
+  int oh = (h - kh) / sh + 1, ow = (w - kw) / sw + 1;
+  for (int y = 0; y < oh; y++)
+    for (int x = 0; x < ow; x++)
+      for (int k = 0; k < c; k++) {
+        int32_t best = -128;
+        for (int i = 0; i < kh; i++)
+          for (int j = 0; j < kw; j++) {
+            int32_t v = in[((y * sh + i) * w + (x * sw + j)) * c + k];
+            if (v > best) best = v;
+          }
+        out[(y * ow + x) * c + k] = uq_clamp8(best, act_min, act_max);
+      }
 }

@@ -5,6 +5,15 @@
 #define UQ_KERNELS_H
 #include <stdint.h>
 
+/* Which kernels a build gets: those of uq_kernels_dsp.c where the core has the DSP extension
+ * (Cortex-M4, M7, M33), unless built with -DUQ_REFERENCE_KERNELS; the portable reference
+ * kernels of uq_kernels.c everywhere else. Both compute the same bytes. */
+#if defined(__ARM_FEATURE_DSP) && !defined(UQ_REFERENCE_KERNELS)
+#define UQ_DSP 1
+#else
+#define UQ_DSP 0
+#endif
+
 typedef struct {
   int32_t in_zero, out_zero, act_min, act_max;
   const int32_t *multiplier, *shift; /* per output channel */
@@ -26,4 +35,29 @@ void uq_pad(const int8_t *in, int h, int w, int c, int top, int bottom, int left
 void uq_add(const int8_t *a, const int8_t *b, int n, int32_t a_zero, int32_t a_mult,
             int32_t a_shift, int32_t b_zero, int32_t b_mult, int32_t b_shift, int32_t out_zero,
             int32_t out_mult, int32_t out_shift, int32_t act_min, int32_t act_max, int8_t *out);
+
+/* TFLite's requantization, shared by every kernel: a saturating rounding doubling high multiply
+ * by a Q31 multiplier, then a rounding right shift (or a left shift before it). */
+static inline int32_t uq_srdhm(int32_t a, int32_t b) {
+  if (a == INT32_MIN && b == INT32_MIN) return INT32_MAX;
+  int64_t ab = (int64_t)a * (int64_t)b;
+  int64_t nudge = ab >= 0 ? (1ll << 30) : (1 - (1ll << 30));
+  return (int32_t)((ab + nudge) / (1ll << 31)); /* C division truncates toward zero */
+}
+
+static inline int32_t uq_rdbpot(int32_t x, int exponent) {
+  int32_t mask = (int32_t)((1ll << exponent) - 1);
+  int32_t remainder = x & mask;
+  int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+  return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+static inline int32_t uq_requantize(int32_t acc, int32_t multiplier, int32_t shift) {
+  int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+  return uq_rdbpot(uq_srdhm(acc * (1 << left), multiplier), right);
+}
+
+static inline int8_t uq_clamp8(int32_t v, int32_t lo, int32_t hi) {
+  return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+}
 #endif

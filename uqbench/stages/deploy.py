@@ -222,6 +222,8 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
                 "export": export.to_dict(),
                 "arena_bytes": {"planned": arena, "lower_bound": bound},
                 "macs": macs,
+                # What the method declares it adds (its heads, its other members), in MACs.
+                "uncertainty_extras_macs": int(method.cost_facts().extra_macs),
                 "quantization": quality,
             }
             if with_score.elf is None:

@@ -1,0 +1,280 @@
+/* uqbench int8 kernels for cores with the DSP extension (Cortex-M4, M7, M33): the same results
+ * as the reference kernels in uq_kernels.c, bit for bit, in fewer instructions.
+ *
+ * - Convolution and fully connected layers are dot products of a patch with a weight row. Each
+ *   output pixel's patch is expanded once into 16-bit (x - input zero point) values (SXTAB16),
+ *   then reused for every output channel; the inner loop takes two pixels and two output
+ *   channels at a time, so each weight word loaded serves two pixels and each patch word two
+ *   channels, and SMLAD does two multiply-accumulates per instruction.
+ * - The patch is stored in the order SXTB16 unpacks bytes: for every 4 inputs b0 b1 b2 b3 the
+ *   halfword pairs (b0, b2) then (b1, b3), so a weight word unpacked by SXTB16 and by SXTB16
+ *   with ROR #8 meets its inputs without repacking. The K % 4 tail is kept in natural order.
+ * - Depthwise convolutions take four channels per word, one multiply-accumulate per channel and
+ *   tap (SMLABB / SMLATT on the unpacked halves).
+ * - Requantization computes TFLite's roundings in fewer steps: its saturating rounding doubling
+ *   high multiply equals (a * b + 2^30) >> 31 with an arithmetic shift (the truncating division
+ *   of the nudged product, rewritten), and its rounding right shift by e equals
+ *   (x + 2^(e-1) - (x < 0)) >> e, in 64 bits so nothing overflows.
+ *
+ * Built only where __ARM_FEATURE_DSP is defined and UQ_REFERENCE_KERNELS is not (uq_kernels.h). */
+#include "uq_kernels.h"
+
+#if UQ_DSP
+#include <arm_acle.h>
+#include <string.h>
+
+static inline uint32_t load32(const void *p) {
+  uint32_t v;
+  memcpy(&v, p, 4); /* an unaligned LDR on these cores */
+  return v;
+}
+
+static inline uint32_t sxtb16_ror8(uint32_t x) {
+  uint32_t r;
+  __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+  return r;
+}
+
+static inline uint32_t sxtab16_ror8(uint32_t a, uint32_t x) {
+  uint32_t r;
+  __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(x));
+  return r;
+}
+
+/* Append `n` inputs (x - zero point) to the patch at index `k`, in the SXTB16 order within each
+ * complete group of 4 of the whole patch (`k4`: where the groups end). Returns the new index. */
+static int expand(const int8_t *src, int n, int k, int k4, uint32_t minus_zero, int32_t zero,
+                  int16_t *col) {
+  int i = 0;
+  if ((k & 3) == 0) { /* group-aligned: a word at a time */
+    for (; i + 4 <= n && k + 4 <= k4; i += 4, k += 4) {
+      uint32_t v = load32(src + i);
+      uint32_t even = __sxtab16(minus_zero, v), odd = sxtab16_ror8(minus_zero, v);
+      memcpy(col + k, &even, 4);
+      memcpy(col + k + 2, &odd, 4);
+    }
+  }
+  for (; i < n; i++, k++) {
+    int at = k < k4 ? (k & ~3) + ((k & 1) << 1) + ((k >> 1) & 1) : k; /* 0,2,1,3 in a group */
+    col[at] = (int16_t)(src[i] - zero);
+  }
+  return k;
+}
+
+/* The patch of output pixel (y, x): kh rows of kw * c contiguous inputs (NHWC). */
+static void patch(const int8_t *in, int w, int c, int kh, int kw, int y, int x, int k4,
+                  uint32_t minus_zero, int32_t zero, int16_t *col) {
+  int k = 0, row = kw * c;
+  for (int i = 0; i < kh; i++)
+    k = expand(in + ((y + i) * w + x) * c, row, k, k4, minus_zero, zero, col);
+}
+
+/* TFLite's requantization, rewritten: see the file's comment. */
+static inline int32_t srdhm(int32_t a, int32_t b) {
+  /* TFLite saturates a = b = INT32_MIN; b is a multiplier from quantize_multiplier, never
+   * negative, so that case cannot occur here. */
+  return (int32_t)(((int64_t)a * b + (1ll << 30)) >> 31);
+}
+
+static inline int32_t rdbpot(int32_t x, int exponent) {
+  int32_t mask = (int32_t)((1u << exponent) - 1u);
+  int32_t threshold = (mask >> 1) + (int32_t)((uint32_t)x >> 31);
+  return (x >> exponent) + ((x & mask) > threshold);
+}
+
+static inline int32_t requantize(int32_t acc, int32_t multiplier, int32_t shift) {
+  return shift > 0 ? srdhm(acc * (1 << shift), multiplier) : rdbpot(srdhm(acc, multiplier), -shift);
+}
+
+/* The requantization parameters in locals: stores through int8_t pointers may alias anything,
+ * so reading them from the struct would reload them after every output byte. */
+typedef struct {
+  const int32_t *bias, *multiplier, *shift;
+  int32_t out_zero, act_min, act_max;
+} Finish;
+
+static inline int8_t finish(int32_t acc, int o, const Finish *f) {
+  int32_t v = requantize(acc + f->bias[o], f->multiplier[o], f->shift[o]) + f->out_zero;
+  return (int8_t)(v < f->act_min ? f->act_min : (v > f->act_max ? f->act_max : v));
+}
+
+/* Four inputs of two patches against two weight rows, at offset i: 16 multiply-accumulates. */
+#define STEP(i)                                                           \
+  do {                                                                    \
+    uint32_t r0 = load32(w0 + (i)), r1 = load32(w1 + (i));                \
+    uint32_t v0 = __sxtb16(r0), v1 = __sxtb16(r1), x = load32(c0 + (i));  \
+    a00 = __smlad(x, v0, a00);                                            \
+    a01 = __smlad(x, v1, a01);                                            \
+    x = load32(c1 + (i));                                                 \
+    a10 = __smlad(x, v0, a10);                                            \
+    a11 = __smlad(x, v1, a11);                                            \
+    v0 = sxtb16_ror8(r0);                                                 \
+    v1 = sxtb16_ror8(r1);                                                 \
+    x = load32(c0 + (i) + 2);                                             \
+    a00 = __smlad(x, v0, a00);                                            \
+    a01 = __smlad(x, v1, a01);                                            \
+    x = load32(c1 + (i) + 2);                                             \
+    a10 = __smlad(x, v0, a10);                                            \
+    a11 = __smlad(x, v1, a11);                                            \
+  } while (0)
+
+/* Patches [npix][k] (npix 1 or 2) against every weight row: out0[o] and out1[o]. Two rows and
+ * two patches at a time; the inner loop keeps few values live (four sums, two weight words, one
+ * input word) and runs without spilling to the stack, which the first scheduling pass would
+ * otherwise cause (hence its attribute). */
+__attribute__((noinline, optimize("no-schedule-insns"))) static void rows_by_patches(
+    const int16_t *cols, int npix, int k, const int8_t *weights, int out_c, int32_t *sum0,
+    int32_t *sum1) {
+  int k4 = k & ~3, o = 0;
+  const int16_t *p0 = cols, *p1 = npix == 2 ? cols + k : cols;
+  for (; o + 2 <= out_c; o += 2) {
+    const int8_t *w0 = weights + o * k, *w1 = w0 + k, *end = w0 + k4;
+    const int16_t *c0 = p0, *c1 = p1;
+    int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+    /* Eight inputs per iteration while they last (half the loop overhead), then four. */
+    for (const int8_t *end8 = w0 + (k4 & ~7); w0 < end8; w0 += 8, w1 += 8, c0 += 8, c1 += 8) {
+      STEP(0);
+      STEP(4);
+    }
+    if (w0 < end) {
+      STEP(0);
+      w0 += 4, w1 += 4, c0 += 4, c1 += 4;
+    }
+    for (int i = k4; i < k; i++, w0++, w1++, c0++, c1++) {
+      a00 += *c0 * *w0;
+      a01 += *c0 * *w1;
+      a10 += *c1 * *w0;
+      a11 += *c1 * *w1;
+    }
+    sum0[o] = a00, sum0[o + 1] = a01, sum1[o] = a10, sum1[o + 1] = a11;
+  }
+  for (; o < out_c; o++) { /* an odd last row */
+    const int8_t *w0 = weights + o * k;
+    for (int j = 0; j < npix; j++) {
+      const int16_t *c0 = j ? p1 : p0;
+      int32_t acc = 0;
+      for (int i = 0; i < k4; i += 4) {
+        uint32_t v = load32(w0 + i);
+        acc = __smlad(load32(c0 + i), __sxtb16(v), acc);
+        acc = __smlad(load32(c0 + i + 2), sxtb16_ror8(v), acc);
+      }
+      for (int i = k4; i < k; i++) acc += c0[i] * w0[i];
+      (j ? sum1 : sum0)[o] = acc;
+    }
+  }
+}
+
+static inline Finish finish_of(const int32_t *bias, const uq_requant *q) {
+  Finish f = {bias, q->multiplier, q->shift, q->out_zero, q->act_min, q->act_max};
+  return f;
+}
+
+/* out[o] = the requantized sum[o] + bias[o], for every channel: one tight loop. */
+__attribute__((noinline)) static void requantize_row(const int32_t *sum, int n, Finish f,
+                                                     int8_t *out) {
+  for (int o = 0; o < n; o++) out[o] = finish(sum[o], o, &f);
+}
+
+static inline uint32_t minus_zero_pair(int32_t zero) {
+  uint32_t m = (uint32_t)(uint16_t)(int16_t)(-zero);
+  return m | (m << 16);
+}
+
+void uq_conv2d(const int8_t *in, int h, int w, int c, const int8_t *weights, const int32_t *bias,
+               int out_c, int kh, int kw, int sh, int sw, const uq_requant *q, int8_t *out) {
+  int oh = (h - kh) / sh + 1, ow = (w - kw) / sw + 1, k = kh * kw * c, k4 = k & ~3;
+  int16_t cols[2 * k]; /* two expanded patches on the stack: 4 bytes per patch element */
+  int32_t sums[2 * out_c];
+  uint32_t minus_zero = minus_zero_pair(q->in_zero);
+  Finish f = finish_of(bias, q);
+  int pixels = oh * ow;
+  for (int p = 0; p < pixels; p += 2) {
+    int npix = p + 1 < pixels ? 2 : 1;
+    for (int j = 0; j < npix; j++) {
+      int y = (p + j) / ow, x = (p + j) % ow;
+      patch(in, w, c, kh, kw, y * sh, x * sw, k4, minus_zero, q->in_zero, cols + j * k);
+    }
+    rows_by_patches(cols, npix, k, weights, out_c, sums, sums + out_c);
+    for (int j = 0; j < npix; j++) requantize_row(sums + j * out_c, out_c, f, out + (p + j) * out_c);
+  }
+}
+
+void uq_fully_connected(const int8_t *in, int k, const int8_t *weights, const int32_t *bias,
+                        int out_c, const uq_requant *q, int8_t *out) {
+  int16_t col[k];
+  int32_t sums[out_c];
+  expand(in, k, 0, k & ~3, minus_zero_pair(q->in_zero), q->in_zero, col);
+  rows_by_patches(col, 1, k, weights, out_c, sums, sums);
+  requantize_row(sums, out_c, finish_of(bias, q), out);
+}
+
+void uq_depthwise(const int8_t *in, int h, int w, int c, const int8_t *weights,
+                  const int32_t *bias, int kh, int kw, int sh, int sw, const uq_requant *q,
+                  int8_t *out) {
+  int oh = (h - kh) / sh + 1, ow = (w - kw) / sw + 1, c4 = c & ~3;
+  uint32_t minus_zero = minus_zero_pair(q->in_zero);
+  Finish f = finish_of(bias, q);
+  for (int y = 0; y < oh; y++)
+    for (int x = 0; x < ow; x++) {
+      int8_t *o = out + (y * ow + x) * c;
+      for (int k = 0; k < c4; k += 4) { /* four channels per word */
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        for (int i = 0; i < kh; i++) {
+          const int8_t *px = in + ((y * sh + i) * w + x * sw) * c + k;
+          const int8_t *wk = weights + i * kw * c + k;
+          for (int j = 0; j < kw; j++, px += c, wk += c) {
+            uint32_t v = load32(px), g = load32(wk);
+            uint32_t xe = __sxtab16(minus_zero, v), xo = sxtab16_ror8(minus_zero, v);
+            uint32_t we = __sxtb16(g), wo = sxtb16_ror8(g);
+            a0 = __smlabb(xe, we, a0);
+            a2 = __smlatt(xe, we, a2);
+            a1 = __smlabb(xo, wo, a1);
+            a3 = __smlatt(xo, wo, a3);
+          }
+        }
+        o[k] = finish(a0, k, &f);
+        o[k + 1] = finish(a1, k + 1, &f);
+        o[k + 2] = finish(a2, k + 2, &f);
+        o[k + 3] = finish(a3, k + 3, &f);
+      }
+      for (int k = c4; k < c; k++) {
+        int32_t acc = 0;
+        for (int i = 0; i < kh; i++)
+          for (int j = 0; j < kw; j++)
+            acc += (in[((y * sh + i) * w + (x * sw + j)) * c + k] - q->in_zero) *
+                   weights[(i * kw + j) * c + k];
+        o[k] = finish(acc, k, &f);
+      }
+    }
+}
+
+void uq_add(const int8_t *a, const int8_t *b, int n, int32_t a_zero, int32_t a_mult,
+            int32_t a_shift, int32_t b_zero, int32_t b_mult, int32_t b_shift, int32_t out_zero,
+            int32_t out_mult, int32_t out_shift, int32_t act_min, int32_t act_max, int8_t *out) {
+  /* Each input's rescaled value depends on its byte alone: two 256-entry tables, then one
+   * requantization per element instead of three. */
+  int32_t ta[256], tb[256];
+  for (int v = -128; v < 128; v++) {
+    ta[v + 128] = rdbpot(srdhm((v - a_zero) * (1 << 20), a_mult), -a_shift);
+    tb[v + 128] = rdbpot(srdhm((v - b_zero) * (1 << 20), b_mult), -b_shift);
+  }
+  for (int i = 0; i < n; i++) {
+    int32_t v = rdbpot(srdhm(ta[a[i] + 128] + tb[b[i] + 128], out_mult), -out_shift) + out_zero;
+    out[i] = (int8_t)(v < act_min ? act_min : (v > act_max ? act_max : v));
+  }
+}
+
+void uq_pad(const int8_t *in, int h, int w, int c, int top, int bottom, int left, int right,
+            int8_t value, int8_t *out) {
+  int ow = w + left + right, oh = h + top + bottom, row = w * c;
+  memset(out, value, (size_t)(top * ow * c));
+  for (int y = 0; y < h; y++) {
+    int8_t *o = out + (y + top) * ow * c;
+    memset(o, value, (size_t)(left * c));
+    memcpy(o + left * c, in + y * row, (size_t)row);
+    memset(o + left * c + row, value, (size_t)(right * c));
+  }
+  memset(out + (top + h) * ow * c, value, (size_t)(bottom * ow * c));
+  (void)oh;
+}
+#endif
