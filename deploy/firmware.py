@@ -260,6 +260,11 @@ def emulate(elf: Path, board: Board, examples: int, timeout: float = 60.0) -> Em
     lines = log.split()
     instructions = int(next(v for v in lines if v.startswith("instructions=")).split("=")[1])
     stack = int(next(v for v in lines if v.startswith("stack=")).split("=")[1])
+    if stack >= STACK_BYTES:  # not one painted byte left: it ran into the data below
+        raise UQBenchError(
+            f"the firmware for {board.name} used all of its {STACK_BYTES:,}-byte stack (an "
+            f"overflow into the memory below it): its outputs and sizes cannot be trusted"
+        )
     rows = [v for v in lines if re.fullmatch(r"[0-9a-f]+", v) and len(v) % 2 == 0]
     outputs = np.array(
         [np.frombuffer(bytes.fromhex(row), dtype=np.int8) for row in rows[:examples]]

@@ -2,8 +2,7 @@
  * oracle the DSP kernels of uq_kernels_dsp.c are tested against. */
 #include "uq_kernels.h"
 
-#if !UQ_DSP /* the DSP builds take these five from uq_kernels_dsp.c */
-void uq_conv2d(const int8_t *in, int h, int w, int c, const int8_t *weights, const int32_t *bias,
+void uq_ref_conv2d(const int8_t *in, int h, int w, int c, const int8_t *weights, const int32_t *bias,
                int out_c, int kh, int kw, int sh, int sw, const uq_requant *q, int8_t *out) {
   int oh = (h - kh) / sh + 1, ow = (w - kw) / sw + 1;
   for (int y = 0; y < oh; y++)
@@ -23,7 +22,7 @@ void uq_conv2d(const int8_t *in, int h, int w, int c, const int8_t *weights, con
       }
 }
 
-void uq_depthwise(const int8_t *in, int h, int w, int c, const int8_t *weights,
+void uq_ref_depthwise(const int8_t *in, int h, int w, int c, const int8_t *weights,
                   const int32_t *bias, int kh, int kw, int sh, int sw, const uq_requant *q,
                   int8_t *out) {
   int oh = (h - kh) / sh + 1, ow = (w - kw) / sw + 1;
@@ -41,7 +40,7 @@ void uq_depthwise(const int8_t *in, int h, int w, int c, const int8_t *weights,
       }
 }
 
-void uq_fully_connected(const int8_t *in, int k, const int8_t *weights, const int32_t *bias,
+void uq_ref_fully_connected(const int8_t *in, int k, const int8_t *weights, const int32_t *bias,
                         int out_c, const uq_requant *q, int8_t *out) {
   for (int o = 0; o < out_c; o++) {
     int32_t acc = 0;
@@ -52,7 +51,7 @@ void uq_fully_connected(const int8_t *in, int k, const int8_t *weights, const in
   }
 }
 
-void uq_pad(const int8_t *in, int h, int w, int c, int top, int bottom, int left, int right,
+void uq_ref_pad(const int8_t *in, int h, int w, int c, int top, int bottom, int left, int right,
             int8_t value, int8_t *out) {
   int ow = w + left + right, oh = h + top + bottom;
   for (int i = 0; i < oh * ow * c; i++) out[i] = value;
@@ -61,7 +60,7 @@ void uq_pad(const int8_t *in, int h, int w, int c, int top, int bottom, int left
       for (int k = 0; k < c; k++) out[((y + top) * ow + (x + left)) * c + k] = in[(y * w + x) * c + k];
 }
 
-void uq_add(const int8_t *a, const int8_t *b, int n, int32_t a_zero, int32_t a_mult,
+void uq_ref_add(const int8_t *a, const int8_t *b, int n, int32_t a_zero, int32_t a_mult,
             int32_t a_shift, int32_t b_zero, int32_t b_mult, int32_t b_shift, int32_t out_zero,
             int32_t out_mult, int32_t out_shift, int32_t act_min, int32_t act_max, int8_t *out) {
   for (int i = 0; i < n; i++) {
@@ -71,8 +70,6 @@ void uq_add(const int8_t *a, const int8_t *b, int n, int32_t a_zero, int32_t a_m
     out[i] = uq_clamp8(v, act_min, act_max);
   }
 }
-#endif
-
 void uq_average_pool(const int8_t *in, int h, int w, int c, int kh, int kw, int sh, int sw,
                      int32_t act_min, int32_t act_max, int8_t *out) {
   int oh = (h - kh) / sh + 1, ow = (w - kw) / sw + 1, count = kh * kw;
@@ -102,3 +99,13 @@ void uq_max_pool(const int8_t *in, int h, int w, int c, int kh, int kw, int sh, 
         out[(y * ow + x) * c + k] = uq_clamp8(best, act_min, act_max);
       }
 }
+
+/* Without the DSP extension (or with -DUQ_REFERENCE_KERNELS) these are the kernels; otherwise
+ * uq_kernels_dsp.c defines them and uses the reference ones only as fallbacks. */
+#if !UQ_DSP
+__typeof__(uq_ref_conv2d) uq_conv2d __attribute__((alias("uq_ref_conv2d")));
+__typeof__(uq_ref_depthwise) uq_depthwise __attribute__((alias("uq_ref_depthwise")));
+__typeof__(uq_ref_fully_connected) uq_fully_connected __attribute__((alias("uq_ref_fully_connected")));
+__typeof__(uq_ref_pad) uq_pad __attribute__((alias("uq_ref_pad")));
+__typeof__(uq_ref_add) uq_add __attribute__((alias("uq_ref_add")));
+#endif

@@ -36,6 +36,23 @@ void uq_add(const int8_t *a, const int8_t *b, int n, int32_t a_zero, int32_t a_m
             int32_t a_shift, int32_t b_zero, int32_t b_mult, int32_t b_shift, int32_t out_zero,
             int32_t out_mult, int32_t out_shift, int32_t act_min, int32_t act_max, int8_t *out);
 
+/* The portable reference kernels under their own names (uq_kernels.c): the kernels above where
+ * the build has no DSP kernels, the DSP kernels' fallback for shapes they do not take. */
+void uq_ref_conv2d(const int8_t *in, int h, int w, int c, const int8_t *weights,
+                   const int32_t *bias, int out_c, int kh, int kw, int sh, int sw,
+                   const uq_requant *q, int8_t *out);
+void uq_ref_depthwise(const int8_t *in, int h, int w, int c, const int8_t *weights,
+                      const int32_t *bias, int kh, int kw, int sh, int sw, const uq_requant *q,
+                      int8_t *out);
+void uq_ref_fully_connected(const int8_t *in, int k, const int8_t *weights, const int32_t *bias,
+                            int out_c, const uq_requant *q, int8_t *out);
+void uq_ref_pad(const int8_t *in, int h, int w, int c, int top, int bottom, int left, int right,
+                int8_t value, int8_t *out);
+void uq_ref_add(const int8_t *a, const int8_t *b, int n, int32_t a_zero, int32_t a_mult,
+                int32_t a_shift, int32_t b_zero, int32_t b_mult, int32_t b_shift,
+                int32_t out_zero, int32_t out_mult, int32_t out_shift, int32_t act_min,
+                int32_t act_max, int8_t *out);
+
 /* TFLite's requantization, shared by every kernel: a saturating rounding doubling high multiply
  * by a Q31 multiplier, then a rounding right shift (or a left shift before it). */
 static inline int32_t uq_srdhm(int32_t a, int32_t b) {

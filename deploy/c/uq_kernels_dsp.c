@@ -23,6 +23,11 @@
 #include <arm_acle.h>
 #include <string.h>
 
+/* Longest patch (kh * kw * c) the stack buffers take (4 bytes of stack per element; longer
+ * patches fall back to the reference loop), and the output channels requantized per pass. */
+#define UQ_MAX_PATCH 640
+#define UQ_CHUNK 64
+
 static inline uint32_t load32(const void *p) {
   uint32_t v;
   memcpy(&v, p, 4); /* an unaligned LDR on these cores */
@@ -64,7 +69,20 @@ static int expand(const int8_t *src, int n, int k, int k4, uint32_t minus_zero, 
 /* The patch of output pixel (y, x): kh rows of kw * c contiguous inputs (NHWC). */
 static void patch(const int8_t *in, int w, int c, int kh, int kw, int y, int x, int k4,
                   uint32_t minus_zero, int32_t zero, int16_t *col) {
-  int k = 0, row = kw * c;
+  int row = kw * c;
+  if ((row & 3) == 0) { /* every row is whole groups of 4: a word at a time, no tail */
+    for (int i = 0; i < kh; i++) {
+      const int8_t *src = in + ((y + i) * w + x) * c;
+      for (int n = row >> 2; n; n--, src += 4, col += 4) {
+        uint32_t v = load32(src);
+        uint32_t even = __sxtab16(minus_zero, v), odd = sxtab16_ror8(minus_zero, v);
+        memcpy(col, &even, 4);
+        memcpy(col + 2, &odd, 4);
+      }
+    }
+    return;
+  }
+  int k = 0;
   for (int i = 0; i < kh; i++)
     k = expand(in + ((y + i) * w + x) * c, row, k, k4, minus_zero, zero, col);
 }
@@ -93,11 +111,6 @@ typedef struct {
   int32_t out_zero, act_min, act_max;
 } Finish;
 
-static inline int8_t finish(int32_t acc, int o, const Finish *f) {
-  int32_t v = requantize(acc + f->bias[o], f->multiplier[o], f->shift[o]) + f->out_zero;
-  return (int8_t)(v < f->act_min ? f->act_min : (v > f->act_max ? f->act_max : v));
-}
-
 /* Four inputs of two patches against two weight rows, at offset i: 16 multiply-accumulates. */
 #define STEP(i)                                                           \
   do {                                                                    \
@@ -123,23 +136,24 @@ static inline int8_t finish(int32_t acc, int o, const Finish *f) {
  * input word) and runs without spilling to the stack, which the first scheduling pass would
  * otherwise cause (hence its attribute). */
 __attribute__((noinline, optimize("no-schedule-insns"))) static void rows_by_patches(
-    const int16_t *cols, int npix, int k, const int8_t *weights, int out_c, int32_t *sum0,
-    int32_t *sum1) {
+    const int16_t *cols, int npix, int k, const int8_t *weights, const int32_t *bias, int out_c,
+    int32_t *sum0, int32_t *sum1) {
   int k4 = k & ~3, o = 0;
   const int16_t *p0 = cols, *p1 = npix == 2 ? cols + k : cols;
   for (; o + 2 <= out_c; o += 2) {
     const int8_t *w0 = weights + o * k, *w1 = w0 + k, *end = w0 + k4;
     const int16_t *c0 = p0, *c1 = p1;
-    int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
-    /* Eight inputs per iteration while they last (half the loop overhead), then four. */
-    for (const int8_t *end8 = w0 + (k4 & ~7); w0 < end8; w0 += 8, w1 += 8, c0 += 8, c1 += 8) {
+    int32_t a00 = bias[o], a01 = bias[o + 1], a10 = a00, a11 = a01;
+    /* Sixteen inputs per iteration while they last (a quarter of the loop overhead), then
+     * four at a time. */
+    for (const int8_t *end16 = w0 + (k4 & ~15); w0 < end16;
+         w0 += 16, w1 += 16, c0 += 16, c1 += 16) {
       STEP(0);
       STEP(4);
+      STEP(8);
+      STEP(12);
     }
-    if (w0 < end) {
-      STEP(0);
-      w0 += 4, w1 += 4, c0 += 4, c1 += 4;
-    }
+    for (; w0 < end; w0 += 4, w1 += 4, c0 += 4, c1 += 4) STEP(0);
     for (int i = k4; i < k; i++, w0++, w1++, c0++, c1++) {
       a00 += *c0 * *w0;
       a01 += *c0 * *w1;
@@ -152,7 +166,7 @@ __attribute__((noinline, optimize("no-schedule-insns"))) static void rows_by_pat
     const int8_t *w0 = weights + o * k;
     for (int j = 0; j < npix; j++) {
       const int16_t *c0 = j ? p1 : p0;
-      int32_t acc = 0;
+      int32_t acc = bias[o];
       for (int i = 0; i < k4; i += 4) {
         uint32_t v = load32(w0 + i);
         acc = __smlad(load32(c0 + i), __sxtb16(v), acc);
@@ -169,10 +183,46 @@ static inline Finish finish_of(const int32_t *bias, const uq_requant *q) {
   return f;
 }
 
-/* out[o] = the requantized sum[o] + bias[o], for every channel: one tight loop. */
-__attribute__((noinline)) static void requantize_row(const int32_t *sum, int n, Finish f,
-                                                     int8_t *out) {
-  for (int o = 0; o < n; o++) out[o] = finish(sum[o], o, &f);
+/* TFLite's requantization of a by (m, shift) when shift = -e < 0, in one multiply-accumulate:
+ * x = (a * m + 2^30 - 2^31 [a < 0]) >> 31 (64-bit, arithmetic), then the rounding shift
+ * (x >> e) + bit e-1 of x. The sign term folds the reference's "ties away from zero" into the
+ * first rounding; together they equal rdbpot(srdhm(a, m), e) for every int32 a and every
+ * multiplier 0 <= m < 2^31 (checked exhaustively on random draws and at the extremes). */
+static inline int32_t requantize_right(int32_t a, int32_t m, int32_t e) {
+  int64_t t = (int64_t)a * m + ((1ll << 30) - (a < 0 ? (1ll << 31) : 0));
+  int32_t x = (int32_t)(t >> 31);
+  return (x >> e) + ((x >> (e - 1)) & 1);
+}
+
+/* out[o] = sum[o] (the bias already in it) requantized, clamped, for n channels. A layer
+ * whose shifts are all right shifts (the usual case: every scale ratio below 1) takes the
+ * branch-free loop; `right_only` says so (see right_shifts_only). */
+__attribute__((noinline)) static void requantize_row(const int32_t *sum, int n,
+                                                     const int32_t *multiplier,
+                                                     const int32_t *shift, const Finish *f,
+                                                     int right_only, int8_t *out) {
+  int32_t out_zero = f->out_zero, lo = f->act_min, hi = f->act_max;
+  if (right_only) {
+    for (int o = 0; o < n; o++) {
+      int32_t v = requantize_right(sum[o], multiplier[o], -shift[o]) + out_zero;
+      v = v < lo ? lo : v;
+      out[o] = (int8_t)(v > hi ? hi : v);
+    }
+    return;
+  }
+  for (int o = 0; o < n; o++) {
+    int32_t s = shift[o];
+    int32_t v = (s < 0 ? requantize_right(sum[o], multiplier[o], -s)
+                       : srdhm(sum[o] * (1 << s), multiplier[o])) + out_zero;
+    v = v < lo ? lo : v;
+    out[o] = (int8_t)(v > hi ? hi : v);
+  }
+}
+
+static int right_shifts_only(const int32_t *shift, int n) {
+  for (int o = 0; o < n; o++)
+    if (shift[o] >= 0) return 0;
+  return 1;
 }
 
 static inline uint32_t minus_zero_pair(int32_t zero) {
@@ -183,69 +233,89 @@ static inline uint32_t minus_zero_pair(int32_t zero) {
 void uq_conv2d(const int8_t *in, int h, int w, int c, const int8_t *weights, const int32_t *bias,
                int out_c, int kh, int kw, int sh, int sw, const uq_requant *q, int8_t *out) {
   int oh = (h - kh) / sh + 1, ow = (w - kw) / sw + 1, k = kh * kw * c, k4 = k & ~3;
-  int16_t cols[2 * k]; /* two expanded patches on the stack: 4 bytes per patch element */
-  int32_t sums[2 * out_c];
+  if (k > UQ_MAX_PATCH) { /* a patch too long for the stack buffers: the reference loop */
+    uq_ref_conv2d(in, h, w, c, weights, bias, out_c, kh, kw, sh, sw, q, out);
+    return;
+  }
+  int16_t cols[2 * k]; /* two expanded patches: 4 bytes of stack per patch element */
+  int32_t sums[2 * UQ_CHUNK];
   uint32_t minus_zero = minus_zero_pair(q->in_zero);
   Finish f = finish_of(bias, q);
-  int pixels = oh * ow;
+  int right_only = right_shifts_only(q->shift, out_c), pixels = oh * ow;
   for (int p = 0; p < pixels; p += 2) {
     int npix = p + 1 < pixels ? 2 : 1;
     for (int j = 0; j < npix; j++) {
       int y = (p + j) / ow, x = (p + j) % ow;
       patch(in, w, c, kh, kw, y * sh, x * sw, k4, minus_zero, q->in_zero, cols + j * k);
     }
-    rows_by_patches(cols, npix, k, weights, out_c, sums, sums + out_c);
-    for (int j = 0; j < npix; j++) requantize_row(sums + j * out_c, out_c, f, out + (p + j) * out_c);
+    for (int o = 0; o < out_c; o += UQ_CHUNK) { /* output channels in chunks: a small buffer */
+      int n = out_c - o < UQ_CHUNK ? out_c - o : UQ_CHUNK;
+      rows_by_patches(cols, npix, k, weights + o * k, bias + o, n, sums, sums + UQ_CHUNK);
+      for (int j = 0; j < npix; j++)
+        requantize_row(sums + j * UQ_CHUNK, n, f.multiplier + o, f.shift + o, &f, right_only,
+                       out + (p + j) * out_c + o);
+    }
   }
 }
 
 void uq_fully_connected(const int8_t *in, int k, const int8_t *weights, const int32_t *bias,
                         int out_c, const uq_requant *q, int8_t *out) {
+  if (k > UQ_MAX_PATCH) {
+    uq_ref_fully_connected(in, k, weights, bias, out_c, q, out);
+    return;
+  }
   int16_t col[k];
-  int32_t sums[out_c];
+  int32_t sums[UQ_CHUNK];
   expand(in, k, 0, k & ~3, minus_zero_pair(q->in_zero), q->in_zero, col);
-  rows_by_patches(col, 1, k, weights, out_c, sums, sums);
-  requantize_row(sums, out_c, finish_of(bias, q), out);
+  Finish f = finish_of(bias, q);
+  for (int o = 0; o < out_c; o += UQ_CHUNK) {
+    int n = out_c - o < UQ_CHUNK ? out_c - o : UQ_CHUNK;
+    rows_by_patches(col, 1, k, weights + o * k, bias + o, n, sums, sums);
+    requantize_row(sums, n, f.multiplier + o, f.shift + o, &f, right_shifts_only(f.shift, out_c),
+                   out + o);
+  }
 }
 
 void uq_depthwise(const int8_t *in, int h, int w, int c, const int8_t *weights,
                   const int32_t *bias, int kh, int kw, int sh, int sw, const uq_requant *q,
                   int8_t *out) {
-  int oh = (h - kh) / sh + 1, ow = (w - kw) / sw + 1, c4 = c & ~3;
+  int oh = (h - kh) / sh + 1, ow = (w - kw) / sw + 1;
   uint32_t minus_zero = minus_zero_pair(q->in_zero);
   Finish f = finish_of(bias, q);
+  int32_t sums[UQ_CHUNK];
+  int right_only = right_shifts_only(q->shift, c);
   for (int y = 0; y < oh; y++)
-    for (int x = 0; x < ow; x++) {
-      int8_t *o = out + (y * ow + x) * c;
-      for (int k = 0; k < c4; k += 4) { /* four channels per word */
-        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        for (int i = 0; i < kh; i++) {
-          const int8_t *px = in + ((y * sh + i) * w + x * sw) * c + k;
-          const int8_t *wk = weights + i * kw * c + k;
-          for (int j = 0; j < kw; j++, px += c, wk += c) {
-            uint32_t v = load32(px), g = load32(wk);
-            uint32_t xe = __sxtab16(minus_zero, v), xo = sxtab16_ror8(minus_zero, v);
-            uint32_t we = __sxtb16(g), wo = sxtb16_ror8(g);
-            a0 = __smlabb(xe, we, a0);
-            a2 = __smlatt(xe, we, a2);
-            a1 = __smlabb(xo, wo, a1);
-            a3 = __smlatt(xo, wo, a3);
+    for (int x = 0; x < ow; x++)
+      for (int k0 = 0; k0 < c; k0 += UQ_CHUNK) { /* channels in chunks: a small buffer */
+        int n = c - k0 < UQ_CHUNK ? c - k0 : UQ_CHUNK, n4 = n & ~3;
+        const int8_t *base = in + ((y * sh) * w + x * sw) * c + k0;
+        for (int k = 0; k < n4; k += 4) { /* four channels per word */
+          int32_t a0 = bias[k0 + k], a1 = bias[k0 + k + 1], a2 = bias[k0 + k + 2],
+                  a3 = bias[k0 + k + 3];
+          for (int i = 0; i < kh; i++) {
+            const int8_t *px = base + i * w * c + k, *wk = weights + i * kw * c + k0 + k;
+            for (int j = 0; j < kw; j++, px += c, wk += c) {
+              uint32_t v = load32(px), g = load32(wk);
+              uint32_t xe = __sxtab16(minus_zero, v), xo = sxtab16_ror8(minus_zero, v);
+              uint32_t we = __sxtb16(g), wo = sxtb16_ror8(g);
+              a0 = __smlabb(xe, we, a0);
+              a2 = __smlatt(xe, we, a2);
+              a1 = __smlabb(xo, wo, a1);
+              a3 = __smlatt(xo, wo, a3);
+            }
           }
+          sums[k] = a0, sums[k + 1] = a1, sums[k + 2] = a2, sums[k + 3] = a3;
         }
-        o[k] = finish(a0, k, &f);
-        o[k + 1] = finish(a1, k + 1, &f);
-        o[k + 2] = finish(a2, k + 2, &f);
-        o[k + 3] = finish(a3, k + 3, &f);
+        for (int k = n4; k < n; k++) {
+          int32_t acc = bias[k0 + k];
+          for (int i = 0; i < kh; i++)
+            for (int j = 0; j < kw; j++)
+              acc += (base[(i * w + j) * c + k] - q->in_zero) * weights[(i * kw + j) * c + k0 + k];
+          sums[k] = acc;
+        }
+        requantize_row(sums, n, f.multiplier + k0, f.shift + k0, &f, right_only,
+                       out + (y * ow + x) * c + k0);
       }
-      for (int k = c4; k < c; k++) {
-        int32_t acc = 0;
-        for (int i = 0; i < kh; i++)
-          for (int j = 0; j < kw; j++)
-            acc += (in[((y * sh + i) * w + (x * sw + j)) * c + k] - q->in_zero) *
-                   weights[(i * kw + j) * c + k];
-        o[k] = finish(acc, k, &f);
-      }
-    }
 }
 
 void uq_add(const int8_t *a, const int8_t *b, int n, int32_t a_zero, int32_t a_mult,
