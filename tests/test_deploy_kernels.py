@@ -1,0 +1,152 @@
+"""The DSP kernels against the reference kernels, the host int8 reference and tflite-micro, on
+randomized layers: shapes, kernel sizes, strides, paddings, channel counts that are not multiples
+of 4, zero points and per-channel multipliers drawn at random, left shifts, and inputs far
+outside the calibrated ranges (every activation saturates somewhere)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from uqbench.deploy.boards import big_mcu, small_mcu
+from uqbench.deploy.codegen import generate
+from uqbench.deploy.convert import quantize_input, to_graph
+from uqbench.deploy.firmware import build, emulate, harness
+from uqbench.deploy.int8 import QParams
+from uqbench.deploy.reference import run
+from uqbench.deploy.tflite import run_tflite_micro, to_tflite
+from uqbench.deploy.timing import symbols
+
+from uqbench.backbones.base import global_pool
+
+# Ops whose output takes its input's quantization (TFLite requires it).
+PASS_THROUGH = {"pad", "max_pool_2d", "average_pool_2d", "reshape"}
+
+
+class _Layers(nn.Module):
+    """A body of random layers with the backbone interface the converter reads."""
+
+    def __init__(self, body: nn.Module, channels: int, classes: int) -> None:
+        super().__init__()
+        self.body, self.head = body, nn.Linear(channels, classes)
+
+    def pool(self, features):
+        return global_pool(features)
+
+    def forward_features(self, x):
+        return {"penultimate": self.body(x)}
+
+    def forward_head(self, pooled):
+        return self.head(pooled)
+
+
+class _Residual(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv(x)
+
+
+def _random_body(rng: np.random.Generator) -> tuple[nn.Module, int, tuple[int, int, int]]:
+    c = int(rng.choice([1, 3, 4, 5, 8]))
+    h, w = int(rng.integers(6, 13)), int(rng.integers(6, 13))
+    layers, channels = [], c
+    for _ in range(int(rng.integers(2, 4))):
+        kind = rng.choice(["conv", "depthwise", "residual"])
+        k = int(rng.choice([1, 3, 5]))
+        stride = int(rng.choice([1, 2])) if k > 1 else 1
+        if kind == "conv":
+            out = int(rng.choice([1, 3, 6, 8, 17]))
+            layers.append(nn.Conv2d(channels, out, (k, int(rng.choice([1, k]))), stride,
+                                    padding=int(rng.integers(0, 2))))  # fmt: skip
+            channels = out
+        elif kind == "depthwise":
+            layers.append(nn.Conv2d(channels, channels, k, stride, padding=k // 2,
+                                    groups=channels))  # fmt: skip
+        else:
+            layers.append(_Residual(channels))
+        layers.append(rng.choice([nn.ReLU(), nn.ReLU6(), nn.Identity()]))
+    return nn.Sequential(*layers), channels, (c, h, w)
+
+
+def _perturb(graph, rng: np.random.Generator) -> None:
+    """Random scales (1/1000 to 10 times the calibrated ones: multipliers far above 1, left
+    shifts) and zero points for every computed activation."""
+    for op in graph.ops:
+        out = graph.tensors[op.outputs[0]]
+        if op.kind in PASS_THROUGH:
+            out.qparams = graph.tensors[op.inputs[0]].qparams
+        elif op.outputs[0] not in graph.outputs:
+            scale = np.float32(out.qparams.scale[0] * 10 ** rng.uniform(-3, 1))
+            out.qparams = QParams.tensor(float(scale), int(rng.integers(-128, 128)))
+
+
+def _case(seed: int):
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    body, channels, shape = _random_body(rng)
+    net = _Layers(body, channels, int(rng.integers(2, 12))).eval()
+    graph = to_graph(net, [torch.randn(8, *shape) * float(rng.uniform(0.1, 3))])
+    if seed % 2:
+        _perturb(graph, rng)
+    # Half the inputs far outside the calibrated range: saturated at -128 / 127.
+    x = torch.randn(3, *shape) * torch.tensor([1.0, 50.0, 0.2])[:, None, None, None]
+    return graph, quantize_input(graph, x)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_dsp_kernels_equal_the_reference_and_tflite_micro(seed, tmp_path):
+    graph, x = _case(seed)
+    expected = run(graph, x)[graph.outputs[0]].reshape(len(x), -1)
+    theirs = run_tflite_micro(to_tflite(graph), x).reshape(expected.shape)
+    np.testing.assert_array_equal(expected, theirs)
+    files, _ = generate(graph)
+    files["main.c"] = harness(x.reshape(len(x), -1))
+    board = (small_mcu(), big_mcu())[seed % 2]
+    outputs = {}
+    for reference in (False, True):
+        result = build(files, board, tmp_path / str(reference), reference_kernels=reference)
+        outputs[reference] = emulate(result.elf, board, len(x)).outputs
+        names = {name for _, _, name in symbols(result.elf)}
+        # The DSP build links its own kernels; the reference build only the portable ones.
+        assert ("rows_by_patches" in names) != reference or "uq_conv2d" not in names
+    np.testing.assert_array_equal(outputs[False], expected)
+    np.testing.assert_array_equal(outputs[True], expected)
+
+
+def test_the_cases_reach_the_edges():
+    """The random cases do exercise what they claim: left shifts, channel counts that are not
+    multiples of 4, strides of 2, and saturated inputs."""
+    from uqbench.deploy.reference import output_multipliers
+
+    shifts, channels, strides, saturated = [], set(), set(), 0
+    for seed in range(8):
+        graph, x = _case(seed)
+        saturated += int((np.abs(x.astype(int)) >= 127).sum())
+        for op in graph.ops:
+            if op.kind in ("conv2d", "depthwise_conv2d", "fully_connected"):
+                tensors = [graph.tensors[name] for name in (*op.inputs[:2], op.outputs[0])]
+                _, shift = output_multipliers(*tensors)
+                shifts += list(np.ravel(shift))
+                channels.add(graph.tensors[op.outputs[0]].shape[-1] % 4)
+                strides.add(tuple(op.options.get("stride", (1, 1))))
+    assert max(shifts) > 0 and min(shifts) < 0
+    assert channels - {0} and (2, 2) in strides and saturated > 100
+
+
+def test_patches_longer_than_the_stack_buffers_take_the_reference_path(tmp_path):
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Conv2d(80, 6, 3), nn.ReLU())  # a patch of 3 x 3 x 80 = 720 > 640
+    net = _Layers(body, 6, 3).eval()
+    graph = to_graph(net, [torch.randn(4, 80, 5, 5)])
+    x = quantize_input(graph, torch.randn(2, 80, 5, 5))
+    expected = run(graph, x)[graph.outputs[0]].reshape(2, -1)
+    files, _ = generate(graph)
+    files["main.c"] = harness(x.reshape(2, -1))
+    result = build(files, small_mcu(), tmp_path)
+    emulation = emulate(result.elf, small_mcu(), 2)
+    np.testing.assert_array_equal(emulation.outputs, expected)
+    assert emulation.stack_bytes < 4096
