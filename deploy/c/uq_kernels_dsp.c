@@ -197,7 +197,7 @@ static inline int32_t requantize_right(int32_t a, int32_t m, int32_t e) {
 /* out[o] = sum[o] (the bias already in it) requantized, clamped, for n channels. A layer
  * whose shifts are all right shifts (the usual case: every scale ratio below 1) takes the
  * branch-free loop; `right_only` says so (see right_shifts_only). */
-__attribute__((noinline)) static void requantize_row(const int32_t *sum, int n,
+__attribute__((always_inline)) static inline void requantize_row(const int32_t *sum, int n,
                                                      const int32_t *multiplier,
                                                      const int32_t *shift, const Finish *f,
                                                      int right_only, int8_t *out) {
