@@ -46,13 +46,14 @@ MODELS = {
 # fully connected layer's dot products run in rows_by_patches and count as convolution).
 LAYER = {
     "uq_conv2d": "conv", "uq_ref_conv2d": "conv", "rows_by_patches": "conv", "expand": "conv",
-    "uq_depthwise": "depthwise", "uq_ref_depthwise": "depthwise",
+    "requantize_conv": "conv", "uq_depthwise": "depthwise", "uq_ref_depthwise": "depthwise",
+    "requantize_depthwise": "depthwise",
     "uq_fully_connected": "fully connected", "uq_ref_fully_connected": "fully connected",
     "uq_add": "add", "uq_ref_add": "add",
     "uq_pad": "pad", "uq_ref_pad": "pad", "memset": "pad", "memcpy": "pad",
     "uq_average_pool": "pool", "uq_max_pool": "pool",
 }  # fmt: skip
-KERNELS = {name for name in LAYER if name.startswith("uq_")} | {"rows_by_patches", "expand"}
+KERNELS = {name for name in LAYER if name not in ("memset", "memcpy")}
 
 
 def layer_macs(graph) -> Counter:
