@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
     parser.add_argument("--deploy", default=None, help="boards, e.g. small-mcu,big-mcu: deploy "
                         "every run and add the cost table (method x board)")  # fmt: skip
+    parser.add_argument("--keep-previous-costs", action="store_true", help="carry the cost "
+                        "table of the table file being replaced into a 'previous release' "
+                        "section, so a change of kernels or model stays visible")  # fmt: skip
     args = parser.parse_args()
     rows = []
     threads: set[int] = set()
@@ -89,6 +92,8 @@ def main() -> None:
     ]
     if args.deploy:
         lines += ["", *_cost_table(args)]
+    if args.keep_previous_costs:
+        lines += _previous_costs(Path(args.table))
     Path(args.table).parent.mkdir(parents=True, exist_ok=True)
     Path(args.table).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -140,12 +145,30 @@ def _cost_table(args: argparse.Namespace) -> list[str]:
         "uncertainty extras over BASE (one backbone without a score) in brackets. Latency is",
         "estimated from the executed instruction mix, counted under QEMU and weighted by the",
         "core's documented instruction timings (uqbench.deploy.timing; flash wait states and",
-        "caches not modelled). Mean over seeds. Straightforward C kernels; the score in float32.",
+        "caches not modelled). Mean over seeds. The project's DSP kernels (SMLAD) on both cores;",
+        "the score in float32 on the FPU.",
         "",
         "| method | " + " | ".join(names) + " |",
         "|" + "---|" * (len(names) + 1),
         *rows,
     ]
+
+
+PREVIOUS = "## Cost on the device, previous release"
+
+
+def _previous_costs(table: Path) -> list[str]:
+    """The current cost section of ``table`` (before it is replaced), under PREVIOUS."""
+    if not table.is_file():
+        return []
+    text = table.read_text()
+    start = text.find("## Cost on the device (int8")
+    if start < 0:
+        return []
+    end = text.find("\n## ", start + 1)
+    section = text[start : end if end >= 0 else len(text)].strip().splitlines()
+    return ["", PREVIOUS, "", "Kept for one release so the change is visible:", "",
+            *section[1:]]  # fmt: skip
 
 
 if __name__ == "__main__":
