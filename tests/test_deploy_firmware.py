@@ -117,6 +117,25 @@ def test_a_hanging_firmware_is_stopped_and_named(tmp_path):
         emulate(result.elf, small_mcu(), 1, timeout=2)
 
 
+def test_a_faulting_firmware_is_stopped_and_the_fault_named(tmp_path):
+    # A store to an address no memory answers: a bus fault, escalated to HardFault.
+    files = {"main.c": "int main(void) { *(volatile int *)0xF0000000u = 1; return 0; }\n"}
+    result = build(files, small_mcu(), tmp_path)
+    with pytest.raises(UQBenchError, match="stopped with status 1 .*FAULT"):
+        emulate(result.elf, small_mcu(), 1)
+
+
+def test_a_stack_used_to_its_last_byte_is_refused(tmp_path):
+    # What the harness prints when no painted byte is left: the stack ran into the memory below.
+    files = {
+        "main.c": "void uq_write(const char *t);\n"
+        'int main(void) { uq_write("instructions=1\\nstack=8192\\ndone\\n"); return 0; }\n'
+    }
+    result = build(files, small_mcu(), tmp_path)
+    with pytest.raises(UQBenchError, match="used all of its 8,192-byte stack"):
+        emulate(result.elf, small_mcu(), 1)
+
+
 def test_a_missing_toolchain_names_the_packages(monkeypatch):
     monkeypatch.setattr("shutil.which", lambda tool: None)
     with pytest.raises(ToolchainMissing, match="apt-get install --no-install-recommends "
