@@ -78,13 +78,13 @@ def by_layer(elf: Path, machine: str, core: str) -> dict[str, tuple[int, float]]
     functions = symbols(elf)
     starts = [start for start, _, _ in functions]
     groups: dict[str, list] = {}
-    for item in executed:
+    for item in executed.executed:
         i = bisect.bisect_right(starts, item.address) - 1
         name = functions[i][2] if i >= 0 and item.address < functions[i][1] else "?"
         groups.setdefault(LAYER.get(name, "other"), []).append(item)
     result = {}
     for layer, items in groups.items():
-        timing = estimate(items, core)
+        timing = estimate(executed.only(items), core)
         result[layer] = (timing.instructions, timing.cycles)
     return result
 

@@ -3,7 +3,9 @@
 :func:`profile` runs a firmware under QEMU with the project's own TCG plugin
 (``c/uq_profile_plugin.c``, built for the host on first use and cached): every guest instruction
 executed between the harness's ``uqh_begin()`` and ``uqh_end()`` calls (the first inference
-and its score) is counted with its address, size and disassembly. :func:`estimate` classifies
+and its score) is counted with its address, size and disassembly, and every transition between
+translated blocks is counted too, so each conditional branch's taken and not-taken counts are
+exact. :func:`estimate` classifies
 each instruction and charges it cycles from the core's table (:data:`CYCLES`), so the latency
 follows what the code executes (loads, multiplies, taken branches, ...) rather than one CPI.
 
@@ -18,9 +20,9 @@ set summary"; the Cortex-M7 columns from its TRM's dual-issue rules):
   address and data phases pipeline); ``LDRD``/``STRD`` 3; ``LDM``/``STM``/``PUSH``/``POP``
   1 + N registers (M7: 1 per load or store, N/2 for multiples);
 - branches: 1 + P when taken, P = 2 (the TRM's pipeline refill of 1-3 cycles, its middle), 1
-  when not; ``POP {..., pc}`` and loads into ``pc`` add P to their own cost; a conditional
-  branch counts as taken for the share of its executions that did not fall through to the next
-  instruction (M7: branch prediction, taken 1, not taken 0.5, refill 1);
+  when not (counted exactly: the plugin records how often each branch fell through);
+  ``POP {..., pc}`` and loads into ``pc`` add P to their own cost (M7: branch prediction, taken
+  1, not taken 0.5, refill 1);
 - floating point: 1 (``VMLA``/``VFMA`` 3 on the M4), ``VDIV``/``VSQRT`` 14, ``VLDR``/``VSTR``
   2, multiples 1 + N.
 
@@ -38,7 +40,7 @@ import shutil
 import subprocess
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from uqbench.deploy.codegen import C_DIR
@@ -92,6 +94,19 @@ class Executed:
     @property
     def mnemonic(self) -> str:
         return self.text.split()[0].lower().split(".")[0] if self.text.strip() else "?"
+
+
+@dataclass
+class Profile:
+    """What one window executed: each instruction with its count, and each transition between
+    blocks, ``(address of the last instruction left, address entered) -> count``."""
+
+    executed: list[Executed]
+    edges: dict[tuple[int, int], int] = field(default_factory=dict)
+
+    def only(self, executed: list[Executed]) -> Profile:
+        """Part of this profile's instructions (e.g. one function's), with the same edges."""
+        return Profile(executed, self.edges)
 
 
 @dataclass
@@ -149,9 +164,9 @@ def symbols(elf: Path) -> list[tuple[int, int, str]]:
     return sorted(found)
 
 
-def profile(elf: Path, machine: str, timeout: float = 120.0) -> list[Executed]:
+def profile(elf: Path, machine: str, timeout: float = 120.0) -> Profile:
     """Every instruction executed between ``uqh_begin`` and ``uqh_end`` in ``elf`` on QEMU's
-    ``machine``, with how many times it ran there."""
+    ``machine``, with how many times it ran there, and the transitions between blocks."""
     named = {name: start for start, _, name in symbols(elf)}
     if "uqh_begin" not in named or "uqh_end" not in named:
         raise ProfileError(f"{elf} has no uqh_begin/uqh_end window to profile")
@@ -174,11 +189,15 @@ def profile(elf: Path, machine: str, timeout: float = 120.0) -> list[Executed]:
                 f"profiling {elf} under QEMU failed (status {done.returncode}): "
                 f"{(done.stdout + done.stderr)[-800:]!r}"
             )
-        executed = []
+        executed, edges = [], {}
         for line in out.read_text().splitlines():
+            if line.startswith("E "):
+                _, origin, target, count = line.split()
+                edges[(int(origin, 16), int(target, 16))] = int(count)
+                continue
             address, size, count, first, text = (line.split(" ", 4) + [""])[:5]
             executed.append(Executed(int(address, 16), int(size), int(count), first == "1", text))
-    return executed
+    return Profile(executed, edges)
 
 
 def _registers(text: str) -> int:
@@ -198,8 +217,8 @@ def _is_load_store(m: str) -> bool:
 
 def classify(item: Executed, previous: Executed | None, fell_through: int) -> dict[str, float]:
     """Executions of ``item`` by cycle class: ``{class: executions}``. A conditional branch
-    splits into taken and not taken by ``fell_through``, how often the next instruction ran
-    (an upper bound of the not-taken share: that instruction may have other predecessors)."""
+    splits into taken and not taken by ``fell_through``, how often it fell through to the next
+    instruction."""
     m, n, operands = item.mnemonic, item.count, item.text.lower().split(None, 1)[-1]
     branch = BRANCH.match(m)
     if branch or m in ("cbz", "cbnz", "tbb", "tbh"):
@@ -234,21 +253,38 @@ def classify(item: Executed, previous: Executed | None, fell_through: int) -> di
     return {"alu": n}
 
 
-def estimate(executed: list[Executed], core: str, elf: Path | None = None) -> Timing:
+def estimate(profile: Profile, core: str, elf: Path | None = None) -> Timing:
     """The window's estimated cycles on ``core`` (see the module docstring), with the counts
     by cycle class and, given the ``elf``, the executed instructions by function."""
     if core not in CYCLES:
         raise ProfileError(f"no instruction timings for {core!r}; known: {', '.join(CYCLES)}")
-    runs = Counter()
-    for item in executed:
-        runs[item.address] += item.count
     counts: Counter[str] = Counter()
+    ending_at = {item.address + item.size: item for item in profile.executed}
+    runs: Counter[int] = Counter()  # an instruction can sit in several translated blocks
+    for item in profile.executed:
+        runs[item.address] += item.count
     previous = None
-    for item in executed:
-        previous = None if item.first_in_block else previous
-        fell_through = runs.get(item.address + item.size, 0)
-        for kind, executions in classify(item, previous, fell_through).items():
-            counts[kind] += executions
+    for item in profile.executed:
+        # Its share of the instruction's fall-throughs (edges are counted per address).
+        fell_through = (
+            profile.edges.get((item.address, item.address + item.size), 0)
+            * item.count
+            // max(runs[item.address], 1)
+        )
+        parts = [(item, previous)]
+        if item.first_in_block:
+            # QEMU also splits straight-line code into blocks (page boundaries, block size):
+            # the executions that arrived from the instruction just before keep it as their
+            # predecessor (what load pipelining depends on); the others came by a branch.
+            before = ending_at.get(item.address)
+            flowed = profile.edges.get((before.address, item.address), 0) if before else 0
+            flowed = min(flowed, item.count)
+            parts = [(replace(item, count=flowed), before),
+                     (replace(item, count=item.count - flowed), None)]  # fmt: skip
+        for part, predecessor in parts:
+            share = fell_through * part.count // max(item.count, 1)
+            for kind, executions in classify(part, predecessor, share).items():
+                counts[kind] += executions
         previous = item
     table = CYCLES[core]
     by_class = {
@@ -256,12 +292,12 @@ def estimate(executed: list[Executed], core: str, elf: Path | None = None) -> Ti
         for kind, c in sorted(counts.items())
     }
     timing = Timing(
-        instructions=sum(item.count for item in executed),
+        instructions=sum(item.count for item in profile.executed),
         cycles=sum(v["cycles"] for v in by_class.values()),
         by_class=by_class,
     )
     if elf is not None:
-        timing.by_function = by_function(executed, symbols(elf))
+        timing.by_function = by_function(profile.executed, symbols(elf))
     return timing
 
 

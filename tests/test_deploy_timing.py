@@ -10,7 +10,7 @@ from uqbench.deploy.boards import big_mcu, small_mcu
 from uqbench.deploy.codegen import generate
 from uqbench.deploy.convert import quantize_input
 from uqbench.deploy.firmware import build, emulate, harness
-from uqbench.deploy.timing import CYCLES, Executed, classify, estimate, profile
+from uqbench.deploy.timing import CYCLES, Executed, Profile, classify, estimate, profile
 
 
 def _at(address, text, count=1, first=False, size=2):
@@ -28,11 +28,12 @@ def test_a_loop_is_charged_the_cortex_m4_table():
         _at(0x10E, "bne #0x100", 10),
         _at(0x110, "pop {r4, r5, pc}", 1, first=True),
     ]
-    timing = estimate(loop, "cortex-m4")
+    # The plugin's edge count: the branch at 0x10E fell through to 0x110 once.
+    timing = estimate(Profile(loop, {(0x10E, 0x110): 1, (0x10E, 0x100): 9}), "cortex-m4")
     # loads 2 + 1, MAC 1, subs 1: 5 x 10; branch 9 x 3 + 1; pop: 1 + 3 registers + 2 refill
     assert timing.cycles == 50 + 28 + 6
     assert timing.instructions == 51
-    m7 = estimate(loop, "cortex-m7")
+    m7 = estimate(Profile(loop, {(0x10E, 0x110): 1, (0x10E, 0x100): 9}), "cortex-m7")
     # loads 1 + 1, MAC 1, subs 0.5: 3.5 x 10; branch 9 x 1 + 0.5; pop: 1 + 3 x 0.5 + 1.
     assert m7.cycles == 35 + 9.5 + 3.5
 
@@ -66,7 +67,7 @@ def test_instruction_classes(text, expected):
 
 def test_an_unknown_core_is_refused():
     with pytest.raises(Exception, match="no instruction timings for 'cortex-m0'"):
-        estimate([], "cortex-m0")
+        estimate(Profile([]), "cortex-m0")
 
 
 @pytest.mark.parametrize("board", [small_mcu(), big_mcu()], ids=lambda b: b.name)
@@ -78,8 +79,18 @@ def test_the_plugin_counts_what_the_timer_counts_and_attributes_it(board, tmp_pa
     emulation = emulate(result.elf, board, 2)
     executed = profile(result.elf, board.qemu_machine)
     timing = estimate(executed, board.core, result.elf)
-    # Two independent counters: QEMU's virtual timer (icount) around the inference, and the
-    # plugin's per-block counters between uqh_begin and uqh_end (a few more: the timer reads).
+    # Branches end blocks, so the edges leaving a branch add up to its executions: taken to
+    # its target, not taken to the next instruction (all but the window's last one).
+    leaving: dict[int, int] = {}
+    for (origin, _), count in executed.edges.items():
+        leaving[origin] = leaving.get(origin, 0) + count
+    runs: dict[int, int] = {}
+    for item in executed.executed:
+        if item.mnemonic in ("bne", "beq", "blt", "bge", "bgt", "ble", "bhi", "bls", "blo",
+                             "bhs", "bcc", "bcs", "cbz", "cbnz"):  # fmt: skip
+            runs[item.address] = runs.get(item.address, 0) + item.count
+    assert len(runs) > 5
+    assert sum(leaving.get(address) != n for address, n in runs.items()) <= 1
     assert 0 <= timing.instructions - emulation.instructions < 64
     assert sum(timing.by_function.values()) == timing.instructions
     # The convolution's dot products dominate (the reference kernel, or the DSP kernels' own).

@@ -184,19 +184,19 @@ static inline Finish finish_of(const int32_t *bias, const uq_requant *q) {
 }
 
 /* TFLite's requantization of a by (m, shift) when shift = -e <= -2, as one multiply-accumulate
- * and one shift: the high word of a * m + 2^30 + 2^(30+e) - 2^31 [a < 0], shifted right by
- * e - 1. The reference rounds twice (a rounding doubling high multiply, then a rounding shift
- * by e with ties away from zero); the sign term moves the tie rule into the first rounding, and
- * two floors by powers of two make one. It equals the reference for every int32 a and every
+ * and a rounding shift: floor((a * m + 2^30 + 2^(30+e) - 2^31 [a < 0]) / 2^(31+e)). The
+ * reference rounds twice (a rounding doubling high multiply, then a rounding shift by e with
+ * ties away from zero); the sign term moves the tie rule into the first rounding, and two
+ * floors by powers of two make one. It equals the reference for every int32 a and every
  * multiplier 0 <= m < 2^31 (checked against uqbench.deploy.int8 on random draws and extremes;
  * the randomized kernel tests hold the firmware to it). */
 static inline int32_t requantize_right(int32_t a, int32_t m, int32_t e) {
-  /* The constant in two words (e >= 2 puts 2^(30+e) in the high word): low 2^30 - 2^31 [a < 0]
-   * modulo 2^32, high 2^(e-2) minus the borrow. */
+  /* The 2^30 - 2^31 [a < 0] term in two words: low 0x40000000 or 0xC0000000, high the borrow. */
   uint32_t negative = (uint32_t)(a >> 31);
-  uint32_t low = 0x40000000u ^ (negative & 0x80000000u), high = (1u << (e - 2)) + negative;
-  int64_t t = (int64_t)a * m + (int64_t)(((uint64_t)high << 32) | low);
-  return (int32_t)(t >> 32) >> (e - 1);
+  int64_t t = (int64_t)a * m +
+              (int64_t)(((uint64_t)negative << 32) | (0x40000000u ^ (negative & 0x80000000u)));
+  /* + 2^(30+e) lies in the high word: floor((high + 2^(e-2)) / 2^(e-1)), as two shifts. */
+  return (((int32_t)(t >> 32) >> (e - 2)) + 1) >> 1;
 }
 
 /* The general case (any shift), as the reference computes it, with the same algebra. */

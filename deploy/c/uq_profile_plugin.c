@@ -1,13 +1,17 @@
-/* uqbench's QEMU TCG plugin: how many times each guest instruction ran inside a window.
+/* uqbench's QEMU TCG plugin: what the guest executed inside a window, instruction by instruction,
+ * and how each block was left.
  *
  * Built for the host by uqbench.deploy.timing and loaded with
  *   qemu-system-arm ... -plugin libuqprofile.so,begin=0xADDR,end=0xADDR,out=FILE
- * Every translated block gets an inline counter (cheap: no call per execution). When the block
- * at `begin` runs, every counter is snapshotted; when the block at `end` runs, what each counter
- * gained since is added to its window total. At exit, FILE gets one line per instruction that ran
- * in a window: "<address hex> <size> <count> <first> <disassembly>", where <first> is 1 for the
- * first instruction of its block (the line before is then not the instruction before it). The firmware calls an empty function at
- * `begin` just before the timed inference and one at `end` just after it.
+ * The window opens when the block at `begin` runs and closes when the block at `end` runs (the
+ * firmware calls an empty function at each, around the timed inference). Inside it, every block
+ * execution is counted, and so is every transition from one block to the next, keyed by the
+ * address of the last instruction of the block left and the first of the block entered: a
+ * conditional branch at A of size S was not taken exactly as often as the edge (A, A + S) ran.
+ * At exit, FILE gets
+ *   "<address hex> <size> <count> <first> <disassembly>"  per instruction that ran in a window
+ *     (<first> is 1 for the first instruction of its block), and
+ *   "E <from hex> <to hex> <count>"                        per edge.
  *
  * The plugin API is QEMU's (version 1, QEMU 7.x); the declarations below are written from its
  * documentation, so no QEMU header is needed to build this file.
@@ -22,7 +26,7 @@ struct qemu_plugin_tb;
 struct qemu_plugin_insn;
 typedef struct qemu_info_t qemu_info_t;
 
-enum { UQ_INLINE_ADD_U64 = 0, UQ_CB_NO_REGS = 0 };
+enum { UQ_CB_NO_REGS = 0 };
 
 extern size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
 extern uint64_t qemu_plugin_tb_vaddr(const struct qemu_plugin_tb *tb);
@@ -32,8 +36,6 @@ extern size_t qemu_plugin_insn_size(const struct qemu_plugin_insn *insn);
 extern char *qemu_plugin_insn_disas(const struct qemu_plugin_insn *insn);
 extern void qemu_plugin_register_vcpu_tb_trans_cb(
     qemu_plugin_id_t id, void (*cb)(qemu_plugin_id_t, struct qemu_plugin_tb *));
-extern void qemu_plugin_register_vcpu_tb_exec_inline(
-    struct qemu_plugin_tb *tb, int op, void *ptr, uint64_t imm);
 extern void qemu_plugin_register_vcpu_tb_exec_cb(
     struct qemu_plugin_tb *tb, void (*cb)(unsigned int, void *), int flags, void *userdata);
 extern void qemu_plugin_register_atexit_cb(
@@ -42,33 +44,62 @@ extern void qemu_plugin_register_atexit_cb(
 __attribute__((visibility("default"))) int qemu_plugin_version = 1;
 
 typedef struct {
-  uint64_t count;    /* executions so far (inline counter) */
-  uint64_t snapshot; /* count when the current window began */
-  uint64_t window;   /* executions inside windows */
+  uint64_t start, last; /* addresses of the first and the last instruction */
+  uint64_t window;      /* executions inside the window */
   size_t n;
   uint64_t *addresses;
   size_t *sizes;
   char **disassembly;
 } Block;
 
+typedef struct {
+  uint64_t from, to, count;
+} Edge;
+
 static Block **blocks;
 static size_t used, capacity;
+static Edge *edges;
+static size_t edge_slots, edge_used;
+static const Block *previous;
+static int inside;
 static uint64_t begin_address, end_address;
 static char out_path[4096];
 
-static void on_begin(unsigned int vcpu, void *userdata) {
-  (void)vcpu;
-  (void)userdata;
-  for (size_t i = 0; i < used; i++) blocks[i]->snapshot = blocks[i]->count;
+static size_t slot_of(uint64_t from, uint64_t to, size_t slots) {
+  uint64_t h = (from * 0x9E3779B97F4A7C15ull) ^ (to + 0x632BE59BD9B4E019ull + (from << 6));
+  return (size_t)(h ^ (h >> 29)) & (slots - 1);
 }
 
-static void on_end(unsigned int vcpu, void *userdata) {
-  (void)vcpu;
-  (void)userdata;
-  for (size_t i = 0; i < used; i++) {
-    blocks[i]->window += blocks[i]->count - blocks[i]->snapshot;
-    blocks[i]->snapshot = blocks[i]->count;
+static void edge_add(uint64_t from, uint64_t to) {
+  if (2 * (edge_used + 1) > edge_slots) { /* keep the table at most half full */
+    size_t slots = edge_slots ? 2 * edge_slots : 1 << 14;
+    Edge *grown = calloc(slots, sizeof *grown);
+    for (size_t i = 0; i < edge_slots; i++) {
+      if (!edges[i].count) continue;
+      size_t j = slot_of(edges[i].from, edges[i].to, slots);
+      while (grown[j].count) j = (j + 1) & (slots - 1);
+      grown[j] = edges[i];
+    }
+    free(edges);
+    edges = grown, edge_slots = slots;
   }
+  size_t j = slot_of(from, to, edge_slots);
+  while (edges[j].count && (edges[j].from != from || edges[j].to != to))
+    j = (j + 1) & (edge_slots - 1);
+  if (!edges[j].count) edges[j].from = from, edges[j].to = to, edge_used++;
+  edges[j].count++;
+}
+
+static void on_exec(unsigned int vcpu, void *userdata) {
+  (void)vcpu;
+  const Block *block = userdata;
+  if (block->start == begin_address) inside = 1, previous = 0;
+  if (inside) {
+    ((Block *)block)->window++;
+    if (previous) edge_add(previous->last, block->start);
+    previous = block;
+  }
+  if (block->start == end_address) inside = 0;
 }
 
 static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
@@ -79,6 +110,7 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
   }
   Block *block = calloc(1, sizeof *block);
   block->n = qemu_plugin_tb_n_insns(tb);
+  block->start = qemu_plugin_tb_vaddr(tb);
   block->addresses = calloc(block->n, sizeof *block->addresses);
   block->sizes = calloc(block->n, sizeof *block->sizes);
   block->disassembly = calloc(block->n, sizeof *block->disassembly);
@@ -88,12 +120,9 @@ static void on_translate(qemu_plugin_id_t id, struct qemu_plugin_tb *tb) {
     block->sizes[i] = qemu_plugin_insn_size(insn);
     block->disassembly[i] = qemu_plugin_insn_disas(insn);
   }
+  block->last = block->n ? block->addresses[block->n - 1] : block->start;
   blocks[used++] = block;
-  /* The counter runs first, so a window that opens on this block starts after it. */
-  qemu_plugin_register_vcpu_tb_exec_inline(tb, UQ_INLINE_ADD_U64, &block->count, 1);
-  uint64_t start = qemu_plugin_tb_vaddr(tb);
-  if (start == begin_address) qemu_plugin_register_vcpu_tb_exec_cb(tb, on_begin, UQ_CB_NO_REGS, 0);
-  if (start == end_address) qemu_plugin_register_vcpu_tb_exec_cb(tb, on_end, UQ_CB_NO_REGS, 0);
+  qemu_plugin_register_vcpu_tb_exec_cb(tb, on_exec, UQ_CB_NO_REGS, block);
 }
 
 static void on_exit_write(qemu_plugin_id_t id, void *userdata) {
@@ -109,6 +138,11 @@ static void on_exit_write(qemu_plugin_id_t id, void *userdata) {
               block->sizes[i], (unsigned long long)block->window, i == 0,
               block->disassembly[i] ? block->disassembly[i] : "?");
     }
+  }
+  for (size_t i = 0; i < edge_slots; i++) {
+    if (edges[i].count)
+      fprintf(out, "E %llx %llx %llu\n", (unsigned long long)edges[i].from,
+              (unsigned long long)edges[i].to, (unsigned long long)edges[i].count);
   }
   fclose(out);
 }

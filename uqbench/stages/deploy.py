@@ -256,7 +256,7 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
                 )
                 timing = estimate(profile(with_score.elf, board.qemu_machine), board.core,
                                   with_score.elf)  # fmt: skip
-                base_timing = estimate(profile(bare.elf, board.qemu_machine), board.core)
+                base_timing = estimate(profile(bare.elf, board.qemu_machine), board.core, bare.elf)
                 ms = 1e3 * board.clock_mhz
                 doc |= {
                     "fits": True,
