@@ -35,6 +35,29 @@ def _array(ctype: str, name: str, values: np.ndarray) -> str:
     return f"static const {ctype} {name}[{len(flat)}] = {{{body}}};\n"
 
 
+# The longest patch the DSP kernels take (UQ_MAX_PATCH in c/uq_kernels_dsp.c); longer ones run
+# the reference kernel, which reads the weights in their natural layout.
+DSP_MAX_PATCH = 640
+
+
+def dsp_weight_layout(weights: np.ndarray) -> np.ndarray:
+    """Weights [O, K] (rows of a convolution or fully connected layer, OHWI flattened) in the
+    order the DSP kernels read them: each pair of rows (o, o + 1) as, per group of 4 inputs,
+    4 bytes of row o then 4 of row o + 1, then row o's K % 4 tail and row o + 1's; an odd last
+    row as it is. The same bytes, reordered."""
+    rows = np.asarray(weights).reshape(len(weights), -1)
+    k = rows.shape[1]
+    k4 = k - k % 4
+    parts = []
+    for o in range(0, len(rows) - 1, 2):
+        pair = rows[o : o + 2]
+        groups = pair[:, :k4].reshape(2, k4 // 4, 4).transpose(1, 0, 2)  # [group, row, 4]
+        parts += [groups.ravel(), pair[0, k4:], pair[1, k4:]]
+    if len(rows) % 2:
+        parts.append(rows[-1])
+    return np.concatenate(parts) if parts else rows.ravel()
+
+
 class _Emitter:
     def __init__(self, graph: Graph, plan: ArenaPlan) -> None:
         self.graph, self.plan = graph, plan
@@ -65,7 +88,20 @@ class _Emitter:
 
     def weights(self, op: Op, tag: str) -> None:
         weight, bias = (self.graph.tensors[n] for n in op.inputs[1:3])
-        self.constants.append(_array("int8_t", f"{tag}_w", weight.data))
+        data = weight.data
+        rows = data.reshape(len(data), -1)
+        if op.kind != "depthwise_conv2d" and rows.shape[1] <= DSP_MAX_PATCH:
+            # The DSP kernels read pairs of rows interleaved; the reference kernels (and the
+            # DSP ones' fallback for longer patches) read them as they are.
+            self.constants.append(
+                "#if UQ_DSP\n"
+                + _array("int8_t", f"{tag}_w", dsp_weight_layout(rows))
+                + "#else\n"
+                + _array("int8_t", f"{tag}_w", data)
+                + "#endif\n"
+            )
+        else:
+            self.constants.append(_array("int8_t", f"{tag}_w", data))
         self.constants.append(_array("int32_t", f"{tag}_b", bias.data))
 
     def emit(self, index: int, op: Op) -> None:

@@ -1,14 +1,15 @@
 /* uqbench int8 kernels for cores with the DSP extension (Cortex-M4, M7, M33): the same results
  * as the reference kernels in uq_kernels.c, bit for bit, in fewer instructions.
  *
- * - Convolution and fully connected layers are dot products of a patch with a weight row. Each
- *   output pixel's patch is expanded once into 16-bit (x - input zero point) values (SXTAB16),
- *   then reused for every output channel; the inner loop takes two pixels and two output
- *   channels at a time, so each weight word loaded serves two pixels and each patch word two
- *   channels, and SMLAD does two multiply-accumulates per instruction.
- * - The patch is stored in the order SXTB16 unpacks bytes: for every 4 inputs b0 b1 b2 b3 the
+ * - Convolution and fully connected layers are dot products of a patch with a weight row. The
+ *   patches of two output pixels are expanded once into 16-bit (x - input zero point) values
+ *   (SXTAB16) and interleaved, then reused for every output channel; the inner loop takes two
+ *   pixels and two output channels at a time, so each weight word loaded serves two pixels and
+ *   each patch word two channels, and SMLAD does two multiply-accumulates per instruction.
+ * - Expanded inputs are in the order SXTB16 unpacks bytes: for every 4 inputs b0 b1 b2 b3 the
  *   halfword pairs (b0, b2) then (b1, b3), so a weight word unpacked by SXTB16 and by SXTB16
- *   with ROR #8 meets its inputs without repacking. The K % 4 tail is kept in natural order.
+ *   with ROR #8 meets its inputs without repacking. Weights come in a DSP layout (pairs of
+ *   rows interleaved by groups of 4) that the code generator writes for these builds only.
  * - Depthwise convolutions take four channels per word, one multiply-accumulate per channel and
  *   tap (SMLABB / SMLATT on the unpacked halves).
  * - Requantization computes TFLite's roundings in fewer steps: its saturating rounding doubling
@@ -46,45 +47,38 @@ static inline uint32_t sxtab16_ror8(uint32_t a, uint32_t x) {
   return r;
 }
 
-/* Append `n` inputs (x - zero point) to the patch at index `k`, in the SXTB16 order within each
- * complete group of 4 of the whole patch (`k4`: where the groups end). Returns the new index. */
-static int expand(const int8_t *src, int n, int k, int k4, uint32_t minus_zero, int32_t zero,
-                  int16_t *col) {
-  int i = 0;
-  if ((k & 3) == 0) { /* group-aligned: a word at a time */
-    for (; i + 4 <= n && k + 4 <= k4; i += 4, k += 4) {
-      uint32_t v = load32(src + i);
-      uint32_t even = __sxtab16(minus_zero, v), odd = sxtab16_ror8(minus_zero, v);
-      memcpy(col + k, &even, 4);
-      memcpy(col + k + 2, &odd, 4);
+/* Two patches, expanded and interleaved for the dot products: for every group of 4 inputs
+ * x0 x1 x2 x3 (x - zero point, 16 bits), the words p0(x0,x2) p1(x0,x2) p0(x1,x3) p1(x1,x3),
+ * the order SXTB16 and SXTB16 ROR #8 unpack a weight word in; after the k / 4 groups, the k % 4
+ * tail inputs of p0 then of p1, in natural order. Each patch is `rows` runs of `run` contiguous
+ * bytes, `stride` bytes apart (a kernel's rows in an NHWC map; one run for a vector); a run that
+ * is not whole groups of 4 is first gathered into `scratch` (2 x rows x run bytes). */
+static void interleave(const int8_t *src0, const int8_t *src1, int rows, int run, int stride,
+                       uint32_t minus_zero, int32_t zero, int8_t *scratch, uint32_t *cols) {
+  int k = rows * run;
+  if (run & 3 && rows > 1) { /* groups would straddle runs: make each patch contiguous */
+    for (int i = 0; i < rows; i++) {
+      memcpy(scratch + i * run, src0 + i * stride, (size_t)run);
+      memcpy(scratch + k + i * run, src1 + i * stride, (size_t)run);
+    }
+    src0 = scratch, src1 = scratch + k, run = k, rows = 1;
+  }
+  int groups = k >> 2, tail = k & 3;
+  for (int i = 0; i < rows; i++) {
+    const int8_t *a = src0 + i * stride, *b = src1 + i * stride;
+    for (int n = run >> 2; n; n--, a += 4, b += 4, cols += 4) {
+      uint32_t v0 = load32(a), v1 = load32(b);
+      cols[0] = __sxtab16(minus_zero, v0);
+      cols[1] = __sxtab16(minus_zero, v1);
+      cols[2] = sxtab16_ror8(minus_zero, v0);
+      cols[3] = sxtab16_ror8(minus_zero, v1);
     }
   }
-  for (; i < n; i++, k++) {
-    int at = k < k4 ? (k & ~3) + ((k & 1) << 1) + ((k >> 1) & 1) : k; /* 0,2,1,3 in a group */
-    col[at] = (int16_t)(src[i] - zero);
+  int16_t *rest = (int16_t *)cols; /* rows == 1 here whenever there is a tail */
+  for (int i = 0; i < tail; i++) {
+    rest[i] = (int16_t)(src0[4 * groups + i] - zero);
+    rest[tail + i] = (int16_t)(src1[4 * groups + i] - zero);
   }
-  return k;
-}
-
-/* The patch of output pixel (y, x): kh rows of kw * c contiguous inputs (NHWC). */
-static void patch(const int8_t *in, int w, int c, int kh, int kw, int y, int x, int k4,
-                  uint32_t minus_zero, int32_t zero, int16_t *col) {
-  int row = kw * c;
-  if ((row & 3) == 0) { /* every row is whole groups of 4: a word at a time, no tail */
-    for (int i = 0; i < kh; i++) {
-      const int8_t *src = in + ((y + i) * w + x) * c;
-      for (int n = row >> 2; n; n--, src += 4, col += 4) {
-        uint32_t v = load32(src);
-        uint32_t even = __sxtab16(minus_zero, v), odd = sxtab16_ror8(minus_zero, v);
-        memcpy(col, &even, 4);
-        memcpy(col + 2, &odd, 4);
-      }
-    }
-    return;
-  }
-  int k = 0;
-  for (int i = 0; i < kh; i++)
-    k = expand(in + ((y + i) * w + x) * c, row, k, k4, minus_zero, zero, col);
 }
 
 /* TFLite's requantization, rewritten: see the file's comment. */
@@ -111,70 +105,73 @@ typedef struct {
   int32_t out_zero, act_min, act_max;
 } Finish;
 
-/* Four inputs of two patches against two weight rows, at offset i: 16 multiply-accumulates. */
-#define STEP(i)                                                           \
-  do {                                                                    \
-    uint32_t r0 = load32(w0 + (i)), r1 = load32(w1 + (i));                \
-    uint32_t v0 = __sxtb16(r0), v1 = __sxtb16(r1), x = load32(c0 + (i));  \
-    a00 = __smlad(x, v0, a00);                                            \
-    a01 = __smlad(x, v1, a01);                                            \
-    x = load32(c1 + (i));                                                 \
-    a10 = __smlad(x, v0, a10);                                            \
-    a11 = __smlad(x, v1, a11);                                            \
-    v0 = sxtb16_ror8(r0);                                                 \
-    v1 = sxtb16_ror8(r1);                                                 \
-    x = load32(c0 + (i) + 2);                                             \
-    a00 = __smlad(x, v0, a00);                                            \
-    a01 = __smlad(x, v1, a01);                                            \
-    x = load32(c1 + (i) + 2);                                             \
-    a10 = __smlad(x, v0, a10);                                            \
-    a11 = __smlad(x, v1, a11);                                            \
+/* One group of four inputs of both patches against a pair of weight rows: 16 multiply-
+ * accumulates. `w` points at the pair's 8 bytes for the group (4 of each row: see the layout in
+ * rows_by_patches), `x` at the group's 4 interleaved words. */
+#define STEP(w, x)                                                       \
+  do {                                                                   \
+    uint32_t r0 = load32(w), r1 = load32((w) + 4);                       \
+    uint32_t v0 = __sxtb16(r0), v1 = __sxtb16(r1);                       \
+    uint32_t x0 = (x)[0], x1 = (x)[1];                                   \
+    a00 = __smlad(x0, v0, a00);                                          \
+    a01 = __smlad(x0, v1, a01);                                          \
+    a10 = __smlad(x1, v0, a10);                                          \
+    a11 = __smlad(x1, v1, a11);                                          \
+    v0 = sxtb16_ror8(r0);                                                \
+    v1 = sxtb16_ror8(r1);                                                \
+    x0 = (x)[2], x1 = (x)[3];                                            \
+    a00 = __smlad(x0, v0, a00);                                          \
+    a01 = __smlad(x0, v1, a01);                                          \
+    a10 = __smlad(x1, v0, a10);                                          \
+    a11 = __smlad(x1, v1, a11);                                          \
   } while (0)
 
-/* Patches [npix][k] (npix 1 or 2) against every weight row: out0[o] and out1[o]. Two rows and
- * two patches at a time; the inner loop keeps few values live (four sums, two weight words, one
- * input word) and runs without spilling to the stack, which the first scheduling pass would
- * otherwise cause (hence its attribute). */
+/* Two interleaved patches (see interleave) against every weight row, the bias added: sum0[o]
+ * and sum1[o]. The weights come in the DSP layout the code generator writes for these kernels
+ * (uqbench.deploy.codegen.dsp_weight_layout): each pair of rows (o, o + 1) as 4 bytes of row o
+ * then 4 of row o + 1 per group of 4 inputs, then the two rows' k % 4 tails; an odd last row as
+ * it is. One pointer walks the weights and one the patches, so the loop keeps its four sums,
+ * two weight words, two input words and its counters in registers (the first scheduling pass,
+ * which would raise that pressure, is off). */
 __attribute__((noinline, optimize("no-schedule-insns"))) static void rows_by_patches(
-    const int16_t *cols, int npix, int k, const int8_t *weights, const int32_t *bias, int out_c,
+    const uint32_t *cols, int k, const int8_t *weights, const int32_t *bias, int out_c,
     int32_t *sum0, int32_t *sum1) {
-  int k4 = k & ~3, o = 0;
-  const int16_t *p0 = cols, *p1 = npix == 2 ? cols + k : cols;
+  int groups = k >> 2, tail = k & 3, o = 0;
+  const int16_t *rest = (const int16_t *)(cols + 4 * groups);
+  const int8_t *w = weights;
   for (; o + 2 <= out_c; o += 2) {
-    const int8_t *w0 = weights + o * k, *w1 = w0 + k, *end = w0 + k4;
-    const int16_t *c0 = p0, *c1 = p1;
     int32_t a00 = bias[o], a01 = bias[o + 1], a10 = a00, a11 = a01;
-    /* Sixteen inputs per iteration while they last (a quarter of the loop overhead), then
-     * four at a time. */
-    for (const int8_t *end16 = w0 + (k4 & ~15); w0 < end16;
-         w0 += 16, w1 += 16, c0 += 16, c1 += 16) {
-      STEP(0);
-      STEP(4);
-      STEP(8);
-      STEP(12);
+    const uint32_t *x = cols;
+    int n = groups;
+    for (; n >= 4; n -= 4, w += 32, x += 16) { /* sixteen inputs per pass */
+      STEP(w, x);
+      STEP(w + 8, x + 4);
+      STEP(w + 16, x + 8);
+      STEP(w + 24, x + 12);
     }
-    for (; w0 < end; w0 += 4, w1 += 4, c0 += 4, c1 += 4) STEP(0);
-    for (int i = k4; i < k; i++, w0++, w1++, c0++, c1++) {
-      a00 += *c0 * *w0;
-      a01 += *c0 * *w1;
-      a10 += *c1 * *w0;
-      a11 += *c1 * *w1;
+    for (; n; n--, w += 8, x += 4) STEP(w, x);
+    for (int i = 0; i < tail; i++) {
+      a00 += rest[i] * w[i];
+      a01 += rest[i] * w[tail + i];
+      a10 += rest[tail + i] * w[i];
+      a11 += rest[tail + i] * w[tail + i];
     }
+    w += 2 * tail;
     sum0[o] = a00, sum0[o + 1] = a01, sum1[o] = a10, sum1[o + 1] = a11;
   }
-  for (; o < out_c; o++) { /* an odd last row */
-    const int8_t *w0 = weights + o * k;
-    for (int j = 0; j < npix; j++) {
-      const int16_t *c0 = j ? p1 : p0;
-      int32_t acc = bias[o];
-      for (int i = 0; i < k4; i += 4) {
-        uint32_t v = load32(w0 + i);
-        acc = __smlad(load32(c0 + i), __sxtb16(v), acc);
-        acc = __smlad(load32(c0 + i + 2), sxtb16_ror8(v), acc);
-      }
-      for (int i = k4; i < k; i++) acc += c0[i] * w0[i];
-      (j ? sum1 : sum0)[o] = acc;
+  if (o < out_c) { /* an odd last row, in natural order */
+    int32_t a0 = bias[o], a1 = a0;
+    const uint32_t *x = cols;
+    for (int g = 0; g < groups; g++, x += 4) {
+      uint32_t r = load32(w + 4 * g), v = __sxtb16(r), u = sxtb16_ror8(r);
+      a0 = __smlad(x[2], u, __smlad(x[0], v, a0));
+      a1 = __smlad(x[3], u, __smlad(x[1], v, a1));
     }
+    for (int i = 0; i < tail; i++) {
+      a0 += rest[i] * w[4 * groups + i];
+      a1 += rest[tail + i] * w[4 * groups + i];
+    }
+    sum0[o] = a0, sum1[o] = a1;
   }
 }
 
@@ -263,28 +260,31 @@ static inline uint32_t minus_zero_pair(int32_t zero) {
 
 void uq_conv2d(const int8_t *in, int h, int w, int c, const int8_t *weights, const int32_t *bias,
                int out_c, int kh, int kw, int sh, int sw, const uq_requant *q, int8_t *out) {
-  int oh = (h - kh) / sh + 1, ow = (w - kw) / sw + 1, k = kh * kw * c, k4 = k & ~3;
+  int oh = (h - kh) / sh + 1, ow = (w - kw) / sw + 1, k = kh * kw * c;
   if (k > UQ_MAX_PATCH) { /* a patch too long for the stack buffers: the reference loop */
     uq_ref_conv2d(in, h, w, c, weights, bias, out_c, kh, kw, sh, sw, q, out);
     return;
   }
-  int16_t cols[2 * k]; /* two expanded patches: 4 bytes of stack per patch element */
+  /* Two interleaved expanded patches (4 bytes of stack per patch element) and, where a
+   * kernel row is not whole groups of 4 inputs, room to gather both patches. */
+  int run = kw * c;
+  uint32_t cols[k + 1];
+  int8_t scratch[(run & 3) && kh > 1 ? 2 * k : 1];
   int32_t sums[2 * UQ_CHUNK];
   uint32_t minus_zero = minus_zero_pair(q->in_zero);
   Finish f = finish_of(bias, q);
   int right_only = right_shifts_only(q->shift, out_c), pixels = oh * ow;
   for (int p = 0; p < pixels; p += 2) {
-    int npix = p + 1 < pixels ? 2 : 1;
-    for (int j = 0; j < npix; j++) {
-      int y = (p + j) / ow, x = (p + j) % ow;
-      patch(in, w, c, kh, kw, y * sh, x * sw, k4, minus_zero, q->in_zero, cols + j * k);
-    }
+    int npix = p + 1 < pixels ? 2 : 1, last = p + npix - 1; /* one pixel left: it, twice */
+    const int8_t *src0 = in + ((p / ow) * sh * w + (p % ow) * sw) * c;
+    const int8_t *src1 = in + ((last / ow) * sh * w + (last % ow) * sw) * c;
+    interleave(src0, src1, kh, run, w * c, minus_zero, q->in_zero, scratch, cols);
     for (int o = 0; o < out_c; o += UQ_CHUNK) { /* output channels in chunks: a small buffer */
       int n = out_c - o < UQ_CHUNK ? out_c - o : UQ_CHUNK;
-      rows_by_patches(cols, npix, k, weights + o * k, bias + o, n, sums, sums + UQ_CHUNK);
+      rows_by_patches(cols, k, weights + o * k, bias + o, n, sums, sums + UQ_CHUNK);
       for (int j = 0; j < npix; j++)
         requantize_conv(sums + j * UQ_CHUNK, n, f.multiplier + o, f.shift + o, &f, right_only,
-                       out + (p + j) * out_c + o);
+                        out + (p + j) * out_c + o);
     }
   }
 }
@@ -295,15 +295,16 @@ void uq_fully_connected(const int8_t *in, int k, const int8_t *weights, const in
     uq_ref_fully_connected(in, k, weights, bias, out_c, q, out);
     return;
   }
-  int16_t col[k];
-  int32_t sums[UQ_CHUNK];
-  expand(in, k, 0, k & ~3, minus_zero_pair(q->in_zero), q->in_zero, col);
+  uint32_t cols[k + 1];
+  int32_t sums[2 * UQ_CHUNK];
+  int8_t none[1];
+  interleave(in, in, 1, k, k, minus_zero_pair(q->in_zero), q->in_zero, none, cols); /* twice */
   Finish f = finish_of(bias, q);
+  int right_only = right_shifts_only(q->shift, out_c);
   for (int o = 0; o < out_c; o += UQ_CHUNK) {
     int n = out_c - o < UQ_CHUNK ? out_c - o : UQ_CHUNK;
-    rows_by_patches(col, 1, k, weights + o * k, bias + o, n, sums, sums);
-    requantize_conv(sums, n, f.multiplier + o, f.shift + o, &f, right_shifts_only(f.shift, out_c),
-                   out + o);
+    rows_by_patches(cols, k, weights + o * k, bias + o, n, sums, sums + UQ_CHUNK);
+    requantize_conv(sums, n, f.multiplier + o, f.shift + o, &f, right_only, out + o);
   }
 }
 
