@@ -150,3 +150,28 @@ def test_patches_longer_than_the_stack_buffers_take_the_reference_path(tmp_path)
     emulation = emulate(result.elf, small_mcu(), 2)
     np.testing.assert_array_equal(emulation.outputs, expected)
     assert emulation.stack_bytes < 4096
+
+
+@pytest.mark.parametrize("rows, k", [(1, 5), (2, 8), (3, 7), (6, 27), (5, 4)])
+def test_the_dsp_weight_layout_is_a_reordering_the_kernels_read(rows, k):
+    from uqbench.deploy.codegen import dsp_weight_layout
+
+    weights = np.arange(rows * k).reshape(rows, k) % 251 - 125
+    laid = dsp_weight_layout(weights)
+    assert sorted(laid.tolist()) == sorted(weights.ravel().tolist())  # the same bytes
+    k4 = k - k % 4
+    pair = weights[:2]
+    if rows >= 2 and k4:
+        # Group 0 of a pair: row 0's first 4 bytes, then row 1's, then group 1 ...
+        np.testing.assert_array_equal(laid[:8], np.concatenate([pair[0, :4], pair[1, :4]]))
+    if rows % 2:
+        np.testing.assert_array_equal(laid[-k:], weights[-1])  # an odd last row as it is
+
+
+def test_the_code_generator_and_the_kernels_agree_on_the_longest_patch():
+    import re
+
+    from uqbench.deploy.codegen import C_DIR, DSP_MAX_PATCH
+
+    source = (C_DIR / "uq_kernels_dsp.c").read_text()
+    assert int(re.search(r"#define UQ_MAX_PATCH (\d+)", source).group(1)) == DSP_MAX_PATCH

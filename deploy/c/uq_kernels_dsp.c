@@ -81,21 +81,11 @@ static void interleave(const int8_t *src0, const int8_t *src1, int rows, int run
   }
 }
 
-/* TFLite's requantization, rewritten: see the file's comment. */
+/* TFLite's saturating rounding doubling high multiply, rewritten (see the file's comment). */
 static inline int32_t srdhm(int32_t a, int32_t b) {
   /* TFLite saturates a = b = INT32_MIN; b is a multiplier from quantize_multiplier, never
    * negative, so that case cannot occur here. */
   return (int32_t)(((int64_t)a * b + (1ll << 30)) >> 31);
-}
-
-static inline int32_t rdbpot(int32_t x, int exponent) {
-  int32_t mask = (int32_t)((1u << exponent) - 1u);
-  int32_t threshold = (mask >> 1) + (int32_t)((uint32_t)x >> 31);
-  return (x >> exponent) + ((x & mask) > threshold);
-}
-
-static inline int32_t requantize(int32_t acc, int32_t multiplier, int32_t shift) {
-  return shift > 0 ? srdhm(acc * (1 << shift), multiplier) : rdbpot(srdhm(acc, multiplier), -shift);
 }
 
 /* The requantization parameters in locals: stores through int8_t pointers may alias anything,
@@ -365,15 +355,25 @@ void uq_add(const int8_t *a, const int8_t *b, int n, int32_t a_zero, int32_t a_m
             int32_t a_shift, int32_t b_zero, int32_t b_mult, int32_t b_shift, int32_t out_zero,
             int32_t out_mult, int32_t out_shift, int32_t act_min, int32_t act_max, int8_t *out) {
   /* Each input's rescaled value depends on its byte alone: two 256-entry tables, then one
-   * requantization per element instead of three. */
+   * requantization per element instead of three. (TFLite's input shifts are never positive.) */
   int32_t ta[256], tb[256];
   for (int v = -128; v < 128; v++) {
-    ta[v + 128] = rdbpot(srdhm((v - a_zero) * (1 << 20), a_mult), -a_shift);
-    tb[v + 128] = rdbpot(srdhm((v - b_zero) * (1 << 20), b_mult), -b_shift);
+    ta[v + 128] = requantize_any((v - a_zero) * (1 << 20), a_mult, a_shift);
+    tb[v + 128] = requantize_any((v - b_zero) * (1 << 20), b_mult, b_shift);
+  }
+  if (out_shift <= -2) { /* the usual case: the one-multiply form, no branch per element */
+    for (int i = 0; i < n; i++) {
+      int32_t v = requantize_right(ta[a[i] + 128] + tb[b[i] + 128], out_mult, -out_shift);
+      v += out_zero;
+      v = v < act_min ? act_min : v;
+      out[i] = (int8_t)(v > act_max ? act_max : v);
+    }
+    return;
   }
   for (int i = 0; i < n; i++) {
-    int32_t v = rdbpot(srdhm(ta[a[i] + 128] + tb[b[i] + 128], out_mult), -out_shift) + out_zero;
-    out[i] = (int8_t)(v < act_min ? act_min : (v > act_max ? act_max : v));
+    int32_t v = requantize_any(ta[a[i] + 128] + tb[b[i] + 128], out_mult, out_shift) + out_zero;
+    v = v < act_min ? act_min : v;
+    out[i] = (int8_t)(v > act_max ? act_max : v);
   }
 }
 
