@@ -177,18 +177,19 @@ static inline Finish finish_of(const int32_t *bias, const uq_requant *q) {
  * floors by powers of two make one. It equals the reference for every int32 a and every
  * multiplier 0 <= m < 2^31 (checked against uqbench.deploy.int8 on random draws and extremes;
  * the randomized kernel tests hold the firmware to it). */
-static inline int32_t requantize_right(int32_t a, int32_t m, int32_t e) {
+static inline int32_t requantize_right(int32_t a, int32_t m, int32_t shift) {
   /* The 2^30 - 2^31 [a < 0] term in two words: low 0x40000000 or 0xC0000000, high the borrow. */
   uint32_t negative = (uint32_t)(a >> 31);
   int64_t t = (int64_t)a * m +
               (int64_t)(((uint64_t)negative << 32) | (0x40000000u ^ (negative & 0x80000000u)));
-  /* + 2^(30+e) lies in the high word: floor((high + 2^(e-2)) / 2^(e-1)), as two shifts. */
-  return (((int32_t)(t >> 32) >> (e - 2)) + 1) >> 1;
+  /* + 2^(30+e) lies in the high word: floor((high + 2^(e-2)) / 2^(e-1)), as two shifts;
+   * e - 2 = -shift - 2 = ~shift - 1. */
+  return (((int32_t)(t >> 32) >> ((int32_t)~(uint32_t)shift - 1)) + 1) >> 1;
 }
 
 /* The general case (any shift), as the reference computes it, with the same algebra. */
 static inline int32_t requantize_any(int32_t a, int32_t m, int32_t s) {
-  if (s <= -2) return requantize_right(a, m, -s);
+  if (s <= -2) return requantize_right(a, m, s);
   if (s == -1) {
     int32_t x = (int32_t)(((int64_t)a * m + ((1ll << 30) - (a < 0 ? (1ll << 31) : 0))) >> 31);
     return (x >> 1) + (x & 1);
@@ -204,9 +205,16 @@ __attribute__((always_inline)) static inline void requantize_row(const int32_t *
                                                      const int32_t *shift, const Finish *f,
                                                      int right_only, int8_t *out) {
   int32_t out_zero = f->out_zero, lo = f->act_min, hi = f->act_max;
+  if (right_only && hi == 127) { /* no upper bound but int8's: SSAT, then the lower one */
+    for (int o = 0; o < n; o++) {
+      int32_t v = __ssat(requantize_right(sum[o], multiplier[o], shift[o]) + out_zero, 8);
+      out[o] = (int8_t)(v < lo ? lo : v);
+    }
+    return;
+  }
   if (right_only) {
     for (int o = 0; o < n; o++) {
-      int32_t v = requantize_right(sum[o], multiplier[o], -shift[o]) + out_zero;
+      int32_t v = requantize_right(sum[o], multiplier[o], shift[o]) + out_zero;
       v = v < lo ? lo : v;
       out[o] = (int8_t)(v > hi ? hi : v);
     }
@@ -363,7 +371,7 @@ void uq_add(const int8_t *a, const int8_t *b, int n, int32_t a_zero, int32_t a_m
   }
   if (out_shift <= -2) { /* the usual case: the one-multiply form, no branch per element */
     for (int i = 0; i < n; i++) {
-      int32_t v = requantize_right(ta[a[i] + 128] + tb[b[i] + 128], out_mult, -out_shift);
+      int32_t v = requantize_right(ta[a[i] + 128] + tb[b[i] + 128], out_mult, out_shift);
       v += out_zero;
       v = v < act_min ? act_min : v;
       out[i] = (int8_t)(v > act_max ? act_max : v);
