@@ -46,7 +46,7 @@ MODELS = {
 # fully connected layer's dot products run in rows_by_patches and count as convolution).
 LAYER = {
     "uq_conv2d": "conv", "uq_ref_conv2d": "conv", "rows_by_patches": "conv", "expand": "conv",
-    "requantize_conv": "conv", "uq_depthwise": "depthwise", "uq_ref_depthwise": "depthwise",
+    "requantize_conv": "conv", "uq_depthwise": "depthwise", "uq_ref_depthwise": "depthwise", "dw_groups": "depthwise",
     "requantize_depthwise": "depthwise",
     "uq_fully_connected": "fully connected", "uq_ref_fully_connected": "fully connected",
     "uq_add": "add", "uq_ref_add": "add",

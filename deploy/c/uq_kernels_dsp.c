@@ -306,20 +306,49 @@ void uq_fully_connected(const int8_t *in, int k, const int8_t *weights, const in
   }
 }
 
-/* One tap of four channels at offset d: a word of inputs and a word of weights, unpacked, one
- * multiply-accumulate per channel. */
-#define DW_TAP(d)                                                                      \
-  do {                                                                                 \
-    uint32_t v = load32(px + (d)), g = load32(wk + (d));                               \
-    uint32_t xe = __sxtab16(minus_zero, v), xo = sxtab16_ror8(minus_zero, v);          \
-    uint32_t we = __sxtb16(g), wo = sxtb16_ror8(g);                                    \
-    a0 = __smlabb(xe, we, a0);                                                         \
-    a2 = __smlatt(xe, we, a2);                                                         \
-    a1 = __smlabb(xo, wo, a1);                                                         \
-    a3 = __smlatt(xo, wo, a3);                                                         \
+/* One tap of four channels: a word of inputs at p and a word of weights at g, unpacked, one
+ * multiply-accumulate per channel; then p and g move on by the given steps. */
+#define DW_TAP(p_step, g_step)                                                  \
+  do {                                                                          \
+    uint32_t v = load32(p), u = load32(g);                                      \
+    uint32_t xe = __sxtab16(minus_zero, v), xo = sxtab16_ror8(minus_zero, v);   \
+    uint32_t we = __sxtb16(u), wo = sxtb16_ror8(u);                             \
+    a0 = __smlabb(xe, we, a0);                                                  \
+    a2 = __smlatt(xe, we, a2);                                                  \
+    a1 = __smlabb(xo, wo, a1);                                                  \
+    a3 = __smlatt(xo, wo, a3);                                                  \
+    p += (p_step), g += (g_step);                                               \
   } while (0)
 
-__attribute__((optimize("no-schedule-insns"))) void uq_depthwise(const int8_t *in, int h, int w, int c, const int8_t *weights,
+/* sums[k] = bias + the taps of channels k..k+3, for every group of 4 of n channels: the kernel
+ * window's inputs start at `base` (rows `in_row` bytes apart, taps c apart), its weights at
+ * `weights` (taps c apart, rows contiguous: 1 x kh x kw x c). A 3 x 3 window runs unrolled. */
+__attribute__((noinline, optimize("no-schedule-insns"))) static void dw_groups(
+    const int8_t *base, const int8_t *weights, const int32_t *bias, int n4, int c, int in_row,
+    int kh, int kw, uint32_t minus_zero, int32_t *sums) {
+  for (int k = 0; k < n4; k += 4, base += 4, weights += 4) {
+    int32_t a0 = bias[k], a1 = bias[k + 1], a2 = bias[k + 2], a3 = bias[k + 3];
+    const int8_t *p = base, *g = weights;
+    if (kh == 3 && kw == 3) {
+      int next_row = in_row - 2 * c;
+      DW_TAP(c, c);
+      DW_TAP(c, c);
+      DW_TAP(next_row, c);
+      DW_TAP(c, c);
+      DW_TAP(c, c);
+      DW_TAP(next_row, c);
+      DW_TAP(c, c);
+      DW_TAP(c, c);
+      DW_TAP(0, 0);
+    } else {
+      for (int i = 0; i < kh; i++, p += in_row - kw * c)
+        for (int j = 0; j < kw; j++) DW_TAP(c, c);
+    }
+    sums[k] = a0, sums[k + 1] = a1, sums[k + 2] = a2, sums[k + 3] = a3;
+  }
+}
+
+void uq_depthwise(const int8_t *in, int h, int w, int c, const int8_t *weights,
                   const int32_t *bias, int kh, int kw, int sh, int sw, const uq_requant *q,
                   int8_t *out) {
   int oh = (h - kh) / sh + 1, ow = (w - kw) / sw + 1;
@@ -332,30 +361,17 @@ __attribute__((optimize("no-schedule-insns"))) void uq_depthwise(const int8_t *i
       for (int k0 = 0; k0 < c; k0 += UQ_CHUNK) { /* channels in chunks: a small buffer */
         int n = c - k0 < UQ_CHUNK ? c - k0 : UQ_CHUNK, n4 = n & ~3;
         const int8_t *base = in + ((y * sh) * w + x * sw) * c + k0;
-        for (int k = 0; k < n4; k += 4) { /* four channels per word */
-          int32_t a0 = bias[k0 + k], a1 = bias[k0 + k + 1], a2 = bias[k0 + k + 2],
-                  a3 = bias[k0 + k + 3];
-          for (int i = 0; i < kh; i++) {
-            const int8_t *px = base + i * w * c + k, *wk = weights + i * kw * c + k0 + k;
-            int j = 0;
-            for (; j + 3 <= kw; j += 3, px += 3 * c, wk += 3 * c) { /* 3 taps per pass */
-              DW_TAP(0);
-              DW_TAP(c);
-              DW_TAP(2 * c);
-            }
-            for (; j < kw; j++, px += c, wk += c) DW_TAP(0);
-          }
-          sums[k] = a0, sums[k + 1] = a1, sums[k + 2] = a2, sums[k + 3] = a3;
-        }
-        for (int k = n4; k < n; k++) {
+        dw_groups(base, weights + k0, bias + k0, n4, c, w * c, kh, kw, minus_zero, sums);
+        for (int k = n4; k < n; k++) { /* the last c % 4 channels, one at a time */
           int32_t acc = bias[k0 + k];
           for (int i = 0; i < kh; i++)
             for (int j = 0; j < kw; j++)
-              acc += (base[(i * w + j) * c + k] - q->in_zero) * weights[(i * kw + j) * c + k0 + k];
+              acc += (base[(i * w + j) * c + k] - q->in_zero) *
+                     weights[(i * kw + j) * c + k0 + k];
           sums[k] = acc;
         }
         requantize_depthwise(sums, n, f.multiplier + k0, f.shift + k0, &f, right_only,
-                       out + (y * ow + x) * c + k0);
+                             out + (y * ow + x) * c + k0);
       }
 }
 
