@@ -71,9 +71,9 @@ def _cell(doc: dict, base_macs: int) -> str:
     flash, ram, latency = doc["flash_bytes"], doc["ram_bytes"], doc["latency"]
     extra_macs = 100 * doc["uncertainty_extras_macs"] / base_macs
     return (
-        f"+{flash['uncertainty_extras'] / 1024:.1f} KiB / +{ram['uncertainty_extras'] / 1024:.1f} "
-        f"KiB / +{latency['uncertainty_extras_ms']:.2f} ms ({latency['estimated_ms']:.0f} ms) / "
-        f"+{extra_macs:.1f}% MACs"
+        f"{flash['uncertainty_extras'] / 1024:+.1f} KiB / {ram['uncertainty_extras'] / 1024:+.1f} "
+        f"KiB / {latency['uncertainty_extras_ms']:+.2f} ms ({latency['estimated_ms']:.0f} ms) / "
+        f"{extra_macs:+.2f}% MACs"
     )
 
 

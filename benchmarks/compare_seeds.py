@@ -115,8 +115,8 @@ def _cost_cell(docs: list[dict]) -> str:
     ms = statistics.mean(d["latency"]["estimated_ms"] for d in docs)
     ms_extra = statistics.mean(d["latency"]["uncertainty_extras_ms"] for d in docs)
     return (
-        f"{flash:.1f} KiB (+{extra:.1f}) / {ram:.1f} KiB (+{ram_extra:.1f}) / "
-        f"{ms:.0f} ms (+{ms_extra:.1f})"
+        f"{flash:.1f} KiB ({extra:+.1f}) / {ram:.1f} KiB ({ram_extra:+.1f}) / "
+        f"{ms:.0f} ms ({ms_extra:+.1f})"
     )
 
 
@@ -167,8 +167,10 @@ def _previous_costs(table: Path) -> list[str]:
         return []
     end = text.find("\n## ", start + 1)
     section = text[start : end if end >= 0 else len(text)].strip().splitlines()
-    return ["", PREVIOUS, "", "Kept for one release so the change is visible:", "",
-            *section[1:]]  # fmt: skip
+    body = section[1:]
+    while body and not body[0].strip():
+        body.pop(0)
+    return ["", PREVIOUS, "", "Kept for one release so the change is visible:", "", *body]
 
 
 if __name__ == "__main__":
