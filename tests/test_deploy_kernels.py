@@ -97,7 +97,10 @@ def _case(seed: int):
     return graph, quantize_input(graph, x)
 
 
-@pytest.mark.parametrize("seed", range(8))
+# Two seeds in the fast suite (one per board), the other six with the slow tests.
+@pytest.mark.parametrize(
+    "seed", [s if s < 2 else pytest.param(s, marks=pytest.mark.slow) for s in range(8)]
+)
 def test_dsp_kernels_equal_the_reference_and_tflite_micro(seed, tmp_path):
     graph, x = _case(seed)
     expected = run(graph, x)[graph.outputs[0]].reshape(len(x), -1)
