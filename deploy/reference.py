@@ -61,12 +61,22 @@ def _windows(x: np.ndarray, kh: int, kw: int, stride: tuple[int, int]) -> np.nda
 
 
 def conv2d(x: np.ndarray, op: Op, graph: Graph) -> np.ndarray:
+    """Integer sums computed as float64 matrix products, in batches of examples: every partial
+    sum is an integer below 2^53 (|x - zero| <= 255, |w| <= 127, far fewer than 2^37 terms), so
+    the float64 result is exact, and the BLAS product is many times faster than an int64 one."""
     weight, bias = (graph.tensors[n] for n in op.inputs[1:3])
     zero = int(graph.tensors[op.inputs[0]].qparams.zero_point[0])
-    w = weight.data.astype(np.int64)  # [O, kh, kw, C]
-    windows = _windows(x.astype(np.int64) - zero, w.shape[1], w.shape[2], op.options["stride"])
-    acc = np.einsum("bhwcij,oijc->bhwo", windows, w, optimize=True) + bias.data.astype(np.int64)
-    return _requantize(acc, op, graph, weight)
+    w = weight.data.astype(np.float64)  # [O, kh, kw, C]
+    rows = w.transpose(0, 3, 1, 2).reshape(len(w), -1)  # [O, C * kh * kw], the windows' order
+    windows = _windows(x.astype(np.float64) - zero, w.shape[1], w.shape[2], op.options["stride"])
+    b, ho, wo = windows.shape[:3]
+    per_example = ho * wo * rows.shape[1]
+    step = max(1, (1 << 22) // max(per_example, 1))  # about 32 MB of windows at a time
+    acc = np.empty((b, ho, wo, len(w)), dtype=np.int64)
+    for start in range(0, b, step):
+        chunk = windows[start : start + step].reshape(-1, rows.shape[1])
+        acc[start : start + step] = np.rint(chunk @ rows.T).reshape(-1, ho, wo, len(w))
+    return _requantize(acc + bias.data.astype(np.int64), op, graph, weight)
 
 
 def depthwise_conv2d(x: np.ndarray, op: Op, graph: Graph) -> np.ndarray:
