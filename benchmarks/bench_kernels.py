@@ -29,6 +29,7 @@ from uqbench.deploy.boards import big_mcu, nucleo_l4r5zi, small_mcu
 from uqbench.deploy.codegen import generate
 from uqbench.deploy.convert import quantize_input, to_graph
 from uqbench.deploy.firmware import build, emulate, harness
+from uqbench.deploy.kernels import kernel_flash, layer_of
 from uqbench.deploy.reference import run
 from uqbench.deploy.timing import estimate, profile, symbols
 
@@ -42,19 +43,6 @@ MODELS = {
     "ds-cnn-40x98": (ds_cnn, (1, 40, 98)),  # the speechcommands datamodule's log-Mel
     "mobilenetv2": (mobilenetv2, (3, 64, 64)),
 }
-# Which layer type each kernel function belongs to (the DSP build's helpers included; the
-# fully connected layer's dot products and requantization run in the convolution's helpers
-# and count as convolution: one layer, 640 MACs, in both models).
-LAYER = {
-    "uq_conv2d": "conv", "uq_ref_conv2d": "conv", "rows_by_patches": "conv",
-    "requantize_conv": "conv", "uq_depthwise": "depthwise", "uq_ref_depthwise": "depthwise",
-    "dw_groups": "depthwise", "requantize_depthwise": "depthwise",
-    "uq_fully_connected": "fully connected", "uq_ref_fully_connected": "fully connected",
-    "uq_add": "add", "uq_ref_add": "add",
-    "uq_pad": "pad", "uq_ref_pad": "pad", "memset": "pad", "memcpy": "pad",
-    "uq_average_pool": "pool", "uq_max_pool": "pool",
-}  # fmt: skip
-KERNELS = {name for name in LAYER if name not in ("memset", "memcpy")}
 
 
 def layer_macs(graph) -> Counter:
@@ -82,16 +70,12 @@ def by_layer(elf: Path, machine: str, core: str) -> dict[str, tuple[int, float]]
     for item in executed.executed:
         i = bisect.bisect_right(starts, item.address) - 1
         name = functions[i][2] if i >= 0 and item.address < functions[i][1] else "?"
-        groups.setdefault(LAYER.get(name, "other"), []).append(item)
+        groups.setdefault(layer_of(name), []).append(item)
     result = {}
     for layer, items in groups.items():
         timing = estimate(executed.only(items), core)
         result[layer] = (timing.instructions, timing.cycles)
     return result
-
-
-def kernel_flash(elf: Path) -> int:
-    return sum(end - start for start, end, name in symbols(elf) if name in KERNELS)
 
 
 def main() -> None:

@@ -60,6 +60,9 @@ def test_deploy_writes_checked_firmware_and_its_record(runs, capsys):
     assert ram["peak"] >= doc["arena_bytes"]["planned"] + ram["stack_high_water"]
     functions = doc["instructions"]["by_function"]
     assert "uq_conv2d" in functions and "uq_score" in functions
+    layers = doc["instructions"]["by_layer"]
+    assert max(layers, key=layers.get) == "conv" and sum(layers.values()) == sum(functions.values())
+    assert 2000 < flash["kernels"] < flash["backbone"]
     q = doc["quantization"]
     assert q["examples"] == 360 and q["prediction_agreement"] > 0.8
     ood = q["auroc_id_ok_vs_ood"]["photos"]

@@ -66,6 +66,7 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
     from uqbench.deploy.codegen import ensemble, generate
     from uqbench.deploy.convert import NotDeployable, quantize_input, to_graph
     from uqbench.deploy.firmware import STACK_BYTES, build, check_toolchain, emulate, harness
+    from uqbench.deploy.kernels import by_layer, kernel_flash
     from uqbench.deploy.reference import run as run_int8
     from uqbench.deploy.score import (
         Ensemble,
@@ -265,6 +266,7 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
                         "total": total,
                         "backbone": backbone_flash,  # BASE: one backbone (the first member)
                         "uncertainty_extras": total - backbone_flash,
+                        "kernels": kernel_flash(with_score.elf),  # part of the backbone's
                         "excludes": "the emulation test harness (main and uqh_* symbols)",
                     },
                     "ram_bytes": {
@@ -282,6 +284,7 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
                         "backbone": base.instructions,
                         "uncertainty_extras": spent - base.instructions,
                         "by_function": timing.by_function,
+                        "by_layer": by_layer(timing.by_function),
                     },
                     "instructions_per_mac": emulation.instructions / macs,
                     "latency": {
