@@ -10,31 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from datetime import date
 from pathlib import Path
 
 from uqbench.config import RunConfig
+from uqbench.leaderboard import COLUMNS, COST_LEGEND, cost_cell, mean_and_spread
 from uqbench.metric_table import lookup
 from uqbench.runner import fit
-
-# Paths into metrics.json, named by the metric table (uqbench/metric_table.py).
-COLUMNS = [
-    ("AUROC ID ok vs err", "id_vs_error/auroc"),
-    ("AUROC ID ok vs OOD", "id_vs_ood/mean/auroc"),
-    ("AURC ID", "selective/id/aurc"),
-    ("AURC ID+CID", "selective/id+cid/aurc"),
-    ("ECE", "calibration/ece"),
-    ("ECE (T-scaled)", "calibration_ts/ece"),
-    ("acc ID", "accuracy/id"),
-    ("acc CID", "accuracy/cid_mean"),
-]
-
-
-def _cell(values: list[float]) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    digits = 4 if abs(statistics.mean(values)) < 0.01 else 3
-    return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
 
 
 def main() -> None:
@@ -71,7 +53,7 @@ def main() -> None:
             threads.add(json.loads((folder / "config.json").read_text())["run"]["threads"])
         rows.append(
             f"| {method} | "
-            + " | ".join(_cell([lookup(m, key) for m in metrics]) for _, key in COLUMNS)
+            + " | ".join(mean_and_spread([lookup(m, key) for m in metrics]) for _, key in COLUMNS)
             + " |"
         )
     header = "| method | " + " | ".join(name for name, _ in COLUMNS) + " |"
@@ -99,27 +81,6 @@ def main() -> None:
     print("\n".join(lines))
 
 
-def _cost_cell(docs: list[dict]) -> str:
-    """Mean over seeds of one (method, board): flash / peak RAM / latency (extras over BASE)."""
-    first = docs[0]
-    if not first["deployable"]:
-        return "not deployable"
-    if not first["fits"]:
-        return (
-            "OOM (" + ", ".join(f"{r} +{b / 1024:.1f} KiB" for r, b in first["oom"].items()) + ")"
-        )
-    flash = statistics.mean(d["flash_bytes"]["total"] for d in docs) / 1024
-    extra = statistics.mean(d["flash_bytes"]["uncertainty_extras"] for d in docs) / 1024
-    ram = statistics.mean(d["ram_bytes"]["peak"] for d in docs) / 1024
-    ram_extra = statistics.mean(d["ram_bytes"]["uncertainty_extras"] for d in docs) / 1024
-    ms = statistics.mean(d["latency"]["estimated_ms"] for d in docs)
-    ms_extra = statistics.mean(d["latency"]["uncertainty_extras_ms"] for d in docs)
-    return (
-        f"{flash:.1f} KiB ({extra:+.1f}) / {ram:.1f} KiB ({ram_extra:+.1f}) / "
-        f"{ms:.0f} ms ({ms_extra:+.1f})"
-    )
-
-
 def _cost_table(args: argparse.Namespace) -> list[str]:
     """Deploy every run folder to the boards (once) and tabulate the cost per method x board."""
     from uqbench.runner import deploy_boards
@@ -136,17 +97,12 @@ def _cost_table(args: argparse.Namespace) -> list[str]:
             for b in boards:
                 path = folder / "deploy" / b.name / "deploy.json"
                 per_board[b.name].append(json.loads(path.read_text()))
-        rows.append(f"| {method} | " + " | ".join(_cost_cell(d) for d in per_board.values()) + " |")
+        rows.append(f"| {method} | " + " | ".join(cost_cell(d) for d in per_board.values()) + " |")
     names = [b.name for b in boards]
     return [
         "## Cost on the device (int8, `uqbench deploy`)",
         "",
-        "Flash / peak RAM (static data + stack high-water mark) / latency, each with the",
-        "uncertainty extras over BASE (one backbone without a score) in brackets. Latency is",
-        "estimated from the executed instruction mix, counted under QEMU and weighted by the",
-        "core's documented instruction timings (uqbench.deploy.timing; flash wait states and",
-        "caches not modelled). Mean over seeds. The project's DSP kernels (SMLAD) on both cores;",
-        "the score in float32 on the FPU.",
+        *COST_LEGEND,
         "",
         "| method | " + " | ".join(names) + " |",
         "|" + "---|" * (len(names) + 1),

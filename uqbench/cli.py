@@ -79,6 +79,16 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sheet.add_argument("overrides", nargs="*", metavar="key=value")
+    bench = commands.add_parser(
+        "bench",
+        help="a matrix of fits (methods x data x seeds), each its own process, resumable",
+        description="Run one `uqbench fit` per (data, method, seed) cell as a child process, "
+        "bench.jobs at a time; reuse complete cells; record failures and go on; write "
+        "<bench.out>/bench.json and leaderboard.md.",
+        epilog=_BENCH_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench.add_argument("overrides", nargs="*", metavar="key=value")
     return parser
 
 
@@ -89,6 +99,21 @@ overrides (key=value):
   board.flash_kb=INT  override every chosen board's flash size (KiB)
   board.ram_kb=INT    ... RAM size (KiB); a model that does not fit is an OOM result
   board.clock_mhz=F   ... clock (MHz), for the latency estimate
+"""
+
+_BENCH_HELP = """\
+overrides (key=value):
+  method=[A,B,...]    methods (one cell each; default snapuq)
+  data=[X,Y,...]      datamodules (default digits)
+  seed=[13,17,23]     seeds (default 13)
+  deploy=[A,B]        boards every cell is deployed to
+  bench.jobs=N        cells run at the same time (default 1)
+  bench.out=PATH      folder of the cells' run folders, logs, bench.json, leaderboard.md
+                      (default runs/bench)
+  any other key=value of `uqbench fit` is passed to every cell (e.g. trainer.max_epochs=5)
+
+example:
+  uqbench bench method=[msp,energy,snapuq] data=[digits] seed=[13,17,23] bench.jobs=2
 """
 
 _SHEET_HELP = """\
@@ -159,6 +184,20 @@ def _deploy(overrides: list[str]) -> int:
     return 0
 
 
+def _bench(overrides: list[str]) -> int:
+    from uqbench.bench import check_cells, parse_matrix, run, write_leaderboard
+
+    matrix = parse_matrix(overrides)
+    check_cells(matrix)  # every cell as `uqbench fit` would refuse it, before any runs
+    document = run(matrix)
+    path = write_leaderboard(matrix, document, "uqbench bench " + " ".join(overrides))
+    failed = [n for n, e in document["cells"].items() if e["status"] == "failed"]
+    print(f"wrote {matrix.out / 'bench.json'} and {path}")
+    if failed:
+        print(f"{len(failed)} cell(s) failed: {', '.join(failed)} (see bench.json)")
+    return 1 if failed else 0
+
+
 def _corruption_sheet(overrides: list[str]) -> int:
     from uqbench.errors import ConfigError
 
@@ -220,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             return _corruption_sheet(args.overrides)
         if args.command == "deploy":
             return _deploy(args.overrides)
+        if args.command == "bench":
+            return _bench(args.overrides)
         from uqbench.config import parse_overrides
 
         config = parse_overrides(args.overrides)

@@ -1,0 +1,67 @@
+"""``uqbench bench``: a matrix of fits as child processes, checked before any cell runs,
+resumable, parallel, failures recorded with the command that reproduces them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from uqbench.bench import parse_matrix
+from uqbench.cli import main
+
+
+def test_unknown_names_are_all_listed_before_anything_runs(tmp_path, capsys):
+    out = tmp_path / "bench"
+    code = main(["bench", "method=[msp,nope,bad]", "data=[digits,cifar11]", "deploy=[tiny-mcu]",
+                 f"bench.out={out}"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    for name in ("method 'nope'", "method 'bad'", "data 'cifar11'", "board 'tiny-mcu'"):
+        assert name in err
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("method.no_such_option=1", "no_such_option"),
+        ("bench.workers=2", "unknown bench option 'bench.workers'"),
+        ("name=x", "names its cells itself"),
+        ("bench.jobs=0", "bench.jobs must be >= 1"),
+    ],
+)
+def test_a_cell_uqbench_fit_would_refuse_stops_the_bench_first(tmp_path, capsys, option, message):
+    out = tmp_path / "bench"
+    code = main(["bench", "method=[msp,energy]", option, f"bench.out={out}"])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (out / "logs").exists()  # no cell ran
+
+
+@pytest.mark.slow
+def test_cells_run_in_parallel_resume_and_fail_alone(tmp_path, capsys):
+    out = tmp_path / "bench"
+    args = ["bench", "method=[msp,energy]", "seed=[13,17]", "trainer.max_epochs=1",
+            "bench.jobs=2", f"bench.out={out}"]  # fmt: skip
+    cells = parse_matrix(args[1:]).cells
+    assert [c.name.rsplit("-", 1)[0] for c in cells] == [
+        "msp-digits-s13", "energy-digits-s13", "msp-digits-s17", "energy-digits-s17",
+    ]  # fmt: skip
+    # One cell's run folder is taken by a file: that cell fails, the others go on.
+    out.mkdir()
+    (out / cells[3].name).write_text("in the way")
+    assert main(args) == 1
+    printed = capsys.readouterr().out
+    assert "3 done, 1 failed" in printed and cells[3].name in printed
+    record = json.loads((out / "bench.json").read_text())["cells"]
+    assert [record[c.name]["status"] for c in cells] == ["done", "done", "done", "failed"]
+    failed = record[cells[3].name]
+    assert failed["reproduce"].startswith("uqbench fit method=energy data=digits seed=17")
+    assert "error" in failed["error"]
+    board = (out / "leaderboard.md").read_text()
+    assert "| msp | " in board and "| energy | " in board and "## Failed cells" in board
+    # Rerun after clearing the obstacle: only the failed cell runs.
+    (out / cells[3].name).unlink()
+    assert main(args) == 0
+    record = json.loads((out / "bench.json").read_text())["cells"]
+    assert [record[c.name]["status"] for c in cells] == ["reused", "reused", "reused", "done"]
+    assert "## Failed cells" not in (out / "leaderboard.md").read_text()

@@ -1,0 +1,269 @@
+"""``uqbench bench``: a matrix of fits, each cell its own process, resumable, in parallel.
+
+``uqbench bench method=[msp,energy] data=[digits] seed=[13,17,23] deploy=[small-mcu]`` runs
+one ``uqbench fit`` per (data, method, seed) cell as a child process, ``bench.jobs`` at a time.
+Every other ``key=value`` is passed to every cell. Before any cell runs, every name is checked
+(all unknown methods, datamodules and boards listed at once) and every cell's configuration is
+resolved as ``uqbench fit`` would (options, data files, toolchain); bad input stops the bench
+with nothing run.
+
+Each cell writes ``<bench.out>/<method>-<data>-s<seed>-<hash>/``, the hash taken over the
+cell's resolved command line, and its output to ``<bench.out>/logs/<cell>.log``. A cell whose
+folder is complete (``metrics.json``, and ``deploy.json`` per board when deploying) is reused,
+so a killed bench rerun with the same command runs only what is missing. A cell that fails is
+recorded with its error and the command that reproduces it, and the others go on.
+
+At the end ``<bench.out>/bench.json`` records every cell and ``<bench.out>/leaderboard.md``
+tabulates the completed runs (mean and standard deviation over seeds, per data set).
+Post-hoc cells of one (data, backbone, seed) share the cached base model: the first trains it,
+the others load it (cells run in seed order, so with ``bench.jobs=1`` each base trains once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import subprocess
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from uqbench.errors import ConfigError
+from uqbench.run_folder import atomic_write_bytes, atomic_write_json
+
+MATRIX_KEYS = ("method", "data", "seed")
+BENCH_KEYS = ("bench.jobs", "bench.out")
+LOG_TAIL = 1500  # characters of a failed cell's log kept in bench.json
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One fit of the matrix: its coordinates and the ``uqbench fit`` overrides it runs with."""
+
+    method: str
+    data: str
+    seed: int
+    overrides: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        digest = hashlib.sha256("\n".join(self.overrides).encode()).hexdigest()[:8]
+        return f"{self.method}-{self.data}-s{self.seed}-{digest}"
+
+    def command(self, out: Path) -> list[str]:
+        return ["uqbench", "fit", *self.overrides, f"out={out}", f"name={self.name}"]
+
+
+@dataclass
+class Matrix:
+    cells: list[Cell]
+    jobs: int
+    out: Path
+    boards: list[str] = field(default_factory=list)
+
+
+def _values(raw: str) -> list[str]:
+    """``[a,b]`` or ``a,b`` or ``a`` -> [a, b]."""
+    return [v.strip() for v in raw.strip().strip("[]").split(",") if v.strip()]
+
+
+def parse_matrix(overrides: list[str]) -> Matrix:
+    """The matrix of ``overrides``: the lists of methods, datamodules and seeds, the bench's own
+    options, and everything else passed to every cell. Names are checked against the installed
+    plugins, all unknown ones in one error."""
+    from uqbench import registry
+
+    lists: dict[str, list[str]] = {"method": ["snapuq"], "data": ["digits"], "seed": ["13"]}
+    passed, options, boards = [], {"bench.jobs": "1", "bench.out": "runs/bench"}, []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"uqbench bench: {item!r} is not key=value")
+        if key in MATRIX_KEYS:
+            lists[key] = _values(value)
+        elif key in BENCH_KEYS:
+            options[key] = value
+        elif key.startswith("bench."):
+            raise ConfigError(f"unknown bench option {key!r}; the options: {', '.join(BENCH_KEYS)}")
+        elif key in ("out", "name", "run"):
+            raise ConfigError(f"uqbench bench names its cells itself: {key}= is not accepted "
+                              f"(bench.out= sets the folder)")  # fmt: skip
+        elif key == "deploy":
+            boards = _values(value)
+        else:
+            passed.append(item)
+    unknown = [
+        f"{kind} {name!r}"
+        for kind, key in (("method", "method"), ("data", "data"))
+        for name in lists[key]
+        if name not in registry.names(kind)
+    ] + [f"board {name!r}" for name in boards if name not in registry.names("board")]
+    if unknown:
+        installed = {kind: ", ".join(registry.names(kind)) for kind in ("method", "data", "board")}
+        raise ConfigError(
+            f"uqbench bench: unknown {', '.join(unknown)}. Installed: methods "
+            f"{installed['method']}; datamodules {installed['data']}; boards {installed['board']}"
+        )
+    try:
+        seeds = [int(s) for s in lists["seed"]]
+        jobs = int(options["bench.jobs"])
+    except ValueError:
+        raise ConfigError("uqbench bench: seeds and bench.jobs must be integers") from None
+    if jobs < 1:
+        raise ConfigError(f"bench.jobs must be >= 1, got {jobs}")
+    deploy = [f"deploy={','.join(boards)}"] if boards else []
+    cells = [
+        Cell(
+            method,
+            data,
+            seed,
+            (f"method={method}", f"data={data}", f"seed={seed}", *passed, *deploy),
+        )  # fmt: skip
+        for data, seed, method in itertools.product(lists["data"], seeds, lists["method"])
+    ]
+    if not cells:
+        raise ConfigError("uqbench bench: the matrix is empty (a list with no names)")
+    return Matrix(cells, jobs, Path(options["bench.out"]), boards)
+
+
+def check_cells(matrix: Matrix) -> None:
+    """Resolve every cell as ``uqbench fit`` would, before any runs: options, data files,
+    models, boards and the toolchain. Raises on the first cell that ``uqbench fit`` refuses."""
+    import dataclasses
+
+    from uqbench.config import parse_overrides
+    from uqbench.runner import deploy_boards
+    from uqbench.stages.resolve import dry_run, resolve
+
+    for cell in matrix.cells:
+        config = parse_overrides(list(cell.overrides))
+        try:
+            dry_run([resolve(dataclasses.replace(config, method=cell.method))])
+        except ConfigError as exc:
+            raise ConfigError(f"cell {cell.name} ({' '.join(cell.overrides)}): {exc}") from None
+    deploy_boards(",".join(matrix.boards) or None)
+
+
+def is_complete(cell: Cell, out: Path, boards: list[str]) -> bool:
+    folder = out / cell.name
+    return (folder / "metrics.json").is_file() and all(
+        (folder / "deploy" / b / "deploy.json").is_file() for b in boards
+    )
+
+
+def _run_cell(cell: Cell, out: Path) -> tuple[int, float, str]:
+    """(exit status, seconds, log path) of one cell run as a child process."""
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"{cell.name}.log"
+    started = time.perf_counter()
+    command = [sys.executable, "-m", "uqbench", *cell.command(out)[1:]]
+    with open(log, "w") as handle:
+        status = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT).returncode
+    return status, time.perf_counter() - started, str(log)
+
+
+def _progress(done: int, failed: int, running: int, total: int, durations: list[float],
+              jobs: int) -> str:  # fmt: skip
+    waiting = total - done - failed - running
+    eta = ""
+    if durations and waiting + running:
+        seconds = sum(durations) / len(durations) * (waiting + running) / jobs
+        eta = f", ETA {int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"[{done} done, {failed} failed, {running} running, {waiting} waiting of {total}{eta}]"
+
+
+def run(matrix: Matrix) -> dict[str, Any]:
+    """Run every missing cell, ``matrix.jobs`` at a time; return the bench record."""
+    matrix.out.mkdir(parents=True, exist_ok=True)
+    record: dict[str, dict[str, Any]] = {}
+    todo = []
+    for cell in matrix.cells:
+        if is_complete(cell, matrix.out, matrix.boards):
+            record[cell.name] = {"status": "reused", "cell": _coordinates(cell)}
+        else:
+            todo.append(cell)
+    total, durations = len(todo), []
+    done = failed = 0
+    print(f"uqbench bench: {len(matrix.cells)} cells, {len(matrix.cells) - total} complete "
+          f"already (reused), {total} to run, {matrix.jobs} at a time")  # fmt: skip
+    with ThreadPoolExecutor(max_workers=matrix.jobs) as pool:
+        pending: dict[Future, Cell] = {}
+        queue = list(todo)
+        while queue or pending:
+            while queue and len(pending) < matrix.jobs:
+                cell = queue.pop(0)
+                pending[pool.submit(_run_cell, cell, matrix.out)] = cell
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                cell = pending.pop(future)
+                status, seconds, log = future.result()
+                durations.append(seconds)
+                entry = {"cell": _coordinates(cell), "seconds": round(seconds, 1), "log": log}
+                if status == 0 and is_complete(cell, matrix.out, matrix.boards):
+                    done += 1
+                    entry["status"] = "done"
+                else:
+                    failed += 1
+                    tail = Path(log).read_text()[-LOG_TAIL:]
+                    entry |= {"status": "failed", "exit_status": status, "error": tail,
+                              "reproduce": " ".join(cell.command(matrix.out))}  # fmt: skip
+                record[cell.name] = entry
+                state = _progress(done, failed, len(pending), total, durations, matrix.jobs)
+                print(f"{state} {entry['status']}: {cell.name} ({seconds:.1f} s)", flush=True)
+    document = {"cells": record, "out": str(matrix.out), "boards": matrix.boards}
+    atomic_write_json(matrix.out / "bench.json", document)
+    return document
+
+
+def write_leaderboard(matrix: Matrix, document: dict[str, Any], command: str) -> Path:
+    """``<out>/leaderboard.md``: per data set, the completed runs' metrics (mean ± standard
+    deviation over seeds) and, when deploying, their cost per board; then the failed cells
+    with the command that reproduces each."""
+    import json
+    from datetime import date
+
+    from uqbench.leaderboard import COST_LEGEND, cost_table, metrics_table
+
+    seeds = sorted({c.seed for c in matrix.cells})
+    lines = [
+        "# uqbench bench",
+        "",
+        f"Generated by `{command}` on {date.today()} from the run folders in {matrix.out}.",
+        f"Seeds {', '.join(map(str, seeds))}; mean ± standard deviation over the seeds whose run "
+        "completed. AUROC: higher is better; AURC and ECE: lower is better.",
+    ]
+    for data in dict.fromkeys(c.data for c in matrix.cells):
+        metrics: dict[str, list[dict[str, Any]]] = {}
+        costs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for cell in (c for c in matrix.cells if c.data == data):
+            folder = matrix.out / cell.name
+            if not is_complete(cell, matrix.out, matrix.boards):
+                continue
+            metrics.setdefault(cell.method, []).append(
+                json.loads((folder / "metrics.json").read_text())["metrics"]
+            )
+            for board in matrix.boards:
+                doc = json.loads((folder / "deploy" / board / "deploy.json").read_text())
+                costs.setdefault(cell.method, {}).setdefault(board, []).append(doc)
+        lines += ["", f"## {data}", ""]
+        lines += metrics_table(metrics) if metrics else ["No completed run."]
+        if matrix.boards and costs:
+            lines += ["", f"### {data}: cost on the device", "", *COST_LEGEND, ""]
+            lines += cost_table(costs, matrix.boards)
+    failed = {n: e for n, e in document["cells"].items() if e["status"] == "failed"}
+    if failed:
+        lines += ["", "## Failed cells", ""]
+        lines += [f"- {name}: exit status {e['exit_status']}; reproduce with `{e['reproduce']}`; "
+                  f"log {e['log']}" for name, e in failed.items()]  # fmt: skip
+    path = matrix.out / "leaderboard.md"
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    return path
+
+
+def _coordinates(cell: Cell) -> dict[str, Any]:
+    return {"method": cell.method, "data": cell.data, "seed": cell.seed,
+            "overrides": list(cell.overrides)}  # fmt: skip
