@@ -89,6 +89,15 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     bench.add_argument("overrides", nargs="*", metavar="key=value")
+    sweep = commands.add_parser(
+        "sweep",
+        help="check a W&B sweep file for uqbench fit and print its runs' commands",
+        description="Validate a W&B sweep configuration (schema, command, metric, every "
+        "parameter as uqbench fit resolves it) and print the command wandb agent would run "
+        "for each run: every grid point, or `count` draws of a search (default 3).",
+    )
+    sweep.add_argument("file", type=Path)
+    sweep.add_argument("count", nargs="?", metavar="count=N")
     return parser
 
 
@@ -198,6 +207,27 @@ def _bench(overrides: list[str]) -> int:
     return 1 if failed else 0
 
 
+def _sweep(file: Path, count: str | None) -> int:
+    from uqbench.errors import ConfigError
+
+    try:
+        from uqbench import sweeps
+    except ImportError:
+        raise ConfigError("uqbench sweep needs the sweeps package: pip install sweeps==0.2.0 "
+                          "jsonref (or the project's [sweeps] extra)") from None  # fmt: skip
+    limit = None
+    if count is not None:
+        key, _, value = count.partition("=")
+        if key != "count" or not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"uqbench sweep: expected count=N (N >= 1), got {count!r}")
+        limit = int(value)
+    config = sweeps.load(file)
+    sweeps.check(config, str(file))
+    for params in sweeps.runs(config, limit):
+        print(" ".join(sweeps.command_line(config, params)))
+    return 0
+
+
 def _corruption_sheet(overrides: list[str]) -> int:
     from uqbench.errors import ConfigError
 
@@ -261,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
             return _deploy(args.overrides)
         if args.command == "bench":
             return _bench(args.overrides)
+        if args.command == "sweep":
+            return _sweep(args.file, args.count)
         from uqbench.config import parse_overrides
 
         config = parse_overrides(args.overrides)

@@ -1,0 +1,121 @@
+"""W&B sweep configurations for ``uqbench fit``, checked and expanded without a W&B server.
+
+A sweep file (``sweeps/*.yaml``) is a W&B sweep configuration whose command is the block list
+``[${env}, uqbench, fit, ${args_no_hyphens}]``: each run becomes ``uqbench fit key=value ...``
+with the sweep's parameters as overrides. :func:`check` validates a file before anyone runs it:
+the W&B schema (with the ``sweeps`` package, the controller's own library), the command's
+shape, the metric (``final/<key>``, the name ``uqbench fit`` logs each metric of the metric table
+under) and every parameter (a run drawn from the sweep is resolved as ``uqbench fit`` would, so
+an unknown or ill-typed parameter is named; every grid point is checked, three draws of a
+search). :func:`runs` expands it (every grid point, or draws
+from a random or Bayesian search) and :func:`command_line` builds a run's command exactly as
+``wandb agent`` does, with wandb's own helpers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+from pathlib import Path
+from typing import Any
+
+from uqbench.errors import ConfigError
+
+COMMAND = ["${env}", "uqbench", "fit", "${args_no_hyphens}"]
+METRIC_PREFIX = "final/"  # uqbench fit logs metrics.json's metrics under final/<key>
+
+
+def load(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"sweep file {path}: cannot read it as YAML ({exc})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"sweep file {path}: expected a mapping, got {type(config).__name__}")
+    return config
+
+
+def _sweeps() -> Any:
+    """The ``sweeps`` package, imported without the warnings its pydantic v1 settings raise."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import sweeps
+    return sweeps
+
+
+def runs(config: dict[str, Any], count: int | None = None) -> list[dict[str, Any]]:
+    """The runs of a sweep as ``{parameter: value}``: every point of a grid (or its first
+    ``count``), or ``count`` draws (default 3) of a random or Bayesian search."""
+    sweeps = _sweeps()
+
+    drawn: list[Any] = []
+    limit = count if count is not None else (None if config.get("method") == "grid" else 3)
+    while limit is None or len(drawn) < limit:
+        run = sweeps.next_run(config, drawn)
+        if run is None:  # a grid is exhausted
+            break
+        run.state = sweeps.RunState.finished
+        run.summary_metrics = {config["metric"]["name"]: 0.0}
+        drawn.append(run)
+    return [{name: item["value"] for name, item in run.config.items()} for run in drawn]
+
+
+def command_line(config: dict[str, Any], params: dict[str, Any]) -> list[str]:
+    """The command ``wandb agent`` runs for one run of this sweep, built with wandb's helpers
+    (``create_sweep_command`` and ``create_sweep_command_args``) and the agent's substitution
+    of the ``${...}`` macros."""
+    from wandb.sdk.launch.sweeps import utils
+
+    command = utils.create_sweep_command(list(config.get("command", COMMAND)))
+    args = {name: {"value": value} for name, value in params.items()}
+    values = utils.create_sweep_command_args({"args": args})
+    values["env"] = ["/usr/bin/env"] if platform.system() != "Windows" else []
+    values["program"] = [config.get("program", "")]
+    out: list[str] = []
+    for chunk in map(str, command):
+        if chunk.startswith("${") and chunk.endswith("}"):
+            out += values.get(chunk[2:-1]) or []
+        else:
+            out.append(chunk)
+    return out
+
+
+def check(config: dict[str, Any], where: str = "sweep") -> None:
+    """Raise :class:`ConfigError` naming what is wrong with a sweep for ``uqbench fit``."""
+    sweeps = _sweeps()
+    from uqbench.config import parse_overrides
+    from uqbench.metric_table import spec
+    from uqbench.stages.resolve import dry_run, method_names, resolve
+
+    violations = sweeps.schema_violations_from_proposed_config(config)
+    if violations:
+        raise ConfigError(f"{where}: not a valid W&B sweep: {'; '.join(violations)}")
+    command = [str(c) for c in config.get("command", [])]
+    if command[1:3] != ["uqbench", "fit"] or "${args_no_hyphens}" not in command:
+        raise ConfigError(
+            f"{where}: command must be the block list [${{env}}, uqbench, fit, "
+            f"${{args_no_hyphens}}] (uqbench takes key=value overrides), got {command}"
+        )
+    metric = config["metric"]["name"]
+    try:
+        if not metric.startswith(METRIC_PREFIX):
+            raise KeyError(metric)
+        spec(metric[len(METRIC_PREFIX) :])
+    except KeyError:
+        raise ConfigError(
+            f"{where}: metric {metric!r} is not one uqbench fit logs; it logs each key of the "
+            f"metric table as {METRIC_PREFIX}<key>, e.g. {METRIC_PREFIX}id_vs_error/auroc"
+        ) from None
+    for params in runs(config):  # every grid point; three draws of a search
+        overrides = [f"{k}={v}" for k, v in params.items()]
+        try:
+            run = parse_overrides(overrides)
+            group = [resolve(dataclasses.replace(run, method=n)) for n in method_names(run.method)]
+            dry_run(group)
+        except ConfigError as exc:
+            refused = " ".join(overrides)
+            raise ConfigError(f"{where}: a run with {refused} is refused: {exc}") from None
