@@ -95,12 +95,13 @@ def parse_matrix(overrides: list[str]) -> Matrix:
             boards = _values(value)
         else:
             passed.append(item)
+    wanted = {"method": lists["method"], "data": lists["data"], "board": boards}
     unknown = [
         f"{kind} {name!r}"
-        for kind, key in (("method", "method"), ("data", "data"))
-        for name in lists[key]
+        for kind, names in wanted.items()
+        for name in names
         if name not in registry.names(kind)
-    ] + [f"board {name!r}" for name in boards if name not in registry.names("board")]
+    ]
     if unknown:
         installed = {kind: ", ".join(registry.names(kind)) for kind in ("method", "data", "board")}
         raise ConfigError(
@@ -121,7 +122,7 @@ def parse_matrix(overrides: list[str]) -> Matrix:
             data,
             seed,
             (f"method={method}", f"data={data}", f"seed={seed}", *passed, *deploy),
-        )  # fmt: skip
+        )
         for data, seed, method in itertools.product(lists["data"], seeds, lists["method"])
     ]
     if not cells:
