@@ -11,11 +11,13 @@
  *   with ROR #8 meets its inputs without repacking. Weights come in a DSP layout (pairs of
  *   rows interleaved by groups of 4) that the code generator writes for these builds only.
  * - Depthwise convolutions take four channels per word, one multiply-accumulate per channel and
- *   tap (SMLABB / SMLATT on the unpacked halves).
- * - Requantization computes TFLite's roundings in fewer steps: its saturating rounding doubling
- *   high multiply equals (a * b + 2^30) >> 31 with an arithmetic shift (the truncating division
- *   of the nudged product, rewritten), and its rounding right shift by e equals
- *   (x + 2^(e-1) - (x < 0)) >> e, in 64 bits so nothing overflows.
+ *   tap (SMLABB / SMLATT on the unpacked halves); a 3 x 3 window runs unrolled.
+ * - The residual add looks each input's rescaled value up in a 256-entry table.
+ * - Requantization computes TFLite's double rounding in fewer steps: its saturating rounding
+ *   doubling high multiply equals (a * b + 2^30) >> 31 with an arithmetic shift (the truncating
+ *   division of the nudged product, rewritten), and with its rounding right shift by e >= 2 it
+ *   becomes one 64-bit multiply-accumulate and two shifts (requantize_right). Sums are kept per
+ *   chunk of 64 output channels and requantized in one tight loop per kernel family.
  *
  * Built only where __ARM_FEATURE_DSP is defined and UQ_REFERENCE_KERNELS is not (uq_kernels.h). */
 #include "uq_kernels.h"
