@@ -14,12 +14,31 @@ from dataclasses import dataclass
 
 from uqbench.errors import ConfigError
 
-# Per core: compiler flags and the QEMU machine with that core (ANCHORS: MPS2 images).
+
+@dataclass(frozen=True)
+class Core:
+    """A core as the emulated boards have it: compiler flags, the QEMU machine with that core
+    (ANCHORS: MPS2 images), and that machine's memory map: where code and RAM start and where
+    the CMSDK TIMER0 the harness counts instructions with sits, and how many instructions one
+    of its ticks is under ``-icount shift=0`` (1 GHz of virtual time over its clock)."""
+
+    cflags: tuple[str, ...]
+    machine: str
+    flash_origin: int = 0x00000000
+    ram_origin: int = 0x20000000
+    timer0: int = 0x40000000
+    tick_instructions: int = 40  # a 25 MHz timer
+
+
 CORES = {
-    "cortex-m4": (("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
-                  "mps2-an386"),
-    "cortex-m7": (("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16"),
-                  "mps2-an500"),
+    "cortex-m4": Core(("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
+                      "mps2-an386"),
+    "cortex-m7": Core(("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16"),
+                      "mps2-an500"),
+    # Armv8-M with TrustZone: the AN505 image boots secure, code in SSRAM1's secure alias,
+    # RAM in SSRAM2/3, peripherals at their secure addresses.
+    "cortex-m33": Core(("-mcpu=cortex-m33", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-sp-d16"),
+                       "mps2-an505", 0x10000000, 0x38000000, 0x50000000, 50),  # 20 MHz
 }  # fmt: skip
 
 
@@ -43,11 +62,16 @@ class Board:
 
     @property
     def cflags(self) -> tuple[str, ...]:
-        return CORES[self.core][0]
+        return CORES[self.core].cflags
 
     @property
     def qemu_machine(self) -> str:
-        return CORES[self.core][1]
+        return CORES[self.core].machine
+
+    @property
+    def memory(self) -> Core:
+        """The emulated machine's memory map (origins and the timer's address)."""
+        return CORES[self.core]
 
     def with_overrides(self, **overrides: float) -> Board:
         """This board with ``flash_kb``, ``ram_kb`` or ``clock_mhz`` replaced."""
@@ -93,4 +117,16 @@ def nucleo_l4r5zi() -> Board:
         2048,
         640,
         "Cortex-M4F 120 MHz, 2 MB flash, 640 KB SRAM (MLPerf Tiny reference)",
+    )
+
+
+def mid_mcu() -> Board:
+    """A Cortex-M33 board: the STM32U575 class (MLPerf Tiny lists it, ANCHORS)."""
+    return Board(
+        "mid-mcu",
+        "cortex-m33",
+        160,
+        2048,
+        768,
+        "Cortex-M33 160 MHz, 2 MB flash, 768 KB SRAM (STM32U575 class)",
     )

@@ -28,7 +28,8 @@ set summary"; the Cortex-M7 columns from its TRM's dual-issue rules):
 
 Left out, and said so in ``deploy.json``: flash wait states and the flash accelerator, caches
 (the M7's), bus contention, the M7's pairing limits beyond these averages. It is an estimate from
-an emulation, not a measurement on silicon.
+an emulation, not a measurement on silicon. The Cortex-M33 (``mid-mcu``) is charged with the
+M4's table.
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ CYCLES = {
         "fpu_load_store": 1.0,
     },
 }  # fmt: skip
+# The Cortex-M33's pipeline is an M4's in depth (3 stages, single issue, single-cycle MACs and
+# DSP instructions): it is charged with the M4's table, an approximation.
+CYCLES["cortex-m33"] = CYCLES["cortex-m4"]
 MODEL = (
     "estimated cycles = sum over the executed instructions (counted one by one under QEMU) of "
     "each instruction's cycles by class from the core's documented timings (Cortex-M4 TRM "

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from uqbench.deploy.arena import plan_arena
-from uqbench.deploy.boards import big_mcu, small_mcu
+from uqbench.deploy.boards import big_mcu, mid_mcu, small_mcu
 from uqbench.deploy.codegen import generate
 from uqbench.deploy.convert import quantize_input, to_graph
 from uqbench.deploy.firmware import (
@@ -69,7 +69,7 @@ def test_arena_plan_is_valid_and_at_the_lower_bound(name):
 
 
 @pytest.mark.parametrize("name", ["digits-cnn", "resnet8", "ds-cnn"])
-@pytest.mark.parametrize("board", [small_mcu(), big_mcu()], ids=lambda b: b.name)
+@pytest.mark.parametrize("board", [small_mcu(), big_mcu(), mid_mcu()], ids=lambda b: b.name)
 def test_firmware_is_bit_exact_under_emulation(name, board, tmp_path):
     graph, shape = _graph(name)
     x = quantize_input(graph, torch.randn(3, *shape))

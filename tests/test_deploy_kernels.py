@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from uqbench.deploy.boards import big_mcu, small_mcu
+from uqbench.deploy.boards import big_mcu, mid_mcu, small_mcu
 from uqbench.deploy.codegen import generate
 from uqbench.deploy.convert import quantize_input, to_graph
 from uqbench.deploy.firmware import build, emulate, harness
@@ -97,7 +97,8 @@ def _case(seed: int):
     return graph, quantize_input(graph, x)
 
 
-# Two seeds in the fast suite (one per board), the other six with the slow tests.
+# Two seeds in the fast suite (the M4 and M7 boards), the other six with the slow tests
+# (the M33 board among them).
 @pytest.mark.parametrize(
     "seed", [s if s < 2 else pytest.param(s, marks=pytest.mark.slow) for s in range(8)]
 )
@@ -108,7 +109,7 @@ def test_dsp_kernels_equal_the_reference_and_tflite_micro(seed, tmp_path):
     np.testing.assert_array_equal(expected, theirs)
     files, _ = generate(graph)
     files["main.c"] = harness(x.reshape(len(x), -1))
-    board = (small_mcu(), big_mcu())[seed % 2]
+    board = (small_mcu(), big_mcu(), mid_mcu())[seed % 3]
     outputs = {}
     for reference in (False, True):
         result = build(files, board, tmp_path / str(reference), reference_kernels=reference)

@@ -244,16 +244,20 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
                 relative = np.abs(emulation.scores - host_scores) / np.maximum(
                     np.abs(host_scores), 1e-6
                 )
-                flash, harness_ram = _harness_bytes(with_score.elf)
+                origin = board.memory.ram_origin
+                flash, harness_ram = _harness_bytes(with_score.elf, origin)
                 total = with_score.flash_bytes - flash
-                backbone_flash = bare.flash_bytes - _harness_bytes(bare.elf)[0]
+                backbone_flash = bare.flash_bytes - _harness_bytes(bare.elf, origin)[0]
                 base = emulate(bare.elf, board, 1)
                 spent = emulation.instructions + emulation.score_instructions
                 # Peak RAM in use: static data beside the arena, plus the stack's high-water
                 # mark instead of its reservation; the harness's own buffers left out.
                 in_use = with_score.ram_bytes - STACK_BYTES - harness_ram + emulation.stack_bytes
                 base_in_use = (
-                    bare.ram_bytes - STACK_BYTES - _harness_bytes(bare.elf)[1] + base.stack_bytes
+                    bare.ram_bytes
+                    - STACK_BYTES
+                    - _harness_bytes(bare.elf, origin)[1]
+                    + base.stack_bytes
                 )
                 timing = estimate(profile(with_score.elf, board.qemu_machine), board.core,
                                   with_score.elf)  # fmt: skip
@@ -338,12 +342,11 @@ def _first_difference(a_name: str, b_name: str, a: np.ndarray, b: np.ndarray) ->
     )
 
 
-def _harness_bytes(elf: Path) -> tuple[int, int]:
-    """(flash, RAM) bytes of the test harness (``main`` and ``uqh_*`` symbols) in ``elf``."""
+def _harness_bytes(elf: Path, ram_origin: int) -> tuple[int, int]:
+    """(flash, RAM) bytes of the test harness (``main`` and ``uqh_*`` symbols) in ``elf``;
+    RAM is at ``ram_origin`` and above."""
     from elftools.elf.elffile import ELFFile
     from elftools.elf.sections import SymbolTableSection
-
-    from uqbench.deploy.firmware import RAM_ORIGIN
 
     flash = ram = 0
     with open(elf, "rb") as handle:
@@ -351,7 +354,7 @@ def _harness_bytes(elf: Path) -> tuple[int, int]:
             if isinstance(section, SymbolTableSection):
                 for symbol in section.iter_symbols():
                     if symbol.name == "main" or symbol.name.startswith("uqh_"):
-                        if symbol["st_value"] >= RAM_ORIGIN:
+                        if symbol["st_value"] >= ram_origin:
                             ram += symbol["st_size"]
                         else:
                             flash += symbol["st_size"]
