@@ -213,7 +213,9 @@ def run(matrix: Matrix) -> dict[str, Any]:
                     entry |= {"status": "failed", "exit_status": status, "error": tail,
                               "reproduce": " ".join(cell.command(matrix.out))}  # fmt: skip
                 record[cell.name] = entry
-                state = _progress(done, failed, len(pending), total, durations, matrix.jobs)
+                # The next cell starts as soon as this line is printed: count it as running.
+                running = len(pending) + min(len(queue), matrix.jobs - len(pending))
+                state = _progress(done, failed, running, total, durations, matrix.jobs)
                 print(f"{state} {entry['status']}: {cell.name} ({seconds:.1f} s)", flush=True)
     document = {"cells": record, "out": str(matrix.out), "boards": matrix.boards}
     atomic_write_json(matrix.out / "bench.json", document)
