@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from uqbench.cli import main
@@ -106,3 +107,17 @@ def test_wandb_logger_offline(capsys, tmp_path):
     assert not list(tmp_path.glob("*.partial"))
     link = folder / "wandb" / "latest-run"
     assert not link.is_symlink() or link.resolve().is_dir()  # still valid after the rename
+
+
+@pytest.mark.slow
+def test_a_group_logs_every_method_as_its_own_wandb_run(capsys, tmp_path):
+    from test_sweeps import _logged_keys
+
+    code = main(["fit", f"out={tmp_path}", "method=msp,energy", "trainer.max_epochs=1",
+                 "logger=wandb"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    folders = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert [f.name.split("-")[0] for f in folders] == ["energy", "msp"]
+    for folder in folders:
+        (run_file,) = (folder / "wandb").glob("offline-run-*/run-*.wandb")
+        assert "final/id_vs_error/auroc" in _logged_keys(run_file)

@@ -118,8 +118,15 @@ def _write_all(
             seconds=extra["seconds"],
             group=[r.config.method for r in group] if len(group) > 1 else None,
         )
-        if logger and folder is folders[0]:
-            _close_logger(logger, config, document, folder)
+        if logger:
+            # The first method's logger saw the training; each other member of a group gets a
+            # run of its own (its config and final metrics), so W&B shows every method.
+            own = (
+                logger
+                if folder is folders[0]
+                else train.make_logger(resolved, folder.path, folder.final.name)
+            )
+            _close_logger(own, config, document, folder)
         config_doc = config_document(resolved, extra["run"])
         write_run(folder, config_doc, method, predictions[id(method)], document)
         results.append((folder.final, document))
