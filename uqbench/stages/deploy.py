@@ -382,8 +382,10 @@ def _project(folder: Path, files: dict[str, str], board: Any) -> None:
         f"""# uqbench model for {board.name}
 
 Files: `model.c` / `model.h` (the int8 network: weights in flash, one static arena),
-`uq_kernels.c` / `uq_kernels.h` (int8 kernels, TFLite Micro arithmetic), `uq_score.c` (the
-uncertainty score from the logits, float32).
+`uq_kernels.c` / `uq_kernels.h` (int8 kernels, TFLite Micro arithmetic), `uq_kernels_dsp.c`
+(the same kernels for cores with the DSP extension, chosen at compile time by
+`__ARM_FEATURE_DSP`; `-DUQ_REFERENCE_KERNELS` keeps the portable ones, and `model.c` carries
+the weight layout each expects), `uq_score.c` (the uncertainty score from the logits, float32).
 
 Entry points:
 
