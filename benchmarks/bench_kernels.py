@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from uqbench.deploy.boards import big_mcu, nucleo_l4r5zi, small_mcu
+from uqbench.deploy.boards import big_mcu, mid_mcu, nucleo_l4r5zi, small_mcu
 from uqbench.deploy.codegen import generate
 from uqbench.deploy.convert import quantize_input, to_graph
 from uqbench.deploy.firmware import build, emulate, harness
@@ -97,7 +97,7 @@ def main() -> None:
         files, _ = generate(graph)
         files["main.c"] = harness(x.reshape(len(x), -1))
         macs = layer_macs(graph)
-        for board in (small_mcu(), big_mcu()):
+        for board in (small_mcu(), big_mcu(), mid_mcu()):
             measured, flash = {}, {}
             for reference in (True, False):
                 folder = out / f"{name}-{board.name}-{'ref' if reference else 'dsp'}"
