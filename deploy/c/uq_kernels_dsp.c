@@ -90,13 +90,6 @@ static inline int32_t srdhm(int32_t a, int32_t b) {
   return (int32_t)(((int64_t)a * b + (1ll << 30)) >> 31);
 }
 
-/* The requantization parameters in locals: stores through int8_t pointers may alias anything,
- * so reading them from the struct would reload them after every output byte. */
-typedef struct {
-  const int32_t *bias, *multiplier, *shift;
-  int32_t out_zero, act_min, act_max;
-} Finish;
-
 /* One group of four inputs of both patches against a pair of weight rows: 16 multiply-
  * accumulates. `w` points at the pair's 8 bytes for the group (4 of each row: see the layout in
  * rows_by_patches), `x` at the group's 4 interleaved words. */
@@ -167,11 +160,6 @@ __attribute__((noinline, optimize("no-schedule-insns"))) static void rows_by_pat
   }
 }
 
-static inline Finish finish_of(const int32_t *bias, const uq_requant *q) {
-  Finish f = {bias, q->multiplier, q->shift, q->out_zero, q->act_min, q->act_max};
-  return f;
-}
-
 /* TFLite's requantization of a by (m, shift) when shift = -e <= -2, as one multiply-accumulate
  * and a rounding shift: floor((a * m + 2^30 + 2^(30+e) - 2^31 [a < 0]) / 2^(31+e)). The
  * reference rounds twice (a rounding doubling high multiply, then a rounding shift by e with
@@ -199,14 +187,16 @@ static inline int32_t requantize_any(int32_t a, int32_t m, int32_t s) {
   return srdhm(a * (1 << s), m);
 }
 
-/* out[o] = sum[o] (the bias already in it) requantized, clamped, for n channels. A layer
- * whose shifts are all right shifts (the usual case: every scale ratio below 1) takes the
- * branch-free loop; `right_only` says so (see right_shifts_only). */
+/* out[o] = sum[o] (the bias already in it) requantized, clamped, for the n channels from
+ * `first` on. A layer whose shifts are all right shifts (the usual case: every scale ratio
+ * below 1) takes the branch-free loop; `right_only` says so (see right_shifts_only). The
+ * parameters are read into locals first: stores through int8_t pointers may alias anything,
+ * so reading them from `q` in the loop would reload them after every output byte. */
 __attribute__((always_inline)) static inline void requantize_row(const int32_t *sum, int n,
-                                                     const int32_t *multiplier,
-                                                     const int32_t *shift, const Finish *f,
+                                                     const uq_requant *q, int first,
                                                      int right_only, int8_t *out) {
-  int32_t out_zero = f->out_zero, lo = f->act_min, hi = f->act_max;
+  const int32_t *multiplier = q->multiplier + first, *shift = q->shift + first;
+  int32_t out_zero = q->out_zero, lo = q->act_min, hi = q->act_max;
   if (right_only && hi == 127) { /* no upper bound but int8's: SSAT, then the lower one */
     for (int o = 0; o < n; o++) {
       int32_t v = __ssat(requantize_right(sum[o], multiplier[o], shift[o]) + out_zero, 8);
@@ -214,16 +204,9 @@ __attribute__((always_inline)) static inline void requantize_row(const int32_t *
     }
     return;
   }
-  if (right_only) {
-    for (int o = 0; o < n; o++) {
-      int32_t v = requantize_right(sum[o], multiplier[o], shift[o]) + out_zero;
-      v = v < lo ? lo : v;
-      out[o] = (int8_t)(v > hi ? hi : v);
-    }
-    return;
-  }
   for (int o = 0; o < n; o++) {
-    int32_t v = requantize_any(sum[o], multiplier[o], shift[o]) + out_zero;
+    int32_t v = (right_only ? requantize_right(sum[o], multiplier[o], shift[o])
+                            : requantize_any(sum[o], multiplier[o], shift[o])) + out_zero;
     v = v < lo ? lo : v;
     out[o] = (int8_t)(v > hi ? hi : v);
   }
@@ -232,21 +215,17 @@ __attribute__((always_inline)) static inline void requantize_row(const int32_t *
 /* The same loop as its own function for each kernel family: the loop gets registers of its
  * own (inlined into a kernel it spills), and the profile still tells the families apart. */
 __attribute__((noinline, no_icf)) static void requantize_conv(const int32_t *sum, int n,
-                                                      const int32_t *multiplier,
-                                                      const int32_t *shift, const Finish *f,
+                                                      const uq_requant *q, int first,
                                                       int right_only, int8_t *out) {
-  requantize_row(sum, n, multiplier, shift, f, right_only, out);
+  requantize_row(sum, n, q, first, right_only, out);
 }
 
 __attribute__((noinline, no_icf)) static void requantize_depthwise(const int32_t *sum, int n,
-                                                           const int32_t *multiplier,
-                                                           const int32_t *shift, const Finish *f,
+                                                           const uq_requant *q, int first,
                                                            int right_only, int8_t *out) {
-  requantize_row(sum, n, multiplier, shift, f, right_only, out);
+  requantize_row(sum, n, q, first, right_only, out);
 }
 
-/* Whether every shift is at most -2 (the usual case: scale ratios below 1/2), so the
- * branch-free loop applies. */
 static int right_shifts_only(const int32_t *shift, int n) {
   for (int o = 0; o < n; o++)
     if (shift[o] > -2) return 0;
@@ -272,7 +251,6 @@ void uq_conv2d(const int8_t *in, int h, int w, int c, const int8_t *weights, con
   int8_t scratch[(run & 3) && kh > 1 ? 2 * k : 1];
   int32_t sums[2 * UQ_CHUNK];
   uint32_t minus_zero = minus_zero_pair(q->in_zero);
-  Finish f = finish_of(bias, q);
   int right_only = right_shifts_only(q->shift, out_c), pixels = oh * ow;
   for (int p = 0; p < pixels; p += 2) {
     int npix = p + 1 < pixels ? 2 : 1, last = p + npix - 1; /* one pixel left: it, twice */
@@ -283,8 +261,7 @@ void uq_conv2d(const int8_t *in, int h, int w, int c, const int8_t *weights, con
       int n = out_c - o < UQ_CHUNK ? out_c - o : UQ_CHUNK;
       rows_by_patches(cols, k, weights + o * k, bias + o, n, sums, sums + UQ_CHUNK);
       for (int j = 0; j < npix; j++)
-        requantize_conv(sums + j * UQ_CHUNK, n, f.multiplier + o, f.shift + o, &f, right_only,
-                        out + (p + j) * out_c + o);
+        requantize_conv(sums + j * UQ_CHUNK, n, q, o, right_only, out + (p + j) * out_c + o);
     }
   }
 }
@@ -299,12 +276,11 @@ void uq_fully_connected(const int8_t *in, int k, const int8_t *weights, const in
   int32_t sums[2 * UQ_CHUNK];
   int8_t none[1];
   interleave(in, in, 1, k, k, minus_zero_pair(q->in_zero), q->in_zero, none, cols); /* twice */
-  Finish f = finish_of(bias, q);
   int right_only = right_shifts_only(q->shift, out_c);
   for (int o = 0; o < out_c; o += UQ_CHUNK) {
     int n = out_c - o < UQ_CHUNK ? out_c - o : UQ_CHUNK;
     rows_by_patches(cols, k, weights + o * k, bias + o, n, sums, sums + UQ_CHUNK);
-    requantize_conv(sums, n, f.multiplier + o, f.shift + o, &f, right_only, out + o);
+    requantize_conv(sums, n, q, o, right_only, out + o);
   }
 }
 
@@ -355,7 +331,6 @@ void uq_depthwise(const int8_t *in, int h, int w, int c, const int8_t *weights,
                   int8_t *out) {
   int oh = (h - kh) / sh + 1, ow = (w - kw) / sw + 1;
   uint32_t minus_zero = minus_zero_pair(q->in_zero);
-  Finish f = finish_of(bias, q);
   int32_t sums[UQ_CHUNK];
   int right_only = right_shifts_only(q->shift, c);
   for (int y = 0; y < oh; y++)
@@ -372,8 +347,7 @@ void uq_depthwise(const int8_t *in, int h, int w, int c, const int8_t *weights,
                      weights[(i * kw + j) * c + k0 + k];
           sums[k] = acc;
         }
-        requantize_depthwise(sums, n, f.multiplier + k0, f.shift + k0, &f, right_only,
-                             out + (y * ow + x) * c + k0);
+        requantize_depthwise(sums, n, q, k0, right_only, out + (y * ow + x) * c + k0);
       }
 }
 
