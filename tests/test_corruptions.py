@@ -129,6 +129,8 @@ def test_clipped_zoom_is_scipys_zoom(factor):
     trim = (zoomed.shape[0] - h) // 2
     ref = zoomed[trim : trim + h, trim : trim + h]
     np.testing.assert_allclose(_np(ops.clipped_zoom(x, factor))[0, 0], ref, atol=1e-9)
+    z = ops.zoom_matrix(h, factor)  # the same zoom as a matrix on both sides (zoom_blur's form)
+    np.testing.assert_allclose(_np(z @ x[0, 0] @ z.T), ref, atol=1e-9)
 
 
 def test_motion_shift_sum_is_the_generators_shift_loop():

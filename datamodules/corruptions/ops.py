@@ -175,6 +175,30 @@ def clipped_zoom(x: Tensor, factor: float) -> Tensor:
     return zoomed[..., trim : trim + h, trim : trim + h]
 
 
+def zoom_matrix(side: int, factor: float) -> Tensor:
+    """[side, side] float64 matrix Z with ``clipped_zoom(x, factor) == Z @ x @ Z.T`` for square
+    images of ``side``: the corner-aligned linear resize of the centre crop, then the trim."""
+    crop = math.ceil(side / factor)
+    top = (side - crop) // 2
+    out = round(crop * factor)
+    trim = (out - side) // 2
+    basis = torch.eye(crop, dtype=torch.float64)[None]  # each row an impulse to resize
+    resized = F.interpolate(basis, size=out, mode="linear", align_corners=True)[0]  # [crop, out]
+    z = torch.zeros(side, side, dtype=torch.float64)
+    z[:, top : top + crop] = resized.T[trim : trim + side]
+    return z
+
+
+def apply_pixel_map(x: Tensor, pixel_map: Tensor) -> Tensor:
+    """Every channel of every image through one linear map of its pixels: ``pixel_map`` is a
+    sparse CSR [H * W, H * W] matrix (output pixel, input pixel), applied as one sparse product,
+    which beats a chain of resamplings when each output pixel reads a few inputs."""
+    b, c, h, w = x.shape
+    flat = x.reshape(b * c, h * w).T
+    out = pixel_map.to(x.device, x.dtype) @ flat
+    return out.T.reshape(b, c, h, w)
+
+
 def shift_sum(x: Tensor, weights: Tensor, dy: Tensor, dx: Tensor) -> Tensor:
     """sum_i weights[i] * x shifted by (dy[b, i], dx[b, i]) with edge pixels repeated.
 
