@@ -15,7 +15,9 @@ A method describes its device form by returning one from ``UQMethod.device_expor
   exact in int32 on the int8 pooled tap, the heads accumulated in float32; exp(-log sigma^2)
   looked up in a 256-entry table at the nearest of 256 log-variance levels, as the paper's QAT
   rounds it; then the dimension-normalized surprisal, tap weights, confidence blend, logistic
-  map), ``react`` (the pooled penultimate vector clipped, the classifier in float32, energy),
+  map), ``mahalanobis_mds`` (MDS: the pooled penultimate vector whitened by ``W`` with
+  ``W^T W`` the shared precision, then the nearest whitened class mean: ``d^2 + C d`` MACs
+  instead of ``C (d^2 + d)``), ``react`` (the pooled penultimate vector clipped, the classifier in float32, energy),
   ``ash`` (the top k of
   the pooled vector kept, ties to the lower index, shaped; the classifier; energy),
   ``mc_dropout_head`` (the classifier N times on the pooled vector under the run's N fixed
@@ -52,8 +54,8 @@ class LogitScore:
 @dataclass(frozen=True)
 class TapScore:
     kind: Literal[
-        "mahalanobis", "snapuq", "react", "ash", "mc_dropout_head", "early_exit", "evidential",
-        "ensemble",
+        "mahalanobis", "mahalanobis_mds", "snapuq", "react", "ash", "mc_dropout_head",
+        "early_exit", "evidential", "ensemble",
     ]  # fmt: skip
     taps: tuple[str, ...]  # pooled taps the graph outputs after the logits, in this order
     constants: dict[str, np.ndarray]  # float arrays compiled into flash
@@ -150,6 +152,10 @@ def host_tap_score(
             distance = diff * diff / (c[f"variance_{i}"] + f32(export.params["shrinkage"]))
             total += c["tap_weights"][i] * distance.mean(-1, dtype=f32)
         return probs, total.min(1).astype(f32)
+    if export.kind == "mahalanobis_mds":
+        whitened = (taps[0] @ c["whiten"].T).astype(f32)
+        diff = whitened[:, None, :] - c["whitened_means"][None]
+        return probs, (diff * diff).sum(-1, dtype=f32).min(1).astype(f32)
     if export.kind == "react":
         clipped = np.minimum(taps[0], f32(export.params["threshold"]))
         return _classifier_energy(clipped, c)
@@ -302,6 +308,21 @@ def tap_c_source(export: TapScore, sizes: list[int], quant: list[tuple[float, in
             "    float total_c = 0.0f;\n" + "\n".join(terms) + "\n"
             "    if (total_c < best) best = total_c;\n  }\n  return best;"
         )
+    elif export.kind == "mahalanobis_mds":
+        d = sizes[1]
+        score = f"""  float g[{d}], best = INFINITY;
+  for (int i = 0; i < {d}; i++) {{  /* whitened features: W f */
+    float acc = 0.0f;
+    for (int j = 0; j < {d}; j++) acc += uq_whiten[i * {d} + j] * t1[j];
+    g[i] = acc;
+  }}
+  for (int c = 0; c < UQ_CLASSES; c++) {{
+    float acc = 0.0f;
+    for (int i = 0; i < {d}; i++) {{ float diff = g[i] - uq_whitened_means[c * {d} + i];
+      acc += diff * diff; }}
+    if (acc < best) best = acc;
+  }}
+  return best;"""
     elif export.kind == "react":
         d = sizes[1]
         thr = float(np.float32(export.params["threshold"]))

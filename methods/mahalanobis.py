@@ -179,10 +179,10 @@ class Mahalanobis(PostHocMethod):
         c = self.backbone.num_classes
         if self.variant == "mds":
             d = self.backbone.num_features
-            return CostFacts(
+            return CostFacts(  # the device form: whiten once, then C distances
                 extra_params=c * d + d * d,
-                extra_macs=c * (d * d + d),
-                exports=("class means", "shared precision matrix"),
+                extra_macs=d * d + c * d,
+                exports=("whitening matrix (shared precision)", "whitened class means"),
             )
         dims = [getattr(self, f"variance_{i}").numel() for i in range(len(self.taps))]
         return CostFacts(
@@ -192,9 +192,18 @@ class Mahalanobis(PostHocMethod):
         )
 
     def device_export(self):
-        if self.variant != "paper":
-            return None
         from uqbench.deploy.score import TapScore
+
+        if self.variant == "mds":
+            # P = V diag(l) V^T (P is a pseudo-inverse: l >= 0 up to rounding), W = diag(sqrt l)
+            # V^T: (f - mu)^T P (f - mu) = |W f - W mu|^2, d^2 + C d MACs on the device.
+            eigenvalues, vectors = torch.linalg.eigh(self.precision.double())
+            whiten = eigenvalues.clamp_min(0).sqrt()[:, None] * vectors.T
+            constants = {
+                "whiten": whiten.float().numpy(),
+                "whitened_means": (self.means_0.double() @ whiten.T).float().numpy(),
+            }
+            return TapScore("mahalanobis_mds", ("penultimate",), constants, {})
 
         constants = {"tap_weights": self.tap_weights.float().numpy()}
         for i in range(len(self.taps)):
@@ -202,10 +211,4 @@ class Mahalanobis(PostHocMethod):
             constants[f"variance_{i}"] = getattr(self, f"variance_{i}").float().numpy()
         return TapScore(
             "mahalanobis", tuple(self.taps), constants, {"shrinkage": float(self.shrinkage_used)}
-        )
-
-    def device_export_reason(self) -> str:
-        return (
-            "the mds variant's full precision matrix is not exported yet (the paper variant, "
-            "method.variant=paper, is)"
         )

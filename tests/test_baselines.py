@@ -119,6 +119,12 @@ def test_mahalanobis_statistics_match_scikit_learn():
     expected = np.min([reference.mahalanobis((f - means[c]).numpy()) for c in range(10)], axis=0)
     score = min_distance(f, means, torch.tensor(reference.precision_))
     np.testing.assert_allclose(score.numpy(), expected, rtol=1e-8)
+    # The device form: whitened features against whitened means, the same distances (float32).
+    export = method.device_export()
+    whitened = f.float().numpy() @ export.constants["whiten"].T
+    diff = whitened[:, None, :] - export.constants["whitened_means"][None]
+    device = (diff * diff).sum(-1).min(1)
+    np.testing.assert_allclose(device, method.score(test.out).numpy(), rtol=1e-3)
     # The paper's variant: diagonal variance, dimension-normalized, class minimum of the sum.
     paper = Mahalanobis(backbone, variant="paper", shrinkage=(0.0,))
     rec = record(backbone, _loader(300, seed=2), paper.record_request())

@@ -17,7 +17,10 @@ class _Runs:
         self.out = out
 
     EXTRA = {"deep_ensemble": ["method.members=3"]}
-    VARIANTS = {"mc_dropout_head": ("mc_dropout", ["method.placement=head"])}
+    VARIANTS = {
+        "mc_dropout_head": ("mc_dropout", ["method.placement=head"]),
+        "mahalanobis_mds": ("mahalanobis", ["method.variant=mds"]),
+    }
 
     def __truediv__(self, name):
         if not (self.out / name).is_dir():
@@ -143,7 +146,16 @@ def test_fit_with_an_unknown_board_stops_before_training(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "method",
-    ["mahalanobis", "snapuq", "react", "ash", "mc_dropout_head", "early_exit", "evidential"],
+    [
+        "mahalanobis",
+        "mahalanobis_mds",
+        "snapuq",
+        "react",
+        "ash",
+        "mc_dropout_head",
+        "early_exit",
+        "evidential",
+    ],  # fmt: skip
 )
 def test_tap_scored_methods_export_their_heads(runs, capsys, method):
     """Pooled taps leave the int8 graph beside the logits (bit-exact); the score's float32
@@ -152,7 +164,7 @@ def test_tap_scored_methods_export_their_heads(runs, capsys, method):
     assert code == 0, capsys.readouterr().err
     doc = json.loads((runs / method / "deploy" / "big-mcu" / "deploy.json").read_text())
     assert doc["export"]["kind"] == "tap_score"
-    assert doc["export"]["score"] == method  # mc_dropout_head: the placement=head export
+    assert doc["export"]["score"] == method  # the _head and _mds variants name their export
     assert doc["checks"]["firmware_logits_equal_host_reference"]
     assert doc["checks"]["score_within_tolerance"]
     assert doc["flash_bytes"]["uncertainty_extras"] > 500
