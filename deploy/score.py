@@ -17,9 +17,9 @@ A method describes its device form by returning one from ``UQMethod.device_expor
   rounds it; then the dimension-normalized surprisal, tap weights, confidence blend, logistic
   map), ``mahalanobis_mds`` (MDS: the pooled penultimate vector whitened by ``W`` with
   ``W^T W`` the shared precision, then the nearest whitened class mean: ``d^2 + C d`` MACs
-  instead of ``C (d^2 + d)``), ``react`` (the pooled penultimate vector clipped, the classifier in float32, energy),
-  ``ash`` (the top k of
-  the pooled vector kept, ties to the lower index, shaped; the classifier; energy),
+  instead of ``C (d^2 + d)``), ``react`` (the pooled penultimate vector clipped, the
+  classifier in float32, energy), ``ash`` (the top k of the pooled vector kept, ties to the
+  lower index, shaped; the classifier; energy),
   ``mc_dropout_head`` (the classifier N times on the pooled vector under the run's N fixed
   dropout masks, compiled in), ``early_exit`` (exit heads on pooled taps, softmax averaged
   with the classifier's) and
