@@ -44,6 +44,10 @@ def test_posthoc_group_shares_one_base_and_tests_back_identically(capsys, tmp_pa
     assert tuning["chosen"]["temperature"] == energy["tuned"]["temperature"]
     chosen = next(c for c in tuning["candidates"] if c["params"] == tuning["chosen"])
     assert chosen["value"] == best and tuning["searched"] == ["temperature"]
+    # Which splits each method read: the leaderboards say who saw shifted (dev_mix) data.
+    assert json.loads((tmp_path / "g-msp" / "metrics.json").read_text())["fitted_on"] == []
+    assert temperature["fitted_on"] == ["dev"]
+    assert energy["fitted_on"] == ["dev_mix"]
 
 
 @pytest.mark.slow

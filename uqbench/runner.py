@@ -55,7 +55,7 @@ def fit(config: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
         methods, training = _train(group, datamodule, logger, device)
         trained = time.perf_counter()
         data = DevData(datamodule, methods[0].backbone, TapRequest.of(methods), device)
-        tuning = {id(m): calibrate_method(m, data) for m in methods}
+        calibrations = {id(m): calibrate_method(m, data) for m in methods}
         predictions = evaluate(methods, datamodule, device)
         seconds = {
             "train": trained - started,
@@ -67,7 +67,7 @@ def fit(config: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
             "threads": threads,
             "data_files": datamodule.data_files(),
         }
-        extra = {"tuning": tuning, "training": training, "seconds": seconds, "run": run}
+        extra = {"calibrations": calibrations, "training": training, "seconds": seconds, "run": run}
         results = _write_all(config, group, methods, folders, predictions, logger, extra)
         for folder in folders:
             folder.commit()
@@ -113,7 +113,8 @@ def _write_all(
             resolved,
             method,
             predictions[id(method)],
-            tuning=extra["tuning"][id(method)],
+            tuning=extra["calibrations"][id(method)].tuning,
+            fitted_on=extra["calibrations"][id(method)].fitted_on,
             training=extra["training"],
             seconds=extra["seconds"],
             group=[r.config.method for r in group] if len(group) > 1 else None,
@@ -267,7 +268,7 @@ def test(run: Path) -> dict[str, Any]:
     started = time.perf_counter()
     predictions = evaluate([method], datamodule, device)[id(method)]
     document = metrics_document(resolved, method, predictions)
-    document |= {k: fitted[k] for k in ("tuning", "training") if k in fitted}
+    document |= {k: fitted[k] for k in ("tuning", "fitted_on", "training") if k in fitted}
     document["seconds"] = {"test_evaluate": time.perf_counter() - started}
     document["uqbench_command"] = "test"
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{secrets.token_hex(3)}"
