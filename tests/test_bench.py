@@ -59,6 +59,10 @@ def test_cells_run_in_parallel_resume_and_fail_alone(tmp_path, capsys):
     assert "error" in failed["error"]
     board = (out / "leaderboard.md").read_text()
     assert "| msp | " in board and "| energy | " in board and "## Failed cells" in board
+    # Each data set's leaderboard with bootstrap intervals, linked from the summary.
+    assert "[digits](leaderboards/digits/README.md)" in board
+    per_data = (out / "leaderboards" / "digits" / "README.md").read_text()
+    assert "## Paired differences against msp" in per_data and "energy" in per_data
     # Rerun after clearing the obstacle: only the failed cell runs.
     (out / cells[3].name).unlink()
     assert main(args) == 0

@@ -13,8 +13,10 @@ folder is complete (``metrics.json``, and ``deploy.json`` per board when deployi
 so a killed bench rerun with the same command runs only what is missing. A cell that fails is
 recorded with its error and the command that reproduces it, and the others go on.
 
-At the end ``<bench.out>/bench.json`` records every cell and ``<bench.out>/leaderboard.md``
-tabulates the completed runs (mean and standard deviation over seeds, per data set).
+At the end ``<bench.out>/bench.json`` records every cell, ``<bench.out>/leaderboard.md``
+tabulates the completed runs (mean and standard deviation over seeds, per data set) and
+``<bench.out>/leaderboards/<data>/`` holds each data set's leaderboard with 95% bootstrap
+intervals, paired differences against ``bench.reference`` and plots (:mod:`uqbench.publish`).
 Post-hoc cells of one (data, backbone, seed) share the cached base model: the first trains it,
 the others load it (cells run in seed order, so with ``bench.jobs=1`` each base trains once).
 """
@@ -35,7 +37,7 @@ from uqbench.errors import ConfigError
 from uqbench.run_folder import atomic_write_bytes, atomic_write_json
 
 MATRIX_KEYS = ("method", "data", "seed")
-BENCH_KEYS = ("bench.jobs", "bench.out")
+BENCH_KEYS = ("bench.jobs", "bench.out", "bench.reference", "bench.resamples")
 LOG_TAIL = 1500  # characters of a failed cell's log kept in bench.json
 
 
@@ -63,6 +65,8 @@ class Matrix:
     jobs: int
     out: Path
     boards: list[str] = field(default_factory=list)
+    reference: str = "msp"  # the leaderboards' paired differences are against this method
+    resamples: int = 1000  # bootstrap resamples per run for the intervals
 
 
 def _values(raw: str) -> list[str]:
@@ -77,7 +81,9 @@ def parse_matrix(overrides: list[str]) -> Matrix:
     from uqbench import registry
 
     lists: dict[str, list[str]] = {"method": ["snapuq"], "data": ["digits"], "seed": ["13"]}
-    passed, options, boards = [], {"bench.jobs": "1", "bench.out": "runs/bench"}, []
+    options = {"bench.jobs": "1", "bench.out": "runs/bench", "bench.reference": "msp",
+               "bench.resamples": "1000"}  # fmt: skip
+    passed, boards = [], []
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -95,7 +101,8 @@ def parse_matrix(overrides: list[str]) -> Matrix:
             boards = _values(value)
         else:
             passed.append(item)
-    wanted = {"method": lists["method"], "data": lists["data"], "board": boards}
+    wanted = {"method": [*lists["method"], options["bench.reference"]], "data": lists["data"],
+              "board": boards}  # fmt: skip
     unknown = [
         f"{kind} {name!r}"
         for kind, names in wanted.items()
@@ -110,11 +117,15 @@ def parse_matrix(overrides: list[str]) -> Matrix:
         )
     try:
         seeds = [int(s) for s in lists["seed"]]
-        jobs = int(options["bench.jobs"])
+        jobs, resamples = int(options["bench.jobs"]), int(options["bench.resamples"])
     except ValueError:
-        raise ConfigError("uqbench bench: seeds and bench.jobs must be integers") from None
+        raise ConfigError(
+            "uqbench bench: seeds, bench.jobs and bench.resamples must be integers"
+        ) from None
     if jobs < 1:
         raise ConfigError(f"bench.jobs must be >= 1, got {jobs}")
+    if resamples < 100:
+        raise ConfigError(f"bench.resamples must be >= 100 for a 95% interval, got {resamples}")
     deploy = [f"deploy={','.join(boards)}"] if boards else []
     cells = [
         Cell(
@@ -127,7 +138,8 @@ def parse_matrix(overrides: list[str]) -> Matrix:
     ]
     if not cells:
         raise ConfigError("uqbench bench: the matrix is empty (a list with no names)")
-    return Matrix(cells, jobs, Path(options["bench.out"]), boards)
+    return Matrix(cells, jobs, Path(options["bench.out"]), boards, options["bench.reference"],
+                  resamples)  # fmt: skip
 
 
 def check_cells(matrix: Matrix) -> None:
@@ -262,6 +274,15 @@ def write_leaderboard(matrix: Matrix, document: dict[str, Any], command: str) ->
         lines += ["", "## Failed cells", ""]
         lines += [f"- {name}: exit status {e['exit_status']}; reproduce with `{e['reproduce']}`; "
                   f"log {e['log']}" for name, e in failed.items()]  # fmt: skip
+    from uqbench.publish import RunRef, write_leaderboards
+
+    complete = [c for c in matrix.cells if is_complete(c, matrix.out, matrix.boards)]
+    refs = [RunRef(c.method, c.data, c.seed, matrix.out / c.name) for c in complete]
+    if refs:
+        folders = write_leaderboards(refs, matrix.out / "leaderboards", command,
+                                     matrix.reference, matrix.resamples)  # fmt: skip
+        lines += ["", "## Per data set: every task with 95% bootstrap intervals, plots", ""]
+        lines += [f"- [{p.parent.name}]({p.relative_to(matrix.out)})" for p in folders]
     path = matrix.out / "leaderboard.md"
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
     return path

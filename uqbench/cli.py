@@ -89,6 +89,16 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     bench.add_argument("overrides", nargs="*", metavar="key=value")
+    board = commands.add_parser(
+        "leaderboard",
+        help="leaderboards with 95% bootstrap intervals and plots from a folder of run folders",
+        description="Read every complete run folder directly under runs=DIR and write "
+        "<out>/<data>/README.md (a table per task, paired differences against a reference "
+        "method, device costs, how each method was fitted) and its plots (PNG and SVG).",
+        epilog=_LEADERBOARD_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    board.add_argument("overrides", nargs="*", metavar="key=value")
     sweep = commands.add_parser(
         "sweep",
         help="check a W&B sweep file for uqbench fit and print its runs' commands",
@@ -118,11 +128,24 @@ overrides (key=value):
   deploy=[A,B]        boards every cell is deployed to
   bench.jobs=N        cells run at the same time (default 1)
   bench.out=PATH      folder of the cells' run folders, logs, bench.json, leaderboard.md
-                      (default runs/bench)
+                      and leaderboards/<data>/ (default runs/bench)
+  bench.reference=M   the method the leaderboards' paired differences are against (msp)
+  bench.resamples=N   bootstrap resamples per run for the 95% intervals (default 1000)
   any other key=value of `uqbench fit` is passed to every cell (e.g. trainer.max_epochs=5)
 
 example:
   uqbench bench method=[msp,energy,snapuq] data=[digits] seed=[13,17,23] bench.jobs=2
+"""
+
+_LEADERBOARD_HELP = """\
+overrides (key=value):
+  runs=DIR          a folder of run folders (uqbench fit out=DIR, or a bench's bench.out)
+  out=DIR           where <data>/README.md and the plots go (default leaderboards)
+  reference=M       the method of the paired differences (default msp)
+  resamples=N       bootstrap resamples per run (default 1000)
+
+example:
+  uqbench leaderboard runs=runs/bench out=leaderboards
 """
 
 _SHEET_HELP = """\
@@ -205,6 +228,35 @@ def _bench(overrides: list[str]) -> int:
     if failed:
         print(f"{len(failed)} cell(s) failed: {', '.join(failed)} (see bench.json)")
     return 1 if failed else 0
+
+
+def _leaderboard(overrides: list[str]) -> int:
+    from uqbench.errors import ConfigError
+
+    values = {"out": "leaderboards", "reference": "msp", "resamples": "1000"}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in ("runs", *values):
+            raise ConfigError(f"uqbench leaderboard: {item!r} is not key=value with a key among "
+                              "runs, out, reference, resamples")  # fmt: skip
+        values[key] = value
+    if "runs" not in values:
+        raise ConfigError("uqbench leaderboard needs runs=<folder of run folders>")
+    runs = Path(values["runs"])
+    if not runs.is_dir():
+        raise ConfigError(f"uqbench leaderboard: runs={runs} is not a folder")
+    if not values["resamples"].isdigit() or int(values["resamples"]) < 100:
+        raise ConfigError("uqbench leaderboard: resamples must be an integer >= 100")
+    from uqbench.publish import scan, write_leaderboards
+
+    refs = scan(runs)
+    if not refs:
+        raise ConfigError(f"uqbench leaderboard: no complete run folder directly under {runs}")
+    command = "uqbench leaderboard " + " ".join(overrides)
+    for path in write_leaderboards(refs, Path(values["out"]), command, values["reference"],
+                                   int(values["resamples"])):  # fmt: skip
+        print(f"wrote {path}")
+    return 0
 
 
 def _sweep(file: Path, count: str | None) -> int:
@@ -291,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             return _deploy(args.overrides)
         if args.command == "bench":
             return _bench(args.overrides)
+        if args.command == "leaderboard":
+            return _leaderboard(args.overrides)
         if args.command == "sweep":
             return _sweep(args.file, args.count)
         from uqbench.config import parse_overrides

@@ -1,0 +1,132 @@
+"""Leaderboards from run folders: tables with bootstrap intervals, paired differences, plots."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from uqbench import publish
+from uqbench.bootstrap import bootstrap, interval
+from uqbench.cli import main
+from uqbench.metric_table import compute_metrics
+from uqbench.predictions import Predictions
+from uqbench.publish import RunRef, scan, write_leaderboards
+
+GROUPS = ["dev", "id", "cid/fog/1", "cid/fog/2", "cid/snow/1", "cid/snow/2", "ood/far"]
+
+
+def _predictions(seed: int, knows_errors: float = 0.0) -> Predictions:
+    """Predictions on the same examples for every method of a seed (labels from the seed);
+    ``knows_errors`` adds that much to the score of misclassified inputs."""
+    rng = np.random.default_rng(seed)
+    n = 80 * len(GROUPS)
+    group = np.repeat(np.arange(len(GROUPS)), 80).astype(np.int32)
+    logits = rng.normal(size=(n, 4)) * 1.5
+    probs = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
+    label = rng.integers(0, 4, n).astype(np.int32)
+    label[group == len(GROUPS) - 1] = -1
+    score = 1 - probs.max(1) + knows_errors * (probs.argmax(1) != label)
+    return Predictions(probs, score.astype(np.float64), label, group, GROUPS)
+
+
+def _run_folder(root, method: str, seed: int, p: Predictions, fitted_on=()):
+    folder = root / f"{method}-toy-s{seed}"
+    folder.mkdir(parents=True)
+    p.save(folder / "scores.npz")
+    doc = {"method": method, "data": "toy", "seed": seed, "metrics": compute_metrics(p),
+           "tuned": {}, "fitted_on": list(fitted_on)}  # fmt: skip
+    (folder / "metrics.json").write_text(json.dumps(doc))
+    return folder
+
+
+@pytest.fixture
+def runs(tmp_path):
+    root = tmp_path / "runs"
+    for seed in (13, 17):
+        _run_folder(root, "msp", seed, _predictions(seed))
+        _run_folder(root, "oracle", seed, _predictions(seed, knows_errors=1.0), ["dev_mix"])
+    return root
+
+
+def test_every_task_table_shows_the_seed_mean_and_the_averaged_bootstrap_interval(runs, tmp_path):
+    out = tmp_path / "boards"
+    (path,) = write_leaderboards(scan(runs), out, "uqbench leaderboard test", resamples=200)
+    text = path.read_text()
+    for title in ("Failure detection: ID ok | ID err", "Failure detection by severity",
+                  "Out-of-distribution", "Selective prediction", "Calibration",
+                  "Failure detection per corruption", "Paired differences against msp",
+                  "How each method was fitted"):  # fmt: skip
+        assert f"## {title}" in text
+    # The msp row's AUROC cell, recomputed here: mean of the seeds' values, mean of the ends.
+    values, lows, highs = [], [], []
+    for seed in (13, 17):
+        p = Predictions.load(runs / f"msp-toy-s{seed}" / "scores.npz")
+        values.append(compute_metrics(p)["id_vs_error"]["auroc"])
+        low, high = interval(bootstrap(p, 200)["id_vs_error/auroc"])
+        lows.append(low), highs.append(high)
+    expected = f"{np.mean(values):.3f} [{np.mean(lows):.3f}, {np.mean(highs):.3f}]"
+    row = next(line for line in text.splitlines() if line.startswith("| msp | "))
+    assert row.split(" | ")[1].strip("*") == expected
+    assert "oracle | dev_mix (saw shifted data)" in text and "msp | nothing" in text
+    assert "seeds: 13, 17" in text.lower() and "uqbench leaderboard test" in text
+
+
+def test_a_paired_difference_names_the_winner_with_its_interval(runs, tmp_path):
+    (path,) = write_leaderboards(scan(runs), tmp_path / "b", "cmd", resamples=200)
+    text = path.read_text()
+    sentence = re.search(r"- oracle beats msp on toy ID ok vs ID err AUROC by ([0-9.]+) "
+                         r"\[([0-9.]+), ([0-9.]+)\]\.", text)  # fmt: skip
+    assert sentence, text
+    gap, low, high = map(float, sentence.groups())
+    assert 0 < low <= gap <= high
+    row = next(line for line in text.splitlines() if line.startswith("| oracle | +"))
+    assert row.split(" | ")[1].endswith("✓")
+
+
+def test_figures_are_written_as_png_and_svg_and_linked(runs, tmp_path):
+    (path,) = write_leaderboards(scan(runs), tmp_path / "b", "cmd", resamples=100)
+    for stem in ("auroc-by-severity", "risk-coverage", "reliability"):
+        png, svg = path.parent / f"{stem}.png", path.parent / f"{stem}.svg"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "<svg" in svg.read_text()
+        assert f"({stem}.png)" in path.read_text()
+
+
+def test_bootstrap_samples_are_cached_by_the_scores_hash(runs, tmp_path, monkeypatch):
+    first = write_leaderboards(scan(runs), tmp_path / "a", "cmd", resamples=100)[0].read_text()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("bootstrapped again")
+
+    monkeypatch.setattr(publish, "bootstrap", refuse)
+    again = write_leaderboards(scan(runs), tmp_path / "b", "cmd", resamples=100)[0].read_text()
+    assert again == first
+
+
+def test_two_runs_of_one_method_and_seed_are_refused(runs, tmp_path):
+    refs = scan(runs)
+    twin = RunRef("msp", "toy", 13, runs / "oracle-toy-s13")
+    with pytest.raises(ValueError, match="two runs of msp on toy with seed 13"):
+        write_leaderboards([*refs, twin], tmp_path / "b", "cmd")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "needs runs="),
+        (["runs=/no/such/folder"], "is not a folder"),
+        (["runs=.", "colour=red"], "is not key=value with a key among"),
+        (["runs=.", "resamples=10"], "resamples must be an integer >= 100"),
+    ],
+)
+def test_bad_leaderboard_input_exits_2_and_writes_nothing(tmp_path, capsys, args, message):
+    code = main(["leaderboard", *args, f"out={tmp_path / 'out'}"])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_command_writes_a_folder_per_data_set(runs, tmp_path, capsys):
+    code = main(["leaderboard", f"runs={runs}", f"out={tmp_path / 'out'}", "resamples=100"])
+    assert code == 0 and (tmp_path / "out" / "toy" / "README.md").is_file()

@@ -1,0 +1,88 @@
+"""The leaderboards' figures, each written as PNG and SVG (matplotlib, no display needed).
+
+Every function takes the numbers to draw, one entry per method (the method's label first), and
+a path without suffix; it writes ``<path>.png`` and ``<path>.svg`` and returns the PNG's path.
+The numbers are computed by :mod:`uqbench.publish`; nothing here reads a run folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+Series = dict[str, tuple[np.ndarray, np.ndarray]]  # label -> (x, y)
+
+
+def _figure(width: float = 6.4, height: float = 4.2):
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, whatever the environment's default backend
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height), layout="constrained")
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path.with_suffix(".png"), dpi=120)
+    fig.savefig(path.with_suffix(".svg"))
+    plt.close(fig)
+    return path.with_suffix(".png")
+
+
+def _legend(ax) -> None:
+    ax.legend(fontsize=7, ncol=2, frameon=False)
+
+
+def severity_curves(
+    curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    title: str,
+    path: Path,
+) -> Path:
+    """AUROC (ID ok vs ID err) against corruption severity (0 = clean ID), one line per method
+    with its 95% bootstrap interval as error bars: label -> (severities, mean, low, high)."""
+    fig, ax = _figure()
+    for label, (x, mean, low, high) in curves.items():
+        ax.errorbar(x, mean, yerr=[mean - low, high - mean], marker="o", ms=3, capsize=2,
+                    label=label)  # fmt: skip
+    ax.set(xlabel="severity (0 = clean ID test)", ylabel="AUROC, ID ok vs ID err", title=title)
+    ax.set_xticks(sorted({int(v) for c in curves.values() for v in c[0]}))
+    _legend(ax)
+    return _save(fig, path)
+
+
+def risk_coverage(curves: Series, title: str, path: Path) -> Path:
+    """Selective risk against coverage (examples accepted least uncertain first)."""
+    fig, ax = _figure()
+    for label, (coverage, risk) in curves.items():
+        ax.plot(coverage, risk, label=label, lw=1.2)
+    ax.set(xlabel="coverage", ylabel="selective risk (error rate of the accepted)", title=title)
+    ax.set_xlim(0, 1)
+    _legend(ax)
+    return _save(fig, path)
+
+
+def reliability(curves: Series, title: str, path: Path) -> Path:
+    """Accuracy against confidence per equal-mass bin; the diagonal is perfect calibration."""
+    fig, ax = _figure(5.2, 5.0)
+    ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--", label="calibrated")
+    for label, (confidence, accuracy) in curves.items():
+        ax.plot(confidence, accuracy, marker="o", ms=3, lw=1.0, label=label)
+    ax.set(xlabel="confidence (max probability), bin mean", ylabel="accuracy, bin mean",
+           title=title, xlim=(0, 1), ylim=(0, 1))  # fmt: skip
+    _legend(ax)
+    return _save(fig, path)
+
+
+def cost_scatter(points: dict[str, tuple[float, float]], xlabel: str, ylabel: str, title: str,
+                 path: Path) -> Path:  # fmt: skip
+    """One point per method: its device cost (x) against a metric (y), labelled."""
+    fig, ax = _figure()
+    for label, (x, y) in points.items():
+        ax.scatter([x], [y], s=18)
+        ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    return _save(fig, path)
