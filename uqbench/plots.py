@@ -86,3 +86,40 @@ def cost_scatter(points: dict[str, tuple[float, float]], xlabel: str, ylabel: st
         ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     return _save(fig, path)
+
+
+def stream_trace(
+    accuracy: np.ndarray,
+    band_floor: float,
+    events: list[tuple[int, int]],
+    traces: dict[str, tuple[np.ndarray, float]],
+    title: str,
+    path: Path,
+) -> Path:
+    """A stream over time: the windowed accuracy against the ID band's floor (top), then each
+    method's score on [0, 1] (the dev stream's CDF) with its frozen threshold; events shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = 1 + len(traces)
+    fig, axes = plt.subplots(rows, 1, figsize=(8.0, 1.1 * rows + 0.8), sharex=True,
+                             layout="constrained")  # fmt: skip
+    axes = np.atleast_1d(axes)
+    frames = np.arange(len(accuracy))
+    axes[0].plot(frames, accuracy, lw=0.8, color="black")
+    axes[0].axhline(band_floor, color="tab:red", lw=0.8, ls="--")
+    axes[0].set_ylabel("window acc.", fontsize=7)
+    axes[0].set_title(title, fontsize=9)
+    for ax, (label, (score, threshold)) in zip(axes[1:], traces.items(), strict=True):
+        ax.plot(frames, score, lw=0.4)
+        ax.axhline(threshold, color="tab:red", lw=0.8, ls="--")
+        ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+        ax.set_ylim(0, 1)
+    for ax in axes:
+        for on, off in events:
+            ax.axvspan(on, off, color="tab:orange", alpha=0.25, lw=0)
+        ax.tick_params(labelsize=6)
+    axes[-1].set_xlabel("frame (ID, then CID severities 1-5 with OOD bursts between)")
+    return _save(fig, path)
