@@ -154,6 +154,9 @@ class SNAPUQ(UQMethod):
         self.register_buffer("lambda_now", torch.tensor(float(lambda_ss)))
         self.register_buffer("ratio_ema", torch.tensor(math.nan))
         self.register_buffer("map_coef", torch.tensor([0.0, 1.0, 0.0]))  # b0, b1, b2
+        # What the score is made of: each part alone through its own logistic map on the dev
+        # mix (rows: the names of variant_names(), columns: intercept, slope).
+        self.register_buffer("variant_coef", torch.zeros(len(self.variant_names()), 2))
         self.register_buffer("iso_x", torch.zeros(0))
         self.register_buffer("iso_y", torch.zeros(0))
         self.register_buffer("gamma_used", torch.tensor(1.0 if gamma is None else gamma))
@@ -222,6 +225,29 @@ class SNAPUQ(UQMethod):
         u = torch.sigmoid(score) if self.options["mapping"] == "logistic" else score
         extras = {"S": snap, "m": m, "ebar": ebar, "U": u}
         return UQOutput(logits, score, extras=extras)
+
+    def variant_names(self) -> list[str]:
+        """``surprisal`` (S alone, the label-free score), ``confidence`` (the blend m alone)
+        and, with several taps, ``tap_<name>`` (one tap's e_bar alone)."""
+        taps = [f"tap_{t}" for t in self.taps] if len(self.taps) > 1 else []
+        return ["surprisal", "confidence", *taps]
+
+    def _variant_inputs(self, snap: Tensor, m: Tensor, ebar: Tensor) -> list[Tensor]:
+        return [snap, m, *(ebar[:, i] for i in range(ebar.shape[1]))][: len(self.variant_names())]
+
+    def variant_scores(self, out: UQOutput) -> dict[str, Tensor]:
+        """Each part's logit under its own map fitted on the same dev mix as the score's: the
+        surprisal alone, the confidence blend alone (the control for a map that has seen
+        shifted data), and each tap (none with ``mapping=none``: nothing is fitted)."""
+        if self.options["mapping"] == "none":
+            return {}
+        e = out.extras
+        inputs = self._variant_inputs(e["S"], e["m"], e["ebar"])
+        coef = self.variant_coef.double()
+        return {
+            name: coef[i, 0] + coef[i, 1] * x.double()
+            for i, (name, x) in enumerate(zip(self.variant_names(), inputs, strict=True))
+        }
 
     # ----------------------------------------------------------------- training
     def lambda_ss(self) -> float:
@@ -416,6 +442,9 @@ class SNAPUQ(UQMethod):
                 f"both right and wrong predictions."
             )
         self._mix = (mix["S"], mix["m"], errors.double())
+        for i, x in enumerate(self._variant_inputs(mix["S"], mix["m"], mix["ebar"])):
+            b0, b = fit_logistic(x[:, None], errors.double())
+            self.variant_coef[i] = torch.tensor([b0, float(b[0])])
         if mapping == "logistic":
             label_free = self.options["label_free"]
             snap, m = mix["S"], mix["m"]

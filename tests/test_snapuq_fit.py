@@ -8,6 +8,7 @@ import torch
 from uqbench.deploy.int8 import fake_quantize_weights
 
 from uqbench.cli import main
+from uqbench.predictions import Predictions
 
 FAST = ["method=snapuq", "trainer.max_epochs=2"]
 
@@ -76,10 +77,17 @@ def test_isotonic_mapping_survives_a_checkpoint_round_trip(capsys, tmp_path):
 
 
 def test_label_free_and_unmapped_scores(capsys, tmp_path):
-    _, doc, _ = _fit(capsys, tmp_path, *FAST, "method.label_free=true", name="a")
+    folder, doc, _ = _fit(capsys, tmp_path, *FAST, "method.label_free=true", name="a")
     assert doc["tuned"]["map_coef"][2] == 0.0
-    _, doc, _ = _fit(capsys, tmp_path, *FAST, "method.mapping=none", name="b")
+    # The recorded variant scores: each part through its own map on the same dev mix. The
+    # label-free score is the surprisal's map, so it equals the `surprisal` variant.
+    p = Predictions.load(folder / "scores.npz")
+    assert list(p.variants) == ["surprisal", "confidence", "tap_mid", "tap_penultimate"]
+    np.testing.assert_allclose(p.score, p.variants["surprisal"], rtol=1e-12)
+    assert not np.allclose(p.variants["confidence"], p.variants["surprisal"])
+    folder, doc, _ = _fit(capsys, tmp_path, *FAST, "method.mapping=none", name="b")
     assert "map_coef" not in doc["tuned"]
+    assert Predictions.load(folder / "scores.npz").variants == {}  # nothing fitted, no variant
 
 
 def test_posthoc_mode_trains_heads_on_the_frozen_cached_base(capsys, tmp_path):

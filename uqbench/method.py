@@ -201,6 +201,12 @@ class UQMethod(LightningModule):
     def forward(self, x: Tensor) -> UQOutput:
         return self.output(self.backbone(x))
 
+    def variant_scores(self, out: UQOutput) -> dict[str, Tensor]:
+        """Ablation scores [B] from the same inference, named (``surprisal``, ``tap_mid``...),
+        each oriented like ``score``: what the score is made of, shown on the leaderboards as
+        rows of their own. The default has none."""
+        return {}
+
     def record_request(self) -> TapRequest:
         """The taps and maps a record-scored method reads beyond logits and the pooled vector."""
         from uqbench.recorded_pass import TapRequest

@@ -2,17 +2,19 @@
 
 Enough to recompute every metric and to bootstrap it, and small at scale: per example, float32
 probabilities (4 C bytes), a float64 score (8), an int32 label (4) and an int32 group index (4),
-so 4 C + 16 bytes uncompressed: 56 B for 10 classes, 816 B for TinyImageNet's 200.
+so 4 C + 16 bytes uncompressed: 56 B for 10 classes, 816 B for TinyImageNet's 200; and 8 bytes
+per variant score (a method's ablations, e.g. SNAP-UQ's surprisal alone).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-BYTES_PER_EXAMPLE = "4 * classes + 16"
+BYTES_PER_EXAMPLE = "4 * classes + 16 (+ 8 per variant score)"
+VARIANT = "variant."  # the key prefix of variant scores in scores.npz
 
 
 @dataclass
@@ -26,17 +28,25 @@ class Predictions:
     label: np.ndarray
     group: np.ndarray
     group_names: list[str]
+    variants: dict[str, np.ndarray] = field(default_factory=dict)  # name -> [N] float64
 
     @classmethod
-    def from_chunks(
-        cls, chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]], names: list[str]
-    ) -> Predictions:
-        """From ``(probs, score, label, group index)`` per chunk, in order."""
+    def from_chunks(cls, chunks: list[tuple], names: list[str]) -> Predictions:
+        """From ``(probs, score, label, group index[, variants])`` per chunk, in order;
+        ``variants``: name -> [B] scores, the same names in every chunk."""
         probs = np.concatenate([c[0] for c in chunks]).astype(np.float32)
         score = np.concatenate([c[1] for c in chunks]).astype(np.float64)
         label = np.concatenate([c[2] for c in chunks]).astype(np.int32)
         group = np.concatenate([np.full(len(c[2]), c[3], np.int32) for c in chunks])
-        return cls(probs, score, label, group, names)
+        kinds = chunks[0][4] if chunks and len(chunks[0]) > 4 else {}
+        variants = {k: np.concatenate([c[4][k] for c in chunks]).astype(np.float64)
+                    for k in kinds}  # fmt: skip
+        return cls(probs, score, label, group, names, variants)
+
+    def with_score(self, name: str) -> Predictions:
+        """The same examples scored by the variant ``name`` (no variants of its own)."""
+        return Predictions(self.probs, self.variants[name], self.label, self.group,
+                           self.group_names)  # fmt: skip
 
     def save(self, path: Path) -> None:
         with open(path, "wb") as handle:
@@ -47,6 +57,7 @@ class Predictions:
                 label=self.label,
                 group=self.group,
                 group_names=np.array(self.group_names),
+                **{f"{VARIANT}{name}": v for name, v in self.variants.items()},
             )
 
     @classmethod
@@ -58,4 +69,5 @@ class Predictions:
                 data["label"],
                 data["group"],
                 [str(n) for n in data["group_names"]],
+                {k[len(VARIANT) :]: data[k] for k in data.files if k.startswith(VARIANT)},
             )

@@ -33,7 +33,7 @@ from uqbench import metrics as M
 from uqbench import plots, streams
 from uqbench.bootstrap import RESAMPLES, bootstrap, interval
 from uqbench.leaderboard import COST_LEGEND, cost_table
-from uqbench.metric_table import _Groups, lookup, spec
+from uqbench.metric_table import _Groups, compute_metrics, lookup, spec
 from uqbench.predictions import Predictions
 from uqbench.run_folder import METRICS, SCORES, atomic_write_bytes
 from uqbench.stages.base_model import cache_root
@@ -83,13 +83,18 @@ def _cache_path(predictions_file: Path, what: str) -> Path:
     return cache_root() / "bootstrap" / f"{digest}-{what}"
 
 
-def _samples(predictions_file: Path, resamples: int) -> dict[str, np.ndarray]:
+def _predictions(predictions_file: Path, variant: str | None) -> Predictions:
+    p = Predictions.load(predictions_file)
+    return p if variant is None else p.with_score(variant)
+
+
+def _samples(predictions_file: Path, variant: str | None, resamples: int) -> dict[str, np.ndarray]:
     """The run's bootstrap samples, from the cache when its scores were bootstrapped before."""
-    cached = _cache_path(predictions_file, f"{resamples}.npz")
+    cached = _cache_path(predictions_file, f"{variant or 'score'}-{resamples}.npz")
     if cached.is_file():
         with np.load(cached, allow_pickle=False) as data:
             return {key.replace("|", "/"): data[key] for key in data.files}
-    samples = bootstrap(Predictions.load(predictions_file), resamples)
+    samples = bootstrap(_predictions(predictions_file, variant), resamples)
     cached.parent.mkdir(parents=True, exist_ok=True)
     buffer = cached.with_name(cached.name + f".{os.getpid()}.tmp")
     with open(buffer, "wb") as handle:  # '/' is not a valid npz key: stored as '|'
@@ -98,15 +103,15 @@ def _samples(predictions_file: Path, resamples: int) -> dict[str, np.ndarray]:
     return samples
 
 
-def _stream(predictions_file: Path, resamples: int) -> StreamResult | str:
+def _stream(predictions_file: Path, variant: str | None, resamples: int) -> StreamResult | str:
     """The run's stream metrics (cached like the samples), or why it has none."""
-    cached = _cache_path(predictions_file, f"{resamples}-stream.json")
+    cached = _cache_path(predictions_file, f"{variant or 'score'}-{resamples}-stream.json")
     if cached.is_file():
         doc = json.loads(cached.read_text())
         return doc if isinstance(doc, str) else StreamResult(**doc)
     try:
-        result: StreamResult | str = streams.evaluate(Predictions.load(predictions_file),
-                                                      resamples=resamples)  # fmt: skip
+        p = _predictions(predictions_file, variant)
+        result: StreamResult | str = streams.evaluate(p, resamples=resamples)
     except ValueError as exc:
         result = str(exc)
     cached.parent.mkdir(parents=True, exist_ok=True)
@@ -115,18 +120,29 @@ def _stream(predictions_file: Path, resamples: int) -> StreamResult | str:
     return result
 
 
-def _load(ref: RunRef, resamples: int) -> _Run:
+def _load(ref: RunRef, resamples: int) -> list[_Run]:
+    """The run, then one row per variant score it recorded (``<label> (<variant>)``), each
+    with the run's metrics recomputed on that score."""
     deploy = {}
     for doc_path in sorted((ref.folder / "deploy").glob("*/deploy.json")):
         deploy[doc_path.parent.name] = json.loads(doc_path.read_text())
-    return _Run(
-        ref,
-        json.loads((ref.folder / METRICS).read_text()),
-        Predictions.load(ref.folder / SCORES),
-        _samples(ref.folder / SCORES, resamples),
-        _stream(ref.folder / SCORES, resamples),
-        deploy,
-    )
+    scores = ref.folder / SCORES
+    predictions = Predictions.load(scores)
+    doc = json.loads((ref.folder / METRICS).read_text())
+    rows = [_Run(ref, doc, predictions, _samples(scores, None, resamples),
+                 _stream(scores, None, resamples), deploy)]  # fmt: skip
+    for name in predictions.variants:
+        p = predictions.with_score(name)
+        variant = dataclasses.replace(ref, label=f"{ref.label} ({name})")
+        variant_doc = {
+            **doc,
+            "metrics": compute_metrics(p),
+            "tuned": {"variant of": ref.label, "score": name},
+            "tuning": None,
+        }
+        rows.append(_Run(variant, variant_doc, p, _samples(scores, name, resamples),
+                         _stream(scores, name, resamples)))  # fmt: skip
+    return rows
 
 
 # --------------------------------------------------------------------------- cells
@@ -525,7 +541,8 @@ def write_leaderboards(
         for data in dict.fromkeys(r.data for r in runs):
             methods: dict[str, list[_Run]] = {}
             for ref in sorted((r for r in runs if r.data == data), key=lambda r: r.seed):
-                methods.setdefault(ref.label, []).append(_load(ref, resamples))
+                for run in _load(ref, resamples):
+                    methods.setdefault(run.ref.label, []).append(run)
             written.append(_write_one(methods, out / data, data, command, reference, resamples))
     finally:
         torch.set_num_threads(previous)
@@ -552,6 +569,15 @@ def _write_one(methods: dict[str, list[_Run]], folder: Path, data: str, command:
         lines += ["", "## Failure detection per corruption: AUROC ID ok | ID err", "",
                   "Each corruption's severities pooled; mean over seeds (no interval).", "",
                   *per_corruption]  # fmt: skip
+    variants = [m for m in methods if m.endswith(")") and " (" in m]
+    if variants:
+        lines += ["", "## What the scores are made of", "",
+                  f"Rows {', '.join(variants)}: one part of the method's score alone, through "
+                  "its own logistic map fitted on the same dev mix as the full score, on the "
+                  "same runs (uqbench records these variant scores beside the score). "
+                  "`(confidence)` is the fair control for a map that saw shifted dev data. A "
+                  "softmax baseline gets no such control row: a one-feature map is monotone, "
+                  "so every ranking metric stays what the baseline's own row shows."]  # fmt: skip
     stream_rows = _stream_table(methods)
     if len(stream_rows) > 2:
         spec = streams.StreamSpec()

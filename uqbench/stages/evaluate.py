@@ -21,12 +21,14 @@ from uqbench.predictions import Predictions
 from uqbench.recorded_pass import TapRequest, device_batches, record_pass
 
 
-def _chunk(out: UQOutput, labels: torch.Tensor, group: int) -> tuple[Any, ...]:
+def _chunk(method: UQMethod, out: UQOutput, labels: torch.Tensor, group: int) -> tuple[Any, ...]:
+    variants = {k: v.detach().double().cpu().numpy() for k, v in method.variant_scores(out).items()}
     return (
         out.probs.detach().float().cpu().numpy(),
         out.score.detach().double().cpu().numpy(),
         labels.cpu().numpy(),
         group,
+        variants,
     )
 
 
@@ -61,12 +63,11 @@ def evaluate(
         if shared:
             recorded = record_pass(shared[0].backbone, device_batches(dataset, device), request)
             for method in shared:
-                parts[id(method)].append(
-                    _chunk(method.output(recorded.out), recorded.labels, index)
-                )
+                out = method.output(recorded.out)
+                parts[id(method)].append(_chunk(method, out, recorded.labels, index))
         for method in methods:
             if method in shared:
                 continue
             for x, y in device_batches(dataset, device):
-                parts[id(method)].append(_chunk(method(x), y, index))
+                parts[id(method)].append(_chunk(method, method(x), y, index))
     return {key: Predictions.from_chunks(chunks, names) for key, chunks in parts.items()}
