@@ -69,3 +69,33 @@ def test_cells_run_in_parallel_resume_and_fail_alone(tmp_path, capsys):
     record = json.loads((out / "bench.json").read_text())["cells"]
     assert [record[c.name]["status"] for c in cells] == ["reused", "reused", "reused", "done"]
     assert "## Failed cells" not in (out / "leaderboard.md").read_text()
+
+
+def test_the_slurm_launcher_needs_a_partition_and_its_options_are_checked(tmp_path, capsys):
+    out = tmp_path / "bench"
+    for option, message in [
+        (["bench.launcher=slurm"], "needs bench.partition"),
+        (["bench.launcher=pbs"], "choose among local, slurm, submitit-local"),
+        (["bench.launcher=slurm", "bench.partition=gpu", "bench.gpus=-1"], "bench.gpus must be"),
+    ]:
+        assert main(["bench", "method=[msp]", *option, f"bench.out={out}"]) == 2
+        assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_cells_run_as_submitit_jobs(tmp_path, capsys):
+    """The cluster path end to end with submitit's local executor: each cell a submitted job
+    (its pickled call and result in bench.out/submitit), one made to fail."""
+    out = tmp_path / "bench"
+    args = ["bench", "method=[msp,energy]", "trainer.max_epochs=1", "bench.jobs=2",
+            "bench.launcher=submitit-local", "bench.time_min=10", f"bench.out={out}"]  # fmt: skip
+    cells = parse_matrix(args[1:]).cells
+    out.mkdir()
+    (out / cells[1].name).write_text("in the way")
+    assert main(args) == 1
+    record = json.loads((out / "bench.json").read_text())["cells"]
+    assert [record[c.name]["status"] for c in cells] == ["done", "failed"]
+    assert record[cells[1].name]["reproduce"].startswith("uqbench fit method=energy")
+    assert any((out / "submitit").glob("*_result.pkl"))  # it went through submitit
+    assert (out / "leaderboards" / "digits" / "README.md").is_file()

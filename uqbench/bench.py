@@ -37,7 +37,9 @@ from uqbench.errors import ConfigError
 from uqbench.run_folder import atomic_write_bytes, atomic_write_json
 
 MATRIX_KEYS = ("method", "data", "seed")
-BENCH_KEYS = ("bench.jobs", "bench.out", "bench.reference", "bench.resamples")
+BENCH_KEYS = ("bench.jobs", "bench.out", "bench.reference", "bench.resamples", "bench.launcher",
+              "bench.partition", "bench.gpus", "bench.time_min")  # fmt: skip
+LAUNCHERS = ("local", "slurm", "submitit-local")
 LOG_TAIL = 1500  # characters of a failed cell's log kept in bench.json
 
 
@@ -67,6 +69,7 @@ class Matrix:
     boards: list[str] = field(default_factory=list)
     reference: str = "msp"  # the leaderboards' paired differences are against this method
     resamples: int = 1000  # bootstrap resamples per run for the intervals
+    launcher: Launcher | None = None  # None: child processes on this machine
 
 
 def _values(raw: str) -> list[str]:
@@ -82,7 +85,8 @@ def parse_matrix(overrides: list[str]) -> Matrix:
 
     lists: dict[str, list[str]] = {"method": ["snapuq"], "data": ["digits"], "seed": ["13"]}
     options = {"bench.jobs": "1", "bench.out": "runs/bench", "bench.reference": "msp",
-               "bench.resamples": "1000"}  # fmt: skip
+               "bench.resamples": "1000", "bench.launcher": "local", "bench.partition": "",
+               "bench.gpus": "0", "bench.time_min": "60"}  # fmt: skip
     passed, boards = [], []
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -118,10 +122,19 @@ def parse_matrix(overrides: list[str]) -> Matrix:
     try:
         seeds = [int(s) for s in lists["seed"]]
         jobs, resamples = int(options["bench.jobs"]), int(options["bench.resamples"])
+        gpus, time_min = int(options["bench.gpus"]), int(options["bench.time_min"])
     except ValueError:
         raise ConfigError(
-            "uqbench bench: seeds, bench.jobs and bench.resamples must be integers"
+            "uqbench bench: seeds, bench.jobs, bench.resamples, bench.gpus and bench.time_min "
+            "must be integers"
         ) from None
+    launcher = None
+    if options["bench.launcher"] not in LAUNCHERS:
+        raise ConfigError(f"bench.launcher={options['bench.launcher']!r}; choose among "
+                          f"{', '.join(LAUNCHERS)}")  # fmt: skip
+    if options["bench.launcher"] != "local":
+        launcher = Launcher(options["bench.launcher"], options["bench.partition"], gpus, time_min)
+        launcher.check()
     if jobs < 1:
         raise ConfigError(f"bench.jobs must be >= 1, got {jobs}")
     if resamples < 100:
@@ -139,7 +152,7 @@ def parse_matrix(overrides: list[str]) -> Matrix:
     if not cells:
         raise ConfigError("uqbench bench: the matrix is empty (a list with no names)")
     return Matrix(cells, jobs, Path(options["bench.out"]), boards, options["bench.reference"],
-                  resamples)  # fmt: skip
+                  resamples, launcher)  # fmt: skip
 
 
 def check_cells(matrix: Matrix) -> None:
@@ -179,6 +192,48 @@ def _run_cell(cell: Cell, out: Path) -> tuple[int, float, str]:
     return status, time.perf_counter() - started, str(log)
 
 
+@dataclass(frozen=True)
+class Launcher:
+    """Cells as jobs of a cluster through submitit: ``slurm`` (``partition``, ``gpus`` per
+    job, ``time_min`` limit), or ``submitit-local`` (submitit's local executor: the same path,
+    on this machine). Each job runs the cell's ``uqbench fit`` as a child process, so a job's
+    failure is a cell's failure, recorded like any other."""
+
+    kind: str
+    partition: str
+    gpus: int
+    time_min: int
+
+    def check(self) -> None:
+        try:
+            import submitit  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"bench.launcher={self.kind} needs submitit: pip install "
+                              "submitit (or the project's [slurm] extra)") from None  # fmt: skip
+        if self.kind == "slurm" and not self.partition:
+            raise ConfigError("bench.launcher=slurm needs bench.partition=<your partition>")
+        if self.gpus < 0 or self.time_min < 1:
+            raise ConfigError("bench.gpus must be >= 0 and bench.time_min >= 1")
+
+    def run(self, cell: Cell, out: Path) -> tuple[int, float, str]:
+        """Submit the cell, wait for it, return what :func:`_run_cell` returned on the node."""
+        import submitit
+
+        cluster = "slurm" if self.kind == "slurm" else "local"
+        executor = submitit.AutoExecutor(folder=out / "submitit", cluster=cluster)
+        options = {"slurm_partition": self.partition} if self.kind == "slurm" else {}
+        executor.update_parameters(timeout_min=self.time_min, gpus_per_node=self.gpus,
+                                   name=cell.name, **options)  # fmt: skip
+        try:
+            return executor.submit(_run_cell, cell, out).result()
+        except Exception as exc:  # noqa: BLE001 - a lost job is this cell's failure, not the bench's
+            log = out / "logs" / f"{cell.name}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a") as handle:
+                handle.write(f"\nthe {self.kind} job failed: {exc}\n")
+            return 1, 0.0, str(log)
+
+
 def _progress(done: int, failed: int, running: int, total: int, durations: list[float],
               jobs: int) -> str:  # fmt: skip
     waiting = total - done - failed - running
@@ -209,7 +264,8 @@ def run(matrix: Matrix) -> dict[str, Any]:
         while queue or pending:
             while queue and len(pending) < matrix.jobs:
                 cell = queue.pop(0)
-                pending[pool.submit(_run_cell, cell, matrix.out)] = cell
+                launch = matrix.launcher.run if matrix.launcher else _run_cell
+                pending[pool.submit(launch, cell, matrix.out)] = cell
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 cell = pending.pop(future)

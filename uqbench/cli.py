@@ -131,6 +131,10 @@ overrides (key=value):
                       and leaderboards/<data>/ (default runs/bench)
   bench.reference=M   the method the leaderboards' paired differences are against (msp)
   bench.resamples=N   bootstrap resamples per run for the 95% intervals (default 1000)
+  bench.launcher=L    local (child processes, the default), slurm (one SLURM job per cell
+                      through submitit), submitit-local (submitit's local executor)
+  bench.partition=P   the SLURM partition (bench.launcher=slurm)
+  bench.gpus=N        GPUs per job (default 0); bench.time_min=N: time limit (default 60)
   any other key=value of `uqbench fit` is passed to every cell (e.g. trainer.max_epochs=5)
 
 example:
