@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("overrides", nargs="*", metavar="key=value")
     board = commands.add_parser(
         "leaderboard",
-        help="leaderboards with 95% bootstrap intervals and plots from a folder of run folders",
+        help="leaderboards with 95%% bootstrap intervals and plots from a folder of run folders",
         description="Read every complete run folder directly under runs=DIR and write "
         "<out>/<data>/README.md (a table per task, paired differences against a reference "
         "method, device costs, how each method was fitted) and its plots (PNG and SVG).",
