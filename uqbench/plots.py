@@ -113,7 +113,7 @@ def stream_trace(
     axes[0].set_ylabel("window acc.", fontsize=7)
     axes[0].set_title(title, fontsize=9)
     for ax, (label, (score, threshold)) in zip(axes[1:], traces.items(), strict=True):
-        ax.plot(frames, score, lw=0.4)
+        ax.plot(frames, score, lw=0.4, rasterized=True)  # 10^4 points a row: keep the SVG small
         ax.axhline(threshold, color="tab:red", lw=0.8, ls="--")
         ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
         ax.set_ylim(0, 1)
