@@ -4,10 +4,11 @@ resumable, parallel, failures recorded with the command that reproduces them."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from uqbench.bench import parse_matrix
+from uqbench.bench import check_cells, jobs_for, parse_matrix
 from uqbench.cli import main
 
 
@@ -40,22 +41,30 @@ def test_a_cell_uqbench_fit_would_refuse_stops_the_bench_first(tmp_path, capsys,
 @pytest.mark.slow
 def test_cells_run_in_parallel_resume_and_fail_alone(tmp_path, capsys):
     out = tmp_path / "bench"
-    args = ["bench", "method=[msp,energy]", "seed=[13,17]", "trainer.max_epochs=1",
+    args = ["bench", "method=[msp,energy,evidential]", "seed=[13,17]", "trainer.max_epochs=1",
             "bench.jobs=2", f"bench.out={out}"]  # fmt: skip
     cells = parse_matrix(args[1:]).cells
     assert [c.name.rsplit("-", 1)[0] for c in cells] == [
-        "msp-digits-s13", "energy-digits-s13", "msp-digits-s17", "energy-digits-s17",
+        "msp-digits-s13", "energy-digits-s13", "evidential-digits-s13",
+        "msp-digits-s17", "energy-digits-s17", "evidential-digits-s17",
     ]  # fmt: skip
-    # One cell's run folder is taken by a file: that cell fails, the others go on.
+    # The post-hoc cells of a seed are one group: one process, one recorded pass per split.
+    cells = check_cells(parse_matrix(args[1:])).cells
+    assert [c.group is not None for c in cells] == [True, True, False] * 2
+    assert [len(j.cells) for j in jobs_for(cells)] == [2, 1, 2, 1]
+    assert cells[0].name.startswith("posthoc-digits-s13-") and cells[0].name.endswith("-msp")
+    # The trained method's run folder is taken by a file: that cell fails, the others go on.
     out.mkdir()
-    (out / cells[3].name).write_text("in the way")
+    (out / cells[5].name).write_text("in the way")
     assert main(args) == 1
     printed = capsys.readouterr().out
-    assert "3 done, 1 failed" in printed and cells[3].name in printed
+    assert "5 done, 1 failed" in printed and cells[5].name in printed
     record = json.loads((out / "bench.json").read_text())["cells"]
-    assert [record[c.name]["status"] for c in cells] == ["done", "done", "done", "failed"]
-    failed = record[cells[3].name]
-    assert failed["reproduce"].startswith("uqbench fit method=energy data=digits seed=17")
+    assert [record[c.name]["status"] for c in cells] == ["done"] * 5 + ["failed"]
+    assert record[cells[0].name]["process"] == record[cells[1].name]["process"] == cells[0].group
+    assert "one recorded pass per split" in Path(record[cells[0].name]["log"]).read_text()
+    failed = record[cells[5].name]
+    assert failed["reproduce"].startswith("uqbench fit method=evidential data=digits seed=17")
     assert "error" in failed["error"]
     board = (out / "leaderboard.md").read_text()
     assert "| msp | " in board and "| energy | " in board and "## Failed cells" in board
@@ -64,11 +73,23 @@ def test_cells_run_in_parallel_resume_and_fail_alone(tmp_path, capsys):
     per_data = (out / "leaderboards" / "digits" / "README.md").read_text()
     assert "## Paired differences against msp" in per_data and "energy" in per_data
     # Rerun after clearing the obstacle: only the failed cell runs.
-    (out / cells[3].name).unlink()
+    (out / cells[5].name).unlink()
     assert main(args) == 0
     record = json.loads((out / "bench.json").read_text())["cells"]
-    assert [record[c.name]["status"] for c in cells] == ["reused", "reused", "reused", "done"]
+    assert [record[c.name]["status"] for c in cells] == ["reused"] * 5 + ["done"]
     assert "## Failed cells" not in (out / "leaderboard.md").read_text()
+
+
+def test_a_failing_group_process_fails_the_cells_it_left_incomplete(tmp_path, capsys):
+    out = tmp_path / "bench"
+    args = ["bench", "method=[msp,energy]", "trainer.max_epochs=1", f"bench.out={out}"]
+    cells = check_cells(parse_matrix(args[1:])).cells
+    out.mkdir()
+    (out / cells[1].name).write_text("in the way")  # the group's second folder
+    assert main(args) == 1
+    record = json.loads((out / "bench.json").read_text())["cells"]
+    assert [record[c.name]["status"] for c in cells] == ["failed", "failed"]
+    assert record[cells[0].name]["reproduce"].startswith("uqbench fit method=msp,energy ")
 
 
 def test_the_slurm_launcher_needs_a_partition_and_its_options_are_checked(tmp_path, capsys):
@@ -88,14 +109,14 @@ def test_cells_run_as_submitit_jobs(tmp_path, capsys):
     """The cluster path end to end with submitit's local executor: each cell a submitted job
     (its pickled call and result in bench.out/submitit), one made to fail."""
     out = tmp_path / "bench"
-    args = ["bench", "method=[msp,energy]", "trainer.max_epochs=1", "bench.jobs=2",
+    args = ["bench", "method=[msp,evidential]", "trainer.max_epochs=1", "bench.jobs=2",
             "bench.launcher=submitit-local", "bench.time_min=10", f"bench.out={out}"]  # fmt: skip
-    cells = parse_matrix(args[1:]).cells
+    cells = check_cells(parse_matrix(args[1:])).cells
     out.mkdir()
     (out / cells[1].name).write_text("in the way")
     assert main(args) == 1
     record = json.loads((out / "bench.json").read_text())["cells"]
     assert [record[c.name]["status"] for c in cells] == ["done", "failed"]
-    assert record[cells[1].name]["reproduce"].startswith("uqbench fit method=energy")
+    assert record[cells[1].name]["reproduce"].startswith("uqbench fit method=evidential")
     assert any((out / "submitit").glob("*_result.pkl"))  # it went through submitit
     assert (out / "leaderboards" / "digits" / "README.md").is_file()

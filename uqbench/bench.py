@@ -17,8 +17,10 @@ At the end ``<bench.out>/bench.json`` records every cell, ``<bench.out>/leaderbo
 tabulates the completed runs (mean and standard deviation over seeds, per data set) and
 ``<bench.out>/leaderboards/<data>/`` holds each data set's leaderboard with 95% bootstrap
 intervals, paired differences against ``bench.reference`` and plots (:mod:`uqbench.publish`).
-Post-hoc cells of one (data, backbone, seed) share the cached base model: the first trains it,
-the others load it (cells run in seed order, so with ``bench.jobs=1`` each base trains once).
+Post-hoc cells of one (data, seed, other overrides) run as one group process
+(``uqbench fit method=a,b,...``): one base model and one recorded pass per split for all of
+them, as a group fit does; their folders are ``<bench.out>/posthoc-<data>-s<seed>-<hash>-<method>``.
+A failure in a group process fails the group's cells that it left incomplete.
 """
 
 from __future__ import annotations
@@ -43,22 +45,49 @@ LAUNCHERS = ("local", "slurm", "submitit-local")
 LOG_TAIL = 1500  # characters of a failed cell's log kept in bench.json
 
 
+def _digest(parts: tuple[str, ...]) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:8]
+
+
 @dataclass(frozen=True)
 class Cell:
-    """One fit of the matrix: its coordinates and the ``uqbench fit`` overrides it runs with."""
+    """One fit of the matrix: its coordinates and the ``uqbench fit`` overrides it runs with
+    (``method=<method>`` first). A post-hoc cell belongs to the ``group`` of its (data, seed,
+    other overrides): the group runs as one ``uqbench fit method=a,b,...``, one base model and
+    one recorded pass per split, and its run folders are ``<group>-<method>``."""
 
     method: str
     data: str
     seed: int
     overrides: tuple[str, ...]
+    group: str | None = None
 
     @property
     def name(self) -> str:
-        digest = hashlib.sha256("\n".join(self.overrides).encode()).hexdigest()[:8]
-        return f"{self.method}-{self.data}-s{self.seed}-{digest}"
+        if self.group:
+            return f"{self.group}-{self.method}"
+        return f"{self.method}-{self.data}-s{self.seed}-{_digest(self.overrides)}"
+
+    @property
+    def shared(self) -> tuple[str, ...]:
+        """The overrides but the method: equal for the cells of one group."""
+        return self.overrides[1:]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One ``uqbench fit`` process: a cell, or the missing cells of one post-hoc group."""
+
+    cells: tuple[Cell, ...]
+
+    @property
+    def name(self) -> str:
+        return self.cells[0].group if len(self.cells) > 1 else self.cells[0].name
 
     def command(self, out: Path) -> list[str]:
-        return ["uqbench", "fit", *self.overrides, f"out={out}", f"name={self.name}"]
+        methods = ",".join(c.method for c in self.cells)
+        return ["uqbench", "fit", f"method={methods}", *self.cells[0].shared, f"out={out}",
+                f"name={self.name}"]  # fmt: skip
 
 
 @dataclass
@@ -155,22 +184,46 @@ def parse_matrix(overrides: list[str]) -> Matrix:
                   resamples, launcher)  # fmt: skip
 
 
-def check_cells(matrix: Matrix) -> None:
+def check_cells(matrix: Matrix) -> Matrix:
     """Resolve every cell as ``uqbench fit`` would, before any runs: options, data files,
-    models, boards and the toolchain. Raises on the first cell that ``uqbench fit`` refuses."""
+    models, boards and the toolchain. Raises on the first cell that ``uqbench fit`` refuses.
+    Returns the matrix with its post-hoc cells (trained base, nothing trained, scored from the
+    recorded pass) grouped by (data, seed, other overrides)."""
     import dataclasses
 
     from uqbench.config import parse_overrides
     from uqbench.runner import deploy_boards
     from uqbench.stages.resolve import dry_run, resolve
 
+    cells = []
     for cell in matrix.cells:
         config = parse_overrides(list(cell.overrides))
         try:
-            dry_run([resolve(dataclasses.replace(config, method=cell.method))])
+            resolved = resolve(dataclasses.replace(config, method=cell.method))
+            dry_run([resolved])
         except ConfigError as exc:
             raise ConfigError(f"cell {cell.name} ({' '.join(cell.overrides)}): {exc}") from None
+        needs = resolved.needs
+        if needs.base and not needs.trains and needs.scores_from == "record":
+            group = f"posthoc-{cell.data}-s{cell.seed}-{_digest(cell.shared)}"
+            cell = dataclasses.replace(cell, group=group)
+        cells.append(cell)
     deploy_boards(",".join(matrix.boards) or None)
+    return dataclasses.replace(matrix, cells=cells)
+
+
+def jobs_for(cells: list[Cell]) -> list[Job]:
+    """The processes that run ``cells``: one per cell, but one per post-hoc group."""
+    groups: dict[str, list[Cell]] = {}
+    jobs: list[Job | str] = []
+    for cell in cells:
+        if cell.group is None:
+            jobs.append(Job((cell,)))
+        else:
+            if cell.group not in groups:
+                jobs.append(cell.group)  # the group's place in the order
+            groups.setdefault(cell.group, []).append(cell)
+    return [Job(tuple(groups[j])) if isinstance(j, str) else j for j in jobs]
 
 
 def is_complete(cell: Cell, out: Path, boards: list[str]) -> bool:
@@ -180,13 +233,13 @@ def is_complete(cell: Cell, out: Path, boards: list[str]) -> bool:
     )
 
 
-def _run_cell(cell: Cell, out: Path) -> tuple[int, float, str]:
-    """(exit status, seconds, log path) of one cell run as a child process."""
+def _run_job(job: Job, out: Path) -> tuple[int, float, str]:
+    """(exit status, seconds, log path) of one job run as a child process."""
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    log = logs / f"{cell.name}.log"
+    log = logs / f"{job.name}.log"
     started = time.perf_counter()
-    command = [sys.executable, "-m", "uqbench", *cell.command(out)[1:]]
+    command = [sys.executable, "-m", "uqbench", *job.command(out)[1:]]
     with open(log, "w") as handle:
         status = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT).returncode
     return status, time.perf_counter() - started, str(log)
@@ -215,19 +268,19 @@ class Launcher:
         if self.gpus < 0 or self.time_min < 1:
             raise ConfigError("bench.gpus must be >= 0 and bench.time_min >= 1")
 
-    def run(self, cell: Cell, out: Path) -> tuple[int, float, str]:
-        """Submit the cell, wait for it, return what :func:`_run_cell` returned on the node."""
+    def run(self, job: Job, out: Path) -> tuple[int, float, str]:
+        """Submit the job, wait for it, return what :func:`_run_job` returned on the node."""
         import submitit
 
         cluster = "slurm" if self.kind == "slurm" else "local"
         executor = submitit.AutoExecutor(folder=out / "submitit", cluster=cluster)
         options = {"slurm_partition": self.partition} if self.kind == "slurm" else {}
         executor.update_parameters(timeout_min=self.time_min, gpus_per_node=self.gpus,
-                                   name=cell.name, **options)  # fmt: skip
+                                   name=job.name, **options)  # fmt: skip
         try:
-            return executor.submit(_run_cell, cell, out).result()
+            return executor.submit(_run_job, job, out).result()
         except Exception as exc:  # noqa: BLE001 - a lost job is this cell's failure, not the bench's
-            log = out / "logs" / f"{cell.name}.log"
+            log = out / "logs" / f"{job.name}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "a") as handle:
                 handle.write(f"\nthe {self.kind} job failed: {exc}\n")
@@ -245,7 +298,8 @@ def _progress(done: int, failed: int, running: int, total: int, durations: list[
 
 
 def run(matrix: Matrix) -> dict[str, Any]:
-    """Run every missing cell, ``matrix.jobs`` at a time; return the bench record."""
+    """Run every missing cell, ``matrix.jobs`` processes at a time (a post-hoc group's missing
+    cells in one process); return the bench record."""
     matrix.out.mkdir(parents=True, exist_ok=True)
     record: dict[str, dict[str, Any]] = {}
     todo = []
@@ -254,37 +308,42 @@ def run(matrix: Matrix) -> dict[str, Any]:
             record[cell.name] = {"status": "reused", "cell": _coordinates(cell)}
         else:
             todo.append(cell)
+    queue = jobs_for(todo)
     total, durations = len(todo), []
     done = failed = 0
     print(f"uqbench bench: {len(matrix.cells)} cells, {len(matrix.cells) - total} complete "
-          f"already (reused), {total} to run, {matrix.jobs} at a time")  # fmt: skip
+          f"already (reused), {total} to run in {len(queue)} processes, {matrix.jobs} at a "
+          "time")  # fmt: skip
+    launch = matrix.launcher.run if matrix.launcher else _run_job
     with ThreadPoolExecutor(max_workers=matrix.jobs) as pool:
-        pending: dict[Future, Cell] = {}
-        queue = list(todo)
+        pending: dict[Future, Job] = {}
         while queue or pending:
             while queue and len(pending) < matrix.jobs:
-                cell = queue.pop(0)
-                launch = matrix.launcher.run if matrix.launcher else _run_cell
-                pending[pool.submit(launch, cell, matrix.out)] = cell
+                job = queue.pop(0)
+                pending[pool.submit(launch, job, matrix.out)] = job
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
-                cell = pending.pop(future)
+                job = pending.pop(future)
                 status, seconds, log = future.result()
-                durations.append(seconds)
-                entry = {"cell": _coordinates(cell), "seconds": round(seconds, 1), "log": log}
-                if status == 0 and is_complete(cell, matrix.out, matrix.boards):
-                    done += 1
-                    entry["status"] = "done"
-                else:
-                    failed += 1
-                    tail = Path(log).read_text()[-LOG_TAIL:]
-                    entry |= {"status": "failed", "exit_status": status, "error": tail,
-                              "reproduce": " ".join(cell.command(matrix.out))}  # fmt: skip
-                record[cell.name] = entry
-                # The next cell starts as soon as this line is printed: count it as running.
-                running = len(pending) + min(len(queue), matrix.jobs - len(pending))
+                durations += [seconds / len(job.cells)] * len(job.cells)
+                for cell in job.cells:
+                    entry = {"cell": _coordinates(cell), "seconds": round(seconds, 1),
+                             "log": log, "process": job.name}  # fmt: skip
+                    if status == 0 and is_complete(cell, matrix.out, matrix.boards):
+                        done += 1
+                        entry["status"] = "done"
+                    else:
+                        failed += 1
+                        tail = Path(log).read_text()[-LOG_TAIL:]
+                        entry |= {"status": "failed", "exit_status": status, "error": tail,
+                                  "reproduce": " ".join(job.command(matrix.out))}  # fmt: skip
+                    record[cell.name] = entry
+                # The next job starts as soon as this line is printed: count it as running.
+                starting = queue[: max(matrix.jobs - len(pending), 0)]
+                running = sum(len(j.cells) for j in [*pending.values(), *starting])
                 state = _progress(done, failed, running, total, durations, matrix.jobs)
-                print(f"{state} {entry['status']}: {cell.name} ({seconds:.1f} s)", flush=True)
+                statuses = ", ".join(f"{record[c.name]['status']}: {c.name}" for c in job.cells)
+                print(f"{state} {statuses} ({seconds:.1f} s)", flush=True)
     document = {"cells": record, "out": str(matrix.out), "boards": matrix.boards}
     atomic_write_json(matrix.out / "bench.json", document)
     return document

@@ -223,8 +223,7 @@ def _deploy(overrides: list[str]) -> int:
 def _bench(overrides: list[str]) -> int:
     from uqbench.bench import check_cells, parse_matrix, run, write_leaderboard
 
-    matrix = parse_matrix(overrides)
-    check_cells(matrix)  # every cell as `uqbench fit` would refuse it, before any runs
+    matrix = check_cells(parse_matrix(overrides))  # every cell, before any runs
     document = run(matrix)
     path = write_leaderboard(matrix, document, "uqbench bench " + " ".join(overrides))
     failed = [n for n, e in document["cells"].items() if e["status"] == "failed"]
