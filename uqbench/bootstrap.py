@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from uqbench import metrics as M
-from uqbench.metric_table import COVERAGES, _Groups, _temperature_scaled
+from uqbench.metric_table import COVERAGES, EvalGroups, temperature_scaled
 from uqbench.predictions import Predictions
 
 RESAMPLES = 1000
@@ -74,7 +74,7 @@ class _Blocks:
         return out.index_add_(1, self.block, weights[:, self.order])
 
 
-def _ranking(scores: Tensor, positive: Tensor, counts: Tensor) -> dict[str, Tensor]:
+def ranking_on_counts(scores: Tensor, positive: Tensor, counts: Tensor) -> dict[str, Tensor]:
     """AUROC, AUPRC and FPR at 95% TPR of each resample: [R] each, NaN where undefined."""
     b = _Blocks.of(scores)
     pos = b.sums(counts * positive)
@@ -196,7 +196,7 @@ class _Run:
     """One run's per-example arrays as tensors, and its subsets by evaluation set."""
 
     def __init__(self, p: Predictions) -> None:
-        self.p, self.g = p, _Groups.of(p)
+        self.p, self.g = p, EvalGroups.of(p)
         self.score = torch.from_numpy(p.score).double()
         self.probs = torch.from_numpy(p.probs).double()
         self.labels = torch.from_numpy(p.label.astype(np.int64))
@@ -205,7 +205,7 @@ class _Run:
         self.nll = -self.probs.gather(1, safe[:, None])[:, 0].clamp_min(M.PROB_FLOOR).log()
         is_dev = self.g.kind == "dev"
         self.scaled = (
-            torch.from_numpy(_temperature_scaled(p, is_dev)[0].probs).double()
+            torch.from_numpy(temperature_scaled(p, is_dev)[0].probs).double()
             if is_dev.any()
             else None
         )
@@ -225,25 +225,26 @@ def _metrics(run: _Run, counts: Tensor) -> dict[str, Tensor]:
         out.update({f"{prefix}/{k}": v for k, v in values.items()})
 
     i, c = on(id_or_cid)
-    add("id_vs_error", _ranking(run.score[i], run.errors[i], c))
+    add("id_vs_error", ranking_on_counts(run.score[i], run.errors[i], c))
     cid_sets = [n for n in run.p.group_names if n.startswith("cid/")]
     if cid_sets:
         per_set = []
         for name in cid_sets:
             i, c = on(g.names == name)
-            per_set.append(_ranking(run.score[i], run.errors[i], c))
+            per_set.append(ranking_on_counts(run.score[i], run.errors[i], c))
         for key in ("auroc", "auprc", "fpr95"):
             out[f"id_vs_error_cid_mean/{key}"] = torch.stack([s[key] for s in per_set]).nanmean(0)
         for severity in sorted(set(g.severity[is_cid].tolist()) | {0}):
             mask = is_id if severity == 0 else is_cid & (g.severity == severity)
             i, c = on(mask)
-            ranking = _ranking(run.score[i], run.errors[i], c)
+            ranking = ranking_on_counts(run.score[i], run.errors[i], c)
             out[f"id_vs_error_by_severity/{severity}"] = ranking["auroc"]
     ood_sets = [n.split("/", 1)[1] for n in run.p.group_names if n.startswith("ood/")]
     for name in ood_sets:
         ood = g.names == f"ood/{name}"
         i, c = on((is_id & g.correct) | ood)
-        add(f"id_vs_ood/{name}", _ranking(run.score[i], torch.from_numpy(ood[i.numpy()]), c))
+        positive = torch.from_numpy(ood[i.numpy()])
+        add(f"id_vs_ood/{name}", ranking_on_counts(run.score[i], positive, c))
     if ood_sets:
         for key in ("auroc", "auprc", "fpr95"):
             values = torch.stack([out[f"id_vs_ood/{n}/{key}"] for n in ood_sets])

@@ -123,7 +123,7 @@ def lookup(metrics: dict[str, Any], key: str) -> Any:
 
 # --------------------------------------------------------------------------- evaluation
 @dataclass
-class _Groups:
+class EvalGroups:
     """Per-example views of a :class:`Predictions`: set names, kinds (``dev``, ``id``, ``cid``,
     ``ood``), CID severity (0 elsewhere) and correctness."""
 
@@ -133,7 +133,7 @@ class _Groups:
     correct: np.ndarray
 
     @classmethod
-    def of(cls, p: Predictions) -> _Groups:
+    def of(cls, p: Predictions) -> EvalGroups:
         parts = [n.split("/") for n in p.group_names]
         kind = np.array([q[0] for q in parts], dtype=object)[p.group]
         severity = np.array([int(q[2]) if q[0] == "cid" else 0 for q in parts])[p.group]
@@ -176,7 +176,7 @@ def _compute(specs: list[MetricSpec], a: _Arrays, keep: np.ndarray, target: Any)
     return {s.name: float(m.compute()) for s, m in zip(specs, instances, strict=True)}
 
 
-def _temperature_scaled(p: Predictions, is_dev: np.ndarray) -> tuple[Predictions, float]:
+def temperature_scaled(p: Predictions, is_dev: np.ndarray) -> tuple[Predictions, float]:
     """``p`` with probabilities ``softmax(log p / T)``, T fitted by NLL on the dev group."""
     from uqbench.methods.temperature import fit_temperature
 
@@ -195,7 +195,7 @@ def _mean_defined(values: list[float]) -> float:
 
 def compute_metrics(p: Predictions) -> dict[str, Any]:
     """Every metric of :func:`table` from per-example predictions."""
-    g, a = _Groups.of(p), _Arrays(p)
+    g, a = EvalGroups.of(p), _Arrays(p)
     is_id, is_cid, is_dev = g.kind == "id", g.kind == "cid", g.kind == "dev"
     id_or_cid = is_id | is_cid
     errors = ~g.correct
@@ -253,7 +253,7 @@ def compute_metrics(p: Predictions) -> dict[str, Any]:
         result["selective"]["id+cid"] = _compute(rows("selective/id+cid"), a, id_or_cid, errors)
     result["calibration"] = _compute(rows("calibration"), a, is_id, "probs")
     if is_dev.any():
-        scaled, t = _temperature_scaled(p, is_dev)
+        scaled, t = temperature_scaled(p, is_dev)
         result["calibration_ts"] = {
             "temperature": t,
             **_compute(rows("calibration_ts"), _Arrays(scaled), is_id, "probs"),

@@ -100,7 +100,7 @@ def auroc(scores: ArrayLike, positives: ArrayLike) -> float:
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-def _threshold_counts(s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+def threshold_counts(s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     """(false positives, true positives) when predicting positive for score >= each distinct
     score, thresholds in decreasing order."""
     order = torch.argsort(s, descending=True, stable=True)
@@ -122,7 +122,7 @@ def auprc(scores: ArrayLike, positives: ArrayLike) -> float:
     n_pos = int(t.sum())
     if n_pos == 0:
         return math.nan
-    fps, tps = _threshold_counts(s, t)
+    fps, tps = threshold_counts(s, t)
     precision = tps / (tps + fps)
     recall = tps / n_pos
     steps = torch.diff(recall, prepend=torch.zeros(1, dtype=torch.float64))
@@ -136,7 +136,7 @@ def fpr_at_tpr(scores: ArrayLike, positives: ArrayLike, tpr: float = 0.95) -> fl
     n_pos, n_neg = int(t.sum()), int((~t).sum())
     if n_pos == 0 or n_neg == 0:
         return math.nan
-    fps, tps = _threshold_counts(s, t)
+    fps, tps = threshold_counts(s, t)
     zero = torch.zeros(1, dtype=torch.float64)
     tprs, fprs = torch.cat([zero, tps / n_pos]), torch.cat([zero, fps / n_neg])
     distance = (tprs - tpr).abs()

@@ -33,7 +33,7 @@ from uqbench import metrics as M
 from uqbench import plots, streams
 from uqbench.bootstrap import RESAMPLES, bootstrap, interval
 from uqbench.leaderboard import COST_LEGEND, cost_table
-from uqbench.metric_table import _Groups, compute_metrics, lookup, spec
+from uqbench.metric_table import EvalGroups, compute_metrics, lookup, spec
 from uqbench.predictions import Predictions
 from uqbench.run_folder import METRICS, SCORES, atomic_write_bytes
 from uqbench.stages.base_model import cache_root
@@ -341,7 +341,7 @@ def _per_corruption(methods: dict[str, list[_Run]]) -> list[str]:
             values = []
             for run in runs:
                 p = run.predictions
-                g = _Groups.of(p)
+                g = EvalGroups.of(p)
                 mask = np.array([n.startswith(f"cid/{corruption}/") for n in g.names])
                 values.append(M.auroc(p.score[mask], ~g.correct[mask]))
             mean = _mean(values)
@@ -427,7 +427,7 @@ def _figures(methods: dict[str, list[_Run]], folder: Path, data: str) -> list[tu
         risks, confs, accs = [], [], []
         for run in runs:
             p = run.predictions
-            g = _Groups.of(p)
+            g = EvalGroups.of(p)
             keep = (g.kind == "id") | (g.kind == "cid")
             coverage, risk = M.risk_coverage_curve(p.score[keep], ~g.correct[keep])
             risks.append(np.interp(grid, coverage.numpy(), risk.numpy()))

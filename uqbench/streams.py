@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from uqbench import metrics as M
-from uqbench.bootstrap import RESAMPLES, _ranking, interval, resample_counts
+from uqbench.bootstrap import RESAMPLES, interval, ranking_on_counts, resample_counts
 from uqbench.controller import AbstentionController
-from uqbench.metric_table import _Groups
+from uqbench.metric_table import EvalGroups
 from uqbench.predictions import Predictions
 
 ID, CID, OOD = 0, 1, 2  # segment kinds
@@ -116,7 +116,7 @@ def build(p: Predictions, pools: dict[str, np.ndarray], spec: StreamSpec, seed: 
     index = np.concatenate([frames for frames, _, _ in parts])
     kind = np.concatenate([np.full(len(f), k) for f, k, _ in parts])
     severity = np.concatenate([np.full(len(f), s) for f, _, s in parts])
-    correct = _Groups.of(p).correct[index]
+    correct = EvalGroups.of(p).correct[index]
     return Stream(index, kind, severity, correct)
 
 
@@ -134,7 +134,7 @@ def id_band(p: Predictions, spec: StreamSpec) -> tuple[float, float]:
     dev = np.flatnonzero(p.group == p.group_names.index("dev"))
     rng = np.random.default_rng([spec.seed, 999])
     frames = rng.choice(dev, spec.band_frames, replace=True)
-    acc = windowed_accuracy(_Groups.of(p).correct[frames], spec.window)
+    acc = windowed_accuracy(EvalGroups.of(p).correct[frames], spec.window)
     acc = acc[~np.isnan(acc)]
     return float(acc.mean()), float(acc.std())
 
@@ -167,7 +167,7 @@ def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     """The threshold (flag when score >= it) among the distinct scores with the highest
     event-frame F1; of equal F1 the highest threshold."""
     s, t = torch.from_numpy(scores).double(), torch.from_numpy(labels)
-    fps, tps = M._threshold_counts(s, t)
+    fps, tps = M.threshold_counts(s, t)
     precision = tps / (tps + fps)
     recall = tps / max(int(t.sum()), 1)
     f1 = 2 * precision * recall / (precision + recall + 1e-12)
@@ -237,7 +237,7 @@ def evaluate(p: Predictions, spec: StreamSpec | None = None,
         if labels.any() and not labels.all():
             auprcs.append(M.auprc(scores, labels))
             counts = resample_counts(np.zeros(len(scores), dtype=np.int32), resamples, spec.seed)
-            frames = _ranking(torch.from_numpy(scores), torch.from_numpy(labels), counts)
+            frames = ranking_on_counts(torch.from_numpy(scores), torch.from_numpy(labels), counts)
             low, high = interval(frames["auprc"].numpy())
             lows.append(low), highs.append(high)
         all_delays.append(delays(scores, intervals, threshold))
