@@ -43,8 +43,12 @@ class NotDeployable(UQBenchError):
     """The network uses something the int8 export cannot express; the message says what."""
 
 
+MAP = ":map"  # a tap name ending so is output unpooled (its whole int8 map, NHWC order)
+
+
 class _Outputs(nn.Module):
-    """The backbone's inference as one module: input -> (logits, *pooled taps)."""
+    """The backbone's inference as one module: input -> (logits, *taps), each tap pooled, or
+    its whole map for a name ending in ``:map``."""
 
     def __init__(self, backbone: nn.Module, taps: tuple[str, ...]) -> None:
         super().__init__()
@@ -54,8 +58,13 @@ class _Outputs(nn.Module):
         b = self.backbone
         features = b.forward_features(x)
         pooled = b.pool(features["penultimate"])
-        taps = [pooled if t == "penultimate" else b.pool_tap(features[t]) for t in self.taps]
-        return (b.forward_head(pooled), *taps)
+
+        def tap(name: str) -> Tensor:
+            if name.endswith(MAP):
+                return features[name.removesuffix(MAP)]
+            return pooled if name == "penultimate" else b.pool_tap(features[name])
+
+        return (b.forward_head(pooled), *(tap(t) for t in self.taps))
 
 
 class _Ranges(torch.fx.Interpreter):
@@ -91,7 +100,8 @@ def to_graph(
     """The int8 graph of ``backbone`` with activation ranges from ``calibration`` batches
     (float inputs [B, *input_shape], as the datamodule gives them). Its outputs: the logits,
     then each of ``taps`` globally average-pooled ([1, C_tap] int8; ``penultimate`` is the
-    vector the classifier reads), each pooling scheduled as soon as its tap exists."""
+    vector the classifier reads), each pooling scheduled as soon as its tap exists; a tap
+    named ``<tap>:map`` is output whole ([1, H, W, C] int8)."""
     batches = [x.detach().float().cpu() for x in calibration]
     if not batches:
         raise ValueError("calibration needs at least one batch")

@@ -49,15 +49,19 @@ def check_toolchain() -> None:
         )
 
 
-def harness(inputs: np.ndarray, score: bool = False) -> str:
+def harness(inputs: np.ndarray, classes: int | None = None) -> str:
     """``main.c`` running every row of ``inputs`` (int8, one flattened example per row). With
-    ``score``, each inference also calls ``uq_score`` (``uq_score.c``) and prints the score's
-    float32 bits after the logits. Its symbols start with ``uqh_`` or are ``main``."""
+    ``classes``, each inference also calls ``uq_score`` (``uq_score.c``, its probabilities
+    into ``classes`` floats) and prints the score's float32 bits after the outputs. Its
+    symbols start with ``uqh_`` or are ``main``."""
+    score = classes is not None
     rows = ",\n".join("{" + ",".join(str(int(v)) for v in row) + "}" for row in inputs)
     score_decl = "float uq_score(const int8_t *logits, float *probs);" if score else ""
-    # The first example's score runs inside the profiled window; every score is printed.
+    # The first example's score runs inside the profiled window; every score is printed. The
+    # probabilities take `classes` floats on the stack (not one per output byte: an output
+    # may hold a whole feature map).
     first_score = (
-        "float probs[UQ_OUTPUT_BYTES]; uint32_t t0 = TIMER0[1]; "
+        f"float probs[{classes}]; uint32_t t0 = TIMER0[1]; "
         "float s = uq_score(uqh_output, probs); uint32_t spent = t0 - TIMER0[1];"
         if score
         else ""

@@ -19,7 +19,9 @@ A method describes its device form by returning one from ``UQMethod.device_expor
   ``W^T W`` the shared precision, then the nearest whitened class mean: ``d^2 + C d`` MACs
   instead of ``C (d^2 + d)``), ``react`` (the pooled penultimate vector clipped, the
   classifier in float32, energy), ``ash`` (the top k of the pooled vector kept, ties to the
-  lower index, shaped; the classifier; energy),
+  lower index, shaped; the classifier; energy), ``ash_maps`` (the same on the whole int8
+  penultimate map, which the graph outputs unpooled: the k largest codes found by a 256-bin
+  count, no float copy of the map; then the shaped map pooled),
   ``mc_dropout_head`` (the classifier N times on the pooled vector under the run's N fixed
   dropout masks, compiled in), ``early_exit`` (exit heads on pooled taps, softmax averaged
   with the classifier's) and
@@ -54,8 +56,8 @@ class LogitScore:
 @dataclass(frozen=True)
 class TapScore:
     kind: Literal[
-        "mahalanobis", "mahalanobis_mds", "snapuq", "react", "ash", "mc_dropout_head",
-        "early_exit", "evidential", "ensemble",
+        "mahalanobis", "mahalanobis_mds", "snapuq", "react", "ash", "ash_maps",
+        "mc_dropout_head", "early_exit", "evidential", "ensemble",
     ]  # fmt: skip
     taps: tuple[str, ...]  # pooled taps the graph outputs after the logits, in this order
     constants: dict[str, np.ndarray]  # float arrays compiled into flash
@@ -137,6 +139,24 @@ def _classifier_energy(
     return _softmax(z), (-(top + np.log(total, dtype=f32))).astype(f32)
 
 
+def _ash_shape(h: np.ndarray, k: int, mode: str) -> np.ndarray:
+    """ASH on each row of ``h`` [B, n] in float32, as the device does: the k largest kept (ties:
+    the lower index first), then kept as they are (p), set to sum / k (b) or scaled by
+    exp(sum / kept sum) (s)."""
+    f32 = np.float32
+    order = np.argsort(-h, axis=1, kind="stable")[:, :k]
+    kept = np.zeros_like(h, dtype=bool)
+    np.put_along_axis(kept, order, True, axis=1)
+    shaped = np.where(kept, h, f32(0)).astype(f32)
+    if mode == "b":
+        return np.where(kept, (h.sum(1, dtype=f32) / f32(k))[:, None], f32(0)).astype(f32)
+    if mode == "s":
+        total, kept_sum = h.sum(1, dtype=f32), shaped.sum(1, dtype=f32)
+        factor = np.exp(total / np.maximum(kept_sum, f32(1e-12)), dtype=f32)
+        return (shaped * factor[:, None]).astype(f32)
+    return shaped
+
+
 def host_tap_score(
     outputs: np.ndarray, sizes: list[int], quant: list[tuple[float, int]], export: TapScore
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -159,20 +179,12 @@ def host_tap_score(
     if export.kind == "react":
         clipped = np.minimum(taps[0], f32(export.params["threshold"]))
         return _classifier_energy(clipped, c)
-    if export.kind == "ash":
-        h = taps[0]
-        k = int(export.params["k"])
-        order = np.argsort(-h, axis=1, kind="stable")[:, :k]  # ties: the lower index first
-        kept = np.zeros_like(h, dtype=bool)
-        np.put_along_axis(kept, order, True, axis=1)
-        mode = export.params["mode"]
-        shaped = np.where(kept, h, f32(0)).astype(f32)
-        if mode == "b":
-            shaped = np.where(kept, (h.sum(1, dtype=f32) / f32(k))[:, None], f32(0)).astype(f32)
-        elif mode == "s":
-            total, kept_sum = h.sum(1, dtype=f32), shaped.sum(1, dtype=f32)
-            factor = np.exp(total / np.maximum(kept_sum, f32(1e-12)), dtype=f32)
-            shaped = (shaped * factor[:, None]).astype(f32)
+    if export.kind in ("ash", "ash_maps"):
+        shaped = _ash_shape(taps[0], int(export.params["k"]), export.params["mode"])
+        if export.kind == "ash_maps":  # NHWC: pool over the H * W positions per channel
+            channels = int(export.params["channels"])
+            grid = shaped.reshape(len(shaped), -1, channels)
+            shaped = (grid.sum(1, dtype=f32) / f32(grid.shape[1])).astype(f32)
         return _classifier_energy(shaped, c)
     if export.kind == "mc_dropout_head":
         h = taps[0]
@@ -282,10 +294,12 @@ def tap_c_source(export: TapScore, sizes: list[int], quant: list[tuple[float, in
         lines.append(f"static const float uq_scale{k} = {float(np.float32(scale))!r}f;")
         lines.append(f"static const int32_t uq_zero{k} = {int(zero)};")
     body = "".join(_floats(f"uq_{name}", value) for name, value in export.constants.items())
-    deq = "\n".join(
+    maps = {k + 1 for k, tap in enumerate(export.taps) if tap.endswith(":map")}
+    deq = "\n".join(  # a whole map is read in place, code by code: no float copy on the stack
         f"  float t{k}[UQ_OUT{k}_SIZE];\n  for (int i = 0; i < UQ_OUT{k}_SIZE; i++) "
         f"t{k}[i] = (float)(out[UQ_OUT{k}_AT + i] - uq_zero{k}) * uq_scale{k};"
         for k in range(len(sizes))
+        if k not in maps
     )
     softmax = """  float top = -INFINITY, total = 0.0f;
   for (int i = 0; i < UQ_CLASSES; i++) if (t0[i] > top) top = t0[i];
@@ -355,6 +369,50 @@ def tap_c_source(export: TapScore, sizes: list[int], quant: list[tuple[float, in
   for (int c = 0; c < UQ_CLASSES; c++) {{
     float acc = uq_classifier_b[c];
     for (int j = 0; j < {d}; j++) acc += uq_classifier_w[c * {d} + j] * shaped[j];
+    z[c] = acc;
+    if (acc > top2) top2 = acc;
+  }}
+  for (int c = 0; c < UQ_CLASSES; c++) {{ probs[c] = expf(z[c] - top2); total2 += probs[c]; }}
+  for (int c = 0; c < UQ_CLASSES; c++) probs[c] = probs[c] / total2;
+  return -(top2 + logf(total2));"""
+    elif export.kind == "ash_maps":
+        n, k, mode = sizes[1], int(export.params["k"]), export.params["mode"]
+        channels = int(export.params["channels"])
+        value = {"p": "x", "b": "sum / (float)" + str(k), "s": "x * factor"}[mode]
+        score = f"""  const int8_t *map = out + UQ_OUT1_AT; /* NHWC: {n // channels} x {channels} */
+  int32_t count[256] = {{0}};
+  float sum = 0.0f;
+  for (int j = 0; j < {n}; j++) {{
+    count[map[j] + 128]++;
+    sum += (float)(map[j] - uq_zero1) * uq_scale1;
+  }}
+  /* the threshold code v: fewer than k codes above it, at least k at or above it; of the
+   * codes equal to v the first `ties` (in index order) are kept */
+  int v = 255, above = 0;
+  while (above + count[v] < {k}) above += count[v--];
+  int ties = {k} - above, seen = 0;
+  float kept_sum = 0.0f;
+  for (int j = 0; j < {n}; j++) {{
+    int code = map[j] + 128;
+    if (code > v || (code == v && seen++ < ties))
+      kept_sum += (float)(map[j] - uq_zero1) * uq_scale1;
+  }}
+  float factor = expf(sum / (kept_sum > 1e-12f ? kept_sum : 1e-12f));
+  (void)factor;
+  float pooled[{channels}] = {{0}};
+  seen = 0;
+  for (int j = 0; j < {n}; j++) {{
+    int code = map[j] + 128;
+    if (code > v || (code == v && seen++ < ties)) {{
+      float x = (float)(map[j] - uq_zero1) * uq_scale1;
+      pooled[j % {channels}] += {value};
+    }}
+  }}
+  for (int i = 0; i < {channels}; i++) pooled[i] = pooled[i] / {n // channels}.0f;
+  float z[UQ_CLASSES], top2 = -INFINITY, total2 = 0.0f;
+  for (int c = 0; c < UQ_CLASSES; c++) {{
+    float acc = uq_classifier_b[c];
+    for (int j = 0; j < {channels}; j++) acc += uq_classifier_w[c * {channels} + j] * pooled[j];
     z[c] = acc;
     if (acc > top2) top2 = acc;
   }}

@@ -75,18 +75,24 @@ class ASH(PostHocMethod):
         )
 
     def device_export(self):
-        """ASH on the pooled vector (``on=pooled``) with the classifier in float32."""
+        """ASH with the classifier in float32: on the pooled vector (``on=pooled``), or on the
+        whole int8 penultimate map (``on=maps``: the graph outputs the map, the device shapes
+        it and pools it)."""
+        from uqbench.deploy.convert import MAP
         from uqbench.deploy.score import TapScore, linear_head
 
         constants = linear_head(self.backbone)
-        if self.on != "pooled" or constants is None:
+        if constants is None:
             return None
+        if self.on == "maps":
+            c, h, w = self.backbone.tap_shapes()["penultimate"]
+            n = c * h * w
+            params = {"k": max(n - round(n * self.percentile / 100.0), 1), "mode": self.mode,
+                      "channels": c}  # fmt: skip
+            return TapScore("ash_maps", ("penultimate" + MAP,), constants, params)
         n = constants["classifier_w"].shape[1]
         params = {"k": max(n - round(n * self.percentile / 100.0), 1), "mode": self.mode}
         return TapScore("ash", ("penultimate",), constants, params)
 
     def device_export_reason(self) -> str:
-        return (
-            "only ASH on the pooled vector (method.on=pooled) with a linear classifier "
-            "(backbone.classifier) is exported"
-        )
+        return "ASH is exported with a linear classifier (backbone.classifier) only"

@@ -20,6 +20,7 @@ class _Runs:
     VARIANTS = {
         "mc_dropout_head": ("mc_dropout", ["method.placement=head"]),
         "mahalanobis_mds": ("mahalanobis", ["method.variant=mds"]),
+        "ash_maps": ("ash", ["method.on=maps", "method.mode=s", "method.percentile=65"]),
     }
 
     def __truediv__(self, name):

@@ -210,11 +210,11 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
                 name = "model.tflite" if len(models) == 1 else f"model_{k}.tflite"
                 (folder / name).write_bytes(model)
             _project(folder / "project", files, board)
-            with_score = build({**files, "main.c": harness(sample.reshape(len(sample), -1), True)},
-                               board, folder / "build")  # fmt: skip
+            main_c = harness(sample.reshape(len(sample), -1), classes=sizes[0])
+            with_score = build({**files, "main.c": main_c}, board, folder / "build")
             # BASE: the backbone alone (an ensemble's first member), no score: what the method adds
             # is measured against it.
-            bare = build({**base_files, "main.c": harness(sample[:1].reshape(1, -1), False)},
+            bare = build({**base_files, "main.c": harness(sample[:1].reshape(1, -1))},
                          board, folder / "build-backbone")  # fmt: skip
             doc: dict[str, Any] = {
                 "board": _board_dict(board),
