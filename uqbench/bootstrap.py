@@ -294,13 +294,18 @@ def paired(
     return joined[0], (joined[1] if q is not None else None)
 
 
-def _check_same_examples(p: Predictions, q: Predictions) -> None:
-    same = (
+def same_examples(p: Predictions, q: Predictions) -> bool:
+    """True when two runs hold the same examples (labels and evaluation sets, in one order):
+    then equal seeds give them the same resamples."""
+    return (
         p.group_names == q.group_names
         and np.array_equal(p.group, q.group)
         and np.array_equal(p.label, q.label)
     )
-    if not same:
+
+
+def _check_same_examples(p: Predictions, q: Predictions) -> None:
+    if not same_examples(p, q):
         raise ValueError(
             "a paired bootstrap needs two runs on the same examples (same data, split seed and "
             "evaluation sets, in the same order); these runs' scores.npz differ in their labels "

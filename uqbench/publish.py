@@ -31,7 +31,7 @@ import torch
 
 from uqbench import metrics as M
 from uqbench import plots, streams
-from uqbench.bootstrap import RESAMPLES, bootstrap, interval
+from uqbench.bootstrap import RESAMPLES, bootstrap, interval, same_examples
 from uqbench.leaderboard import COST_LEGEND, cost_table
 from uqbench.metric_table import EvalGroups, compute_metrics, lookup, spec
 from uqbench.predictions import Predictions
@@ -193,7 +193,7 @@ def _difference(runs: list[_Run], reference: list[_Run], key: str) -> _Estimate:
         base = by_seed.get(run.ref.seed)
         if base is None or key not in run.samples or key not in base.samples:
             continue
-        if not np.array_equal(run.predictions.label, base.predictions.label):
+        if not same_examples(run.predictions, base.predictions):
             continue  # not the same examples: no paired difference
         a, b = lookup(run.metrics["metrics"], key), lookup(base.metrics["metrics"], key)
         if a is None or b is None:
