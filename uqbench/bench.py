@@ -389,13 +389,13 @@ def write_leaderboard(matrix: Matrix, document: dict[str, Any], command: str) ->
         lines += ["", "## Failed cells", ""]
         lines += [f"- {name}: exit status {e['exit_status']}; reproduce with `{e['reproduce']}`; "
                   f"log {e['log']}" for name, e in failed.items()]  # fmt: skip
-    from uqbench.publish import RunRef, write_leaderboards
+    from uqbench.publish import Options, RunRef, write_leaderboards
 
     complete = [c for c in matrix.cells if is_complete(c, matrix.out, matrix.boards)]
     refs = [RunRef(c.method, c.data, c.seed, matrix.out / c.name) for c in complete]
     if refs:
-        folders = write_leaderboards(refs, matrix.out / "leaderboards", command,
-                                     matrix.reference, matrix.resamples)  # fmt: skip
+        options = Options(matrix.reference, matrix.resamples)
+        folders = write_leaderboards(refs, matrix.out / "leaderboards", command, options)
         lines += ["", "## Per data set: every task with 95% bootstrap intervals, plots", ""]
         lines += [f"- [{p.parent.name}]({p.relative_to(matrix.out)})" for p in folders]
     path = matrix.out / "leaderboard.md"

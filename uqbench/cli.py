@@ -147,6 +147,9 @@ overrides (key=value):
   out=DIR           where <data>/README.md and the plots go (default leaderboards)
   reference=M       the method of the paired differences (default msp)
   resamples=N       bootstrap resamples per run (default 1000)
+  stream.FIELD=V    the stream layout (uqbench.streams.StreamSpec): id_frames, cid_frames,
+                    ood_frames, cycle, severities=[1,2,3], window, band_frames, test_streams,
+                    recall, budget, seed
 
 example:
   uqbench leaderboard runs=runs/bench out=leaderboards
@@ -234,14 +237,29 @@ def _bench(overrides: list[str]) -> int:
 
 
 def _leaderboard(overrides: list[str]) -> int:
+    import dataclasses
+
     from uqbench.errors import ConfigError
+    from uqbench.streams import StreamSpec
 
     values = {"out": "leaderboards", "reference": "msp", "resamples": "1000"}
+    layout = {f.name: f.type for f in dataclasses.fields(StreamSpec)}
+    stream: dict[str, object] = {}
     for item in overrides:
         key, sep, value = item.partition("=")
+        field = key.removeprefix("stream.")
+        if sep and key.startswith("stream.") and field in layout:
+            try:
+                stream[field] = (tuple(int(v) for v in value.strip("[]").split(","))
+                                 if field == "severities" else
+                                 (float if layout[field] == "float" else int)(value))  # fmt: skip
+            except ValueError:
+                raise ConfigError(f"uqbench leaderboard: {key}={value!r} is not a number") from None
+            continue
         if not sep or key not in ("runs", *values):
             raise ConfigError(f"uqbench leaderboard: {item!r} is not key=value with a key among "
-                              "runs, out, reference, resamples")  # fmt: skip
+                              "runs, out, reference, resamples, stream.<"
+                              f"{'|'.join(layout)}>")  # fmt: skip
         values[key] = value
     if "runs" not in values:
         raise ConfigError("uqbench leaderboard needs runs=<folder of run folders>")
@@ -250,14 +268,14 @@ def _leaderboard(overrides: list[str]) -> int:
         raise ConfigError(f"uqbench leaderboard: runs={runs} is not a folder")
     if not values["resamples"].isdigit() or int(values["resamples"]) < 100:
         raise ConfigError("uqbench leaderboard: resamples must be an integer >= 100")
-    from uqbench.publish import scan, write_leaderboards
+    from uqbench.publish import Options, scan, write_leaderboards
 
     refs = scan(runs)
     if not refs:
         raise ConfigError(f"uqbench leaderboard: no complete run folder directly under {runs}")
+    options = Options(values["reference"], int(values["resamples"]), StreamSpec(**stream))
     command = "uqbench leaderboard " + " ".join(overrides)
-    for path in write_leaderboards(refs, Path(values["out"]), command, values["reference"],
-                                   int(values["resamples"])):  # fmt: skip
+    for path in write_leaderboards(refs, Path(values["out"]), command, options):
         print(f"wrote {path}")
     return 0
 

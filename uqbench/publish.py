@@ -43,6 +43,16 @@ REFERENCE = "msp"
 
 
 @dataclass(frozen=True)
+class Options:
+    """How the leaderboards are computed: the paired differences' reference method, the
+    bootstrap resamples per run and the stream layout."""
+
+    reference: str = REFERENCE
+    resamples: int = RESAMPLES
+    stream: streams.StreamSpec = field(default_factory=streams.StreamSpec)
+
+
+@dataclass(frozen=True)
 class RunRef:
     """One finished run: the label its row carries, its data set, seed and folder."""
 
@@ -103,15 +113,18 @@ def _samples(predictions_file: Path, variant: str | None, resamples: int) -> dic
     return samples
 
 
-def _stream(predictions_file: Path, variant: str | None, resamples: int) -> StreamResult | str:
-    """The run's stream metrics (cached like the samples), or why it has none."""
-    cached = _cache_path(predictions_file, f"{variant or 'score'}-{resamples}-stream.json")
+def _stream(predictions_file: Path, variant: str | None, options: Options) -> StreamResult | str:
+    """The run's stream metrics (cached like the samples, by the stream layout too), or why
+    it has none."""
+    layout = hashlib.sha256(repr(options.stream).encode()).hexdigest()[:8]
+    name = f"{variant or 'score'}-{options.resamples}-stream-{layout}.json"
+    cached = _cache_path(predictions_file, name)
     if cached.is_file():
         doc = json.loads(cached.read_text())
         return doc if isinstance(doc, str) else StreamResult(**doc)
     try:
         p = _predictions(predictions_file, variant)
-        result: StreamResult | str = streams.evaluate(p, resamples=resamples)
+        result: StreamResult | str = streams.evaluate(p, options.stream, options.resamples)
     except ValueError as exc:
         result = str(exc)
     cached.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +133,7 @@ def _stream(predictions_file: Path, variant: str | None, resamples: int) -> Stre
     return result
 
 
-def _load(ref: RunRef, resamples: int) -> list[_Run]:
+def _load(ref: RunRef, options: Options) -> list[_Run]:
     """The run, then one row per variant score it recorded (``<label> (<variant>)``), each
     with the run's metrics recomputed on that score."""
     deploy = {}
@@ -129,8 +142,8 @@ def _load(ref: RunRef, resamples: int) -> list[_Run]:
     scores = ref.folder / SCORES
     predictions = Predictions.load(scores)
     doc = json.loads((ref.folder / METRICS).read_text())
-    rows = [_Run(ref, doc, predictions, _samples(scores, None, resamples),
-                 _stream(scores, None, resamples), deploy)]  # fmt: skip
+    rows = [_Run(ref, doc, predictions, _samples(scores, None, options.resamples),
+                 _stream(scores, None, options), deploy)]  # fmt: skip
     for name in predictions.variants:
         p = predictions.with_score(name)
         variant = dataclasses.replace(ref, label=f"{ref.label} ({name})")
@@ -140,8 +153,8 @@ def _load(ref: RunRef, resamples: int) -> list[_Run]:
             "tuned": {"variant of": ref.label, "score": name},
             "tuning": None,
         }
-        rows.append(_Run(variant, variant_doc, p, _samples(scores, name, resamples),
-                         _stream(scores, name, resamples)))  # fmt: skip
+        rows.append(_Run(variant, variant_doc, p, _samples(scores, name, options.resamples),
+                         _stream(scores, name, options)))  # fmt: skip
     return rows
 
 
@@ -350,12 +363,12 @@ def _per_corruption(methods: dict[str, list[_Run]]) -> list[str]:
     return lines
 
 
-def _stream_table(methods: dict[str, list[_Run]]) -> list[str]:
+def _stream_table(methods: dict[str, list[_Run]], spec: streams.StreamSpec) -> list[str]:
     """The streaming metrics per method, mean over seeds (intervals' ends averaged)."""
     lines = _header(["method", "event AUPRC", "median delay (frames)", "miss rate",
                      "FPR on clean ID at 90% recall", "abstained (budget)",
                      "accuracy of the accepted"])  # fmt: skip
-    budget = streams.StreamSpec().budget
+    budget = spec.budget
     for method, runs in methods.items():
         results = [r.stream for r in runs if isinstance(r.stream, StreamResult)]
         if not results:
@@ -401,7 +414,8 @@ def _provenance(methods: dict[str, list[_Run]]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- figures
-def _figures(methods: dict[str, list[_Run]], folder: Path, data: str) -> list[tuple[str, Path]]:
+def _figures(methods: dict[str, list[_Run]], folder: Path, data: str,
+             spec: streams.StreamSpec) -> list[tuple[str, Path]]:  # fmt: skip
     figures = []
     first = next(iter(methods.values()))[0].metrics["metrics"]
     if "id_vs_error_by_severity" in first:
@@ -455,7 +469,7 @@ def _figures(methods: dict[str, list[_Run]], folder: Path, data: str) -> list[tu
             ),
         )
     )
-    trace = _trace(methods, folder, data)
+    trace = _trace(methods, folder, data, spec)
     if trace is not None:
         figures.append(("Stream trace", trace))
     boards = sorted({b for rs in methods.values() for r in rs for b in r.deploy})
@@ -479,12 +493,12 @@ def _figures(methods: dict[str, list[_Run]], folder: Path, data: str) -> list[tu
     return figures
 
 
-def _trace(methods: dict[str, list[_Run]], folder: Path, data: str) -> Path | None:
+def _trace(methods: dict[str, list[_Run]], folder: Path, data: str,
+           spec: streams.StreamSpec) -> Path | None:  # fmt: skip
     """The first test stream of the first seed: accuracy, events, every method's score."""
     runs = [rs[0] for rs in methods.values() if isinstance(rs[0].stream, StreamResult)]
     if not runs:
         return None
-    spec = streams.StreamSpec()
     dev, tests, band = streams.streams(runs[0].predictions, spec)
     test = tests[0]
     traces = {}
@@ -517,13 +531,10 @@ def _commit() -> str:
 
 
 def write_leaderboards(
-    runs: list[RunRef],
-    out: Path,
-    command: str,
-    reference: str = REFERENCE,
-    resamples: int = RESAMPLES,
+    runs: list[RunRef], out: Path, command: str, options: Options | None = None
 ) -> list[Path]:
     """Write ``<out>/<data>/README.md`` and its figures for each data set of ``runs``."""
+    options = options or Options()
     seen: dict[tuple[str, str, int], Path] = {}
     for r in runs:
         other = seen.setdefault((r.label, r.data, r.seed), r.folder)
@@ -541,16 +552,17 @@ def write_leaderboards(
         for data in dict.fromkeys(r.data for r in runs):
             methods: dict[str, list[_Run]] = {}
             for ref in sorted((r for r in runs if r.data == data), key=lambda r: r.seed):
-                for run in _load(ref, resamples):
+                for run in _load(ref, options):
                     methods.setdefault(run.ref.label, []).append(run)
-            written.append(_write_one(methods, out / data, data, command, reference, resamples))
+            written.append(_write_one(methods, out / data, data, command, options))
     finally:
         torch.set_num_threads(previous)
     return written
 
 
 def _write_one(methods: dict[str, list[_Run]], folder: Path, data: str, command: str,
-               reference: str, resamples: int) -> Path:  # fmt: skip
+               options: Options) -> Path:  # fmt: skip
+    reference, resamples, spec = options.reference, options.resamples, options.stream
     seeds = sorted({r.ref.seed for rs in methods.values() for r in rs})
     example = next(iter(methods.values()))[0]
     lines = [
@@ -578,9 +590,8 @@ def _write_one(methods: dict[str, list[_Run]], folder: Path, data: str, command:
                   "`(confidence)` is the fair control for a map that saw shifted dev data. A "
                   "softmax baseline gets no such control row: a one-feature map is monotone, "
                   "so every ranking metric stays what the baseline's own row shows."]  # fmt: skip
-    stream_rows = _stream_table(methods)
+    stream_rows = _stream_table(methods, spec)
     if len(stream_rows) > 2:
-        spec = streams.StreamSpec()
         lines += ["", "## Streaming monitoring", "",
                   f"Streams built from each run's recorded outputs (uqbench.streams): ID "
                   f"{spec.id_frames} frames, then for each severity {spec.cid_frames} CID frames "
@@ -605,7 +616,7 @@ def _write_one(methods: dict[str, list[_Run]], folder: Path, data: str, command:
               "Fitted on: the splits the method read after training (``dev_mix`` is dev plus "
               "its shifted copy: a method that read it saw corrupted data, which MSP never "
               "does).", "", *_provenance(methods)]  # fmt: skip
-    figures = _figures(methods, folder, data)
+    figures = _figures(methods, folder, data, spec)
     lines += ["", "## Figures", ""]
     lines += [f"![{name}]({path.name})" for name, path in figures]
     path = folder / "README.md"
