@@ -14,7 +14,7 @@ from datetime import date
 from pathlib import Path
 
 from uqbench.config import RunConfig
-from uqbench.leaderboard import COLUMNS, COST_LEGEND, cost_cell, mean_and_spread
+from uqbench.leaderboards.summary import COLUMNS, COST_LEGEND, cost_cell, mean_and_spread
 from uqbench.metric_table import lookup
 from uqbench.runner import fit
 

@@ -16,7 +16,7 @@ recorded with its error and the command that reproduces it, and the others go on
 At the end ``<bench.out>/bench.json`` records every cell, ``<bench.out>/leaderboard.md``
 tabulates the completed runs (mean and standard deviation over seeds, per data set) and
 ``<bench.out>/leaderboards/<data>/`` holds each data set's leaderboard with 95% bootstrap
-intervals, paired differences against ``bench.reference`` and plots (:mod:`uqbench.publish`).
+intervals, paired differences against ``bench.reference`` and plots (:mod:`uqbench.leaderboards`).
 Post-hoc cells of one (data, seed, other overrides) run as one group process
 (``uqbench fit method=a,b,...``): one base model and one recorded pass per split for all of
 them, as a group fit does; their folders are ``<bench.out>/posthoc-<data>-s<seed>-<hash>-<method>``.
@@ -356,7 +356,7 @@ def write_leaderboard(matrix: Matrix, document: dict[str, Any], command: str) ->
     import json
     from datetime import date
 
-    from uqbench.leaderboard import COST_LEGEND, cost_table, metrics_table
+    from uqbench.leaderboards.summary import COST_LEGEND, cost_table, metrics_table
 
     seeds = sorted({c.seed for c in matrix.cells})
     lines = [
@@ -389,7 +389,7 @@ def write_leaderboard(matrix: Matrix, document: dict[str, Any], command: str) ->
         lines += ["", "## Failed cells", ""]
         lines += [f"- {name}: exit status {e['exit_status']}; reproduce with `{e['reproduce']}`; "
                   f"log {e['log']}" for name, e in failed.items()]  # fmt: skip
-    from uqbench.publish import Options, RunRef, write_leaderboards
+    from uqbench.leaderboards import Options, RunRef, write_leaderboards
 
     complete = [c for c in matrix.cells if is_complete(c, matrix.out, matrix.boards)]
     refs = [RunRef(c.method, c.data, c.seed, matrix.out / c.name) for c in complete]

@@ -268,7 +268,7 @@ def _leaderboard(overrides: list[str]) -> int:
         raise ConfigError(f"uqbench leaderboard: runs={runs} is not a folder")
     if not values["resamples"].isdigit() or int(values["resamples"]) < 100:
         raise ConfigError("uqbench leaderboard: resamples must be an integer >= 100")
-    from uqbench.publish import Options, scan, write_leaderboards
+    from uqbench.leaderboards import Options, scan, write_leaderboards
 
     refs = scan(runs)
     if not refs:

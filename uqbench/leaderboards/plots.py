@@ -2,7 +2,7 @@
 
 Every function takes the numbers to draw, one entry per method (the method's label first), and
 a path without suffix; it writes ``<path>.png`` and ``<path>.svg`` and returns the PNG's path.
-The numbers are computed by :mod:`uqbench.publish`; nothing here reads a run folder.
+The numbers come from :mod:`uqbench.leaderboards.figures`; nothing here reads a run folder.
 """
 
 from __future__ import annotations

@@ -8,12 +8,12 @@ import re
 import numpy as np
 import pytest
 
-from uqbench import publish
 from uqbench.bootstrap import bootstrap, interval
 from uqbench.cli import main
+from uqbench.leaderboards import Options, RunRef, scan, write_leaderboards
+from uqbench.leaderboards import runs as loaded_runs
 from uqbench.metric_table import compute_metrics
 from uqbench.predictions import Predictions
-from uqbench.publish import Options, RunRef, scan, write_leaderboards
 
 GROUPS = ["dev", "id", "cid/fog/1", "cid/fog/2", "cid/snow/1", "cid/snow/2", "ood/far"]
 
@@ -116,7 +116,7 @@ def test_bootstrap_samples_are_cached_by_the_scores_hash(runs, tmp_path, monkeyp
     def refuse(*args, **kwargs):
         raise AssertionError("bootstrapped again")
 
-    monkeypatch.setattr(publish, "bootstrap", refuse)
+    monkeypatch.setattr(loaded_runs, "bootstrap", refuse)
     again = write_leaderboards(scan(runs), tmp_path / "b", "cmd", Options(resamples=100))[
         0
     ].read_text()

@@ -1,0 +1,142 @@
+"""Finished runs as the leaderboards read them: their records, predictions, bootstrap samples
+and stream metrics (cached under ``~/.cache/uqbench/bootstrap`` by the hash of ``scores.npz``,
+so regenerating a leaderboard after one more run costs that run only), and each variant score a
+run recorded as a row of its own."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from uqbench import streams
+from uqbench.bootstrap import RESAMPLES, bootstrap
+from uqbench.metric_table import compute_metrics
+from uqbench.predictions import Predictions
+from uqbench.run_folder import METRICS, SCORES, atomic_write_bytes
+from uqbench.stages.base_model import cache_root
+from uqbench.streams import StreamResult
+
+REFERENCE = "msp"
+
+
+@dataclass(frozen=True)
+class Options:
+    """How the leaderboards are computed: the paired differences' reference method, the
+    bootstrap resamples per run and the stream layout."""
+
+    reference: str = REFERENCE
+    resamples: int = RESAMPLES
+    stream: streams.StreamSpec = field(default_factory=streams.StreamSpec)
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """One finished run: the label its row carries, its data set, seed and folder."""
+
+    label: str
+    data: str
+    seed: int
+    folder: Path
+
+
+@dataclass
+class Run:
+    ref: RunRef
+    metrics: dict[str, Any]  # metrics.json whole
+    predictions: Predictions
+    samples: dict[str, np.ndarray]  # bootstrap: key -> [resamples]
+    stream: StreamResult | str  # the stream metrics, or why the run has none
+    deploy: dict[str, dict[str, Any]] = field(default_factory=dict)  # board -> deploy.json
+
+
+def scan(root: Path) -> list[RunRef]:
+    """Every complete run folder directly under ``root`` (``metrics.json`` and ``scores.npz``),
+    labelled by its method; of two runs of one (method, data, seed) the newer is kept."""
+    found: dict[tuple[str, str, int], tuple[float, RunRef]] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if not ((folder / METRICS).is_file() and (folder / SCORES).is_file()):
+            continue
+        doc = json.loads((folder / METRICS).read_text())
+        ref = RunRef(doc["method"], doc["data"], int(doc["seed"]), folder)
+        key, when = (ref.label, ref.data, ref.seed), (folder / METRICS).stat().st_mtime
+        if key not in found or found[key][0] < when:
+            found[key] = (when, ref)
+    return [ref for _, ref in found.values()]
+
+
+# --------------------------------------------------------------------------- loading
+def _cache_path(predictions_file: Path, what: str) -> Path:
+    digest = hashlib.sha256(predictions_file.read_bytes()).hexdigest()[:20]
+    return cache_root() / "bootstrap" / f"{digest}-{what}"
+
+
+def _predictions(predictions_file: Path, variant: str | None) -> Predictions:
+    p = Predictions.load(predictions_file)
+    return p if variant is None else p.with_score(variant)
+
+
+def _samples(predictions_file: Path, variant: str | None, resamples: int) -> dict[str, np.ndarray]:
+    """The run's bootstrap samples, from the cache when its scores were bootstrapped before."""
+    cached = _cache_path(predictions_file, f"{variant or 'score'}-{resamples}.npz")
+    if cached.is_file():
+        with np.load(cached, allow_pickle=False) as data:
+            return {key.replace("|", "/"): data[key] for key in data.files}
+    samples = bootstrap(_predictions(predictions_file, variant), resamples)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    buffer = cached.with_name(cached.name + f".{os.getpid()}.tmp")
+    with open(buffer, "wb") as handle:  # '/' is not a valid npz key: stored as '|'
+        np.savez(handle, **{key.replace("/", "|"): v for key, v in samples.items()})
+    buffer.replace(cached)
+    return samples
+
+
+def _stream(predictions_file: Path, variant: str | None, options: Options) -> StreamResult | str:
+    """The run's stream metrics (cached like the samples, by the stream layout too), or why
+    it has none."""
+    layout = hashlib.sha256(repr(options.stream).encode()).hexdigest()[:8]
+    name = f"{variant or 'score'}-{options.resamples}-stream-{layout}.json"
+    cached = _cache_path(predictions_file, name)
+    if cached.is_file():
+        doc = json.loads(cached.read_text())
+        return doc if isinstance(doc, str) else StreamResult(**doc)
+    try:
+        p = _predictions(predictions_file, variant)
+        result: StreamResult | str = streams.evaluate(p, options.stream, options.resamples)
+    except ValueError as exc:
+        result = str(exc)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    doc = result if isinstance(result, str) else dataclasses.asdict(result)
+    atomic_write_bytes(cached, json.dumps(doc).encode())
+    return result
+
+
+def load(ref: RunRef, options: Options) -> list[Run]:
+    """The run, then one row per variant score it recorded (``<label> (<variant>)``), each
+    with the run's metrics recomputed on that score."""
+    deploy = {}
+    for doc_path in sorted((ref.folder / "deploy").glob("*/deploy.json")):
+        deploy[doc_path.parent.name] = json.loads(doc_path.read_text())
+    scores = ref.folder / SCORES
+    predictions = Predictions.load(scores)
+    doc = json.loads((ref.folder / METRICS).read_text())
+    rows = [Run(ref, doc, predictions, _samples(scores, None, options.resamples),
+                 _stream(scores, None, options), deploy)]  # fmt: skip
+    for name in predictions.variants:
+        p = predictions.with_score(name)
+        variant = dataclasses.replace(ref, label=f"{ref.label} ({name})")
+        variant_doc = {
+            **doc,
+            "metrics": compute_metrics(p),
+            "tuned": {"variant of": ref.label, "score": name},
+            "tuning": None,
+        }
+        rows.append(Run(variant, variant_doc, p, _samples(scores, name, options.resamples),
+                         _stream(scores, name, options)))  # fmt: skip
+    return rows
