@@ -282,6 +282,22 @@ def _floats(name: str, values: np.ndarray) -> str:
     return f"static const float {name}[{len(flat)}] = {{{body}}};\n"
 
 
+def _classifier_energy_c(d: int, feature: str) -> str:
+    """C: the float32 classifier on ``feature`` (an expression in ``j``, the input index, of
+    ``d`` inputs), its softmax into ``probs`` and the energy returned (host:
+    :func:`_classifier_energy`)."""
+    return f"""  float z[UQ_CLASSES], top2 = -INFINITY, total2 = 0.0f;
+  for (int c = 0; c < UQ_CLASSES; c++) {{
+    float acc = uq_classifier_b[c];
+    for (int j = 0; j < {d}; j++) acc += uq_classifier_w[c * {d} + j] * {feature};
+    z[c] = acc;
+    if (acc > top2) top2 = acc;
+  }}
+  for (int c = 0; c < UQ_CLASSES; c++) {{ probs[c] = expf(z[c] - top2); total2 += probs[c]; }}
+  for (int c = 0; c < UQ_CLASSES; c++) probs[c] = probs[c] / total2;
+  return -(top2 + logf(total2));"""
+
+
 def tap_c_source(export: TapScore, sizes: list[int], quant: list[tuple[float, int]]) -> str:
     """``uq_score.c`` for a :class:`TapScore`: ``float uq_score(const int8_t *out, float *probs)``
     with ``out`` the graph's concatenated outputs (logits first)."""
@@ -340,17 +356,7 @@ def tap_c_source(export: TapScore, sizes: list[int], quant: list[tuple[float, in
     elif export.kind == "react":
         d = sizes[1]
         thr = float(np.float32(export.params["threshold"]))
-        score = f"""  float z[UQ_CLASSES], top2 = -INFINITY, total2 = 0.0f;
-  for (int c = 0; c < UQ_CLASSES; c++) {{
-    float acc = uq_classifier_b[c];
-    for (int j = 0; j < {d}; j++)
-      acc += uq_classifier_w[c * {d} + j] * (t1[j] < {thr!r}f ? t1[j] : {thr!r}f);
-    z[c] = acc;
-    if (acc > top2) top2 = acc;
-  }}
-  for (int c = 0; c < UQ_CLASSES; c++) {{ probs[c] = expf(z[c] - top2); total2 += probs[c]; }}
-  for (int c = 0; c < UQ_CLASSES; c++) probs[c] = probs[c] / total2;
-  return -(top2 + logf(total2));"""
+        score = _classifier_energy_c(d, f"(t1[j] < {thr!r}f ? t1[j] : {thr!r}f)")
     elif export.kind == "ash":
         d, k, mode = sizes[1], int(export.params["k"]), export.params["mode"]
         value = {"p": "t1[j]", "b": "sum / (float)" + str(k), "s": "t1[j] * factor"}[mode]
@@ -365,16 +371,7 @@ def tap_c_source(export: TapScore, sizes: list[int], quant: list[tuple[float, in
   float factor = expf(sum / (kept_sum > 1e-12f ? kept_sum : 1e-12f));
   (void)factor;
   for (int j = 0; j < {d}; j++) shaped[j] = shaped[j] > 0.0f ? {value} : 0.0f;
-  float z[UQ_CLASSES], top2 = -INFINITY, total2 = 0.0f;
-  for (int c = 0; c < UQ_CLASSES; c++) {{
-    float acc = uq_classifier_b[c];
-    for (int j = 0; j < {d}; j++) acc += uq_classifier_w[c * {d} + j] * shaped[j];
-    z[c] = acc;
-    if (acc > top2) top2 = acc;
-  }}
-  for (int c = 0; c < UQ_CLASSES; c++) {{ probs[c] = expf(z[c] - top2); total2 += probs[c]; }}
-  for (int c = 0; c < UQ_CLASSES; c++) probs[c] = probs[c] / total2;
-  return -(top2 + logf(total2));"""
+""" + _classifier_energy_c(d, "shaped[j]")
     elif export.kind == "ash_maps":
         n, k, mode = sizes[1], int(export.params["k"]), export.params["mode"]
         channels = int(export.params["channels"])
@@ -409,16 +406,7 @@ def tap_c_source(export: TapScore, sizes: list[int], quant: list[tuple[float, in
     }}
   }}
   for (int i = 0; i < {channels}; i++) pooled[i] = pooled[i] / {n // channels}.0f;
-  float z[UQ_CLASSES], top2 = -INFINITY, total2 = 0.0f;
-  for (int c = 0; c < UQ_CLASSES; c++) {{
-    float acc = uq_classifier_b[c];
-    for (int j = 0; j < {channels}; j++) acc += uq_classifier_w[c * {channels} + j] * pooled[j];
-    z[c] = acc;
-    if (acc > top2) top2 = acc;
-  }}
-  for (int c = 0; c < UQ_CLASSES; c++) {{ probs[c] = expf(z[c] - top2); total2 += probs[c]; }}
-  for (int c = 0; c < UQ_CLASSES; c++) probs[c] = probs[c] / total2;
-  return -(top2 + logf(total2));"""
+""" + _classifier_energy_c(channels, "pooled[j]")
     elif export.kind == "mc_dropout_head":
         d, n = sizes[1], export.constants["masks"].shape[0]
         mutual = 1 if export.params["mutual_information"] else 0
