@@ -82,7 +82,7 @@ def test_cells_run_in_parallel_resume_and_fail_alone(tmp_path, capsys):
 
 def test_a_failing_group_process_fails_the_cells_it_left_incomplete(tmp_path, capsys):
     out = tmp_path / "bench"
-    args = ["bench", "method=[msp,energy]", "trainer.max_epochs=1", f"bench.out={out}"]
+    args = ["bench", "method=[msp,energy]", "seed=[13]", "trainer.max_epochs=1", f"bench.out={out}"]
     cells = check_cells(parse_matrix(args[1:])).cells
     out.mkdir()
     (out / cells[1].name).write_text("in the way")  # the group's second folder
@@ -109,7 +109,7 @@ def test_cells_run_as_submitit_jobs(tmp_path, capsys):
     """The cluster path end to end with submitit's local executor: each cell a submitted job
     (its pickled call and result in bench.out/submitit), one made to fail."""
     out = tmp_path / "bench"
-    args = ["bench", "method=[msp,evidential]", "trainer.max_epochs=1", "bench.jobs=2",
+    args = ["bench", "method=[msp,evidential]", "seed=[13]", "trainer.max_epochs=1", "bench.jobs=2",
             "bench.launcher=submitit-local", "bench.time_min=10", f"bench.out={out}"]  # fmt: skip
     cells = check_cells(parse_matrix(args[1:])).cells
     out.mkdir()
@@ -120,3 +120,7 @@ def test_cells_run_as_submitit_jobs(tmp_path, capsys):
     assert record[cells[1].name]["reproduce"].startswith("uqbench fit method=evidential")
     assert any((out / "submitit").glob("*_result.pkl"))  # it went through submitit
     assert (out / "leaderboards" / "digits" / "README.md").is_file()
+
+
+def test_the_default_seeds_are_the_papers():
+    assert [c.seed for c in parse_matrix(["method=[msp]"]).cells] == [13, 17, 23]

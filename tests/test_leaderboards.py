@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 
+from uqbench import metrics as M
 from uqbench.bootstrap import bootstrap, interval
 from uqbench.cli import main
 from uqbench.leaderboards import Options, RunRef, scan, write_leaderboards
@@ -81,6 +82,15 @@ def test_every_task_table_shows_the_seed_mean_and_the_averaged_bootstrap_interva
     row = next(line for line in text.splitlines() if line.startswith("| msp | "))
     assert row.split(" | ")[1].strip("*") == expected
     assert "oracle | dev_mix (saw shifted data)" in text and "msp | nothing" in text
+    # Per corruption x severity: each CID set's AUROC, recomputed here for one cell.
+    fog2 = []
+    for seed in (13, 17):
+        p = Predictions.load(runs / f"msp-toy-s{seed}" / "scores.npz")
+        member = p.group == GROUPS.index("cid/fog/2")
+        fog2.append(M.auroc(p.score[member], p.probs[member].argmax(1) != p.label[member]))
+    fog = text[text.index("**fog**") :]
+    row = next(line for line in fog.splitlines() if line.startswith("| msp | "))
+    assert row.split(" | ")[2].strip(" |") == f"{np.mean(fog2):.3f}"  # method, sev 1, sev 2
     # A recorded variant score is a row of its own, its metrics recomputed on that score.
     assert "## What the scores are made of" in text
     row = next(line for line in text.splitlines() if line.startswith("| oracle (part) | "))

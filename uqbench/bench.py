@@ -112,7 +112,11 @@ def parse_matrix(overrides: list[str]) -> Matrix:
     plugins, all unknown ones in one error."""
     from uqbench import registry
 
-    lists: dict[str, list[str]] = {"method": ["snapuq"], "data": ["digits"], "seed": ["13"]}
+    lists: dict[str, list[str]] = {
+        "method": ["snapuq"],
+        "data": ["digits"],
+        "seed": ["13", "17", "23"],
+    }  # the paper's seeds
     options = {"bench.jobs": "1", "bench.out": "runs/bench", "bench.reference": "msp",
                "bench.resamples": "1000", "bench.launcher": "local", "bench.partition": "",
                "bench.gpus": "0", "bench.time_min": "60"}  # fmt: skip

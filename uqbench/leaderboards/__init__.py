@@ -93,11 +93,14 @@ def _write_one(methods: dict[str, list[Run]], folder: Path, data: str, command: 
     ]
     for title, what, columns in tasks(example):
         lines += ["", f"## {title}", "", what, "", *table(methods, columns)]
-    by_corruption = per_corruption(methods)
+    by_corruption, by_severity = per_corruption(methods)
     if by_corruption:
         lines += ["", "## Failure detection per corruption: AUROC ID ok | ID err", "",
                   "Each corruption's severities pooled; mean over seeds (no interval).", "",
-                  *by_corruption]  # fmt: skip
+                  *by_corruption, "",
+                  "<details><summary>Per corruption x severity (AUROC ID ok | ID err within "
+                  "each CID set, mean over seeds)</summary>", *by_severity, "",
+                  "</details>"]  # fmt: skip
     variants = [m for m in methods if m.endswith(")") and " (" in m]
     if variants:
         lines += ["", "## What the scores are made of", "",

@@ -16,6 +16,7 @@ from uqbench import streams
 from uqbench.bootstrap import interval, same_examples
 from uqbench.leaderboards.runs import Run
 from uqbench.metric_table import EvalGroups, lookup, spec
+from uqbench.predictions import Predictions
 from uqbench.streams import StreamResult
 
 
@@ -202,27 +203,46 @@ def _sentence(method: str, reference: str, data: str, name: str, key: str, d: Es
             f"[{low:.3f}, {high:.3f}].")  # fmt: skip
 
 
-def per_corruption(methods: dict[str, list[Run]]) -> list[str]:
-    """AUROC ID ok | ID err within each corruption (its severities pooled), mean over seeds."""
+def _cid_aurocs(p: Predictions) -> dict[str, float]:
+    """AUROC ID ok | ID err within each CID set (``<corruption>/<severity>``) and within each
+    corruption, its severities pooled (``<corruption>``)."""
+    g = EvalGroups.of(p)
+    errors = ~g.correct
+    out: dict[str, float] = {}
+    for name in (n for n in p.group_names if n.startswith("cid/")):
+        corruption = name.split("/")[1]
+        if corruption not in out:
+            pooled = np.char.startswith(g.names.astype(str), f"cid/{corruption}/")
+            out[corruption] = M.auroc(p.score[pooled], errors[pooled])
+        member = g.names == name
+        out[name.removeprefix("cid/")] = M.auroc(p.score[member], errors[member])
+    return out
+
+
+def per_corruption(methods: dict[str, list[Run]]) -> tuple[list[str], list[str]]:
+    """(a table of AUROC ID ok | ID err per corruption, severities pooled; one table per
+    corruption with a column per severity), each cell the mean over seeds."""
     first = next(iter(methods.values()))[0].predictions
-    corruptions = list(dict.fromkeys(n.split("/")[1] for n in first.group_names
-                                     if n.startswith("cid/")))  # fmt: skip
+    sets = [n.removeprefix("cid/") for n in first.group_names if n.startswith("cid/")]
+    corruptions = list(dict.fromkeys(n.split("/")[0] for n in sets))
     if not corruptions:
-        return []
-    lines = _header(["method", *corruptions])
-    for method, runs in methods.items():
-        cells = []
-        for corruption in corruptions:
-            values = []
-            for run in runs:
-                p = run.predictions
-                g = EvalGroups.of(p)
-                mask = np.array([n.startswith(f"cid/{corruption}/") for n in g.names])
-                values.append(M.auroc(p.score[mask], ~g.correct[mask]))
-            mean = mean_defined(values)
-            cells.append("-" if mean is None else f"{mean:.3f}")
-        lines.append(_row([method, *cells]))
-    return lines
+        return [], []
+    aurocs = {m: [_cid_aurocs(r.predictions) for r in runs] for m, runs in methods.items()}
+
+    def cell(method: str, key: str) -> str:
+        mean = mean_defined([a.get(key) for a in aurocs[method]])
+        return "-" if mean is None else f"{mean:.3f}"
+
+    pooled = _header(["method", *corruptions])
+    pooled += [_row([m, *(cell(m, c) for c in corruptions)]) for m in methods]
+    by_severity = []
+    for corruption in corruptions:
+        severities = [n.split("/")[1] for n in sets if n.startswith(f"{corruption}/")]
+        by_severity += ["", f"**{corruption}**", "",
+                        *_header(["method", *(f"sev {s}" for s in severities)])]  # fmt: skip
+        by_severity += [_row([m, *(cell(m, f"{corruption}/{s}") for s in severities)])
+                        for m in methods]  # fmt: skip
+    return pooled, by_severity
 
 
 def stream_table(methods: dict[str, list[Run]], spec: streams.StreamSpec) -> list[str]:
