@@ -98,6 +98,15 @@ def test_every_task_table_shows_the_seed_mean_and_the_averaged_bootstrap_interva
     assert row.split(" | ")[1].startswith(f"{np.mean(part):.3f} [")
 
 
+def test_a_run_that_did_not_record_its_splits_is_not_called_unfitted(runs, tmp_path):
+    doc_path = runs / "msp-toy-s13" / "metrics.json"
+    doc = json.loads(doc_path.read_text())
+    del doc["fitted_on"]  # as metrics.json was written before it recorded the splits
+    doc_path.write_text(json.dumps(doc))
+    (path,) = write_leaderboards(scan(runs), tmp_path / "b", "cmd", Options(resamples=100))
+    assert "| msp | not recorded by this run |" in path.read_text()
+
+
 def test_a_paired_difference_names_the_winner_with_its_interval(runs, tmp_path):
     (path,) = write_leaderboards(scan(runs), tmp_path / "b", "cmd", Options(resamples=200))
     text = path.read_text()

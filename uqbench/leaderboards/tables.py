@@ -282,9 +282,13 @@ def provenance(methods: dict[str, list[Run]]) -> list[str]:
                      "fitted values, first seed"])  # fmt: skip
     for method, runs in methods.items():
         doc = runs[0].metrics
-        fitted_on = ", ".join(doc.get("fitted_on", [])) or "nothing (no fitting after training)"
-        if "dev_mix" in doc.get("fitted_on", []) or "dev_shift" in doc.get("fitted_on", []):
-            fitted_on += " (saw shifted data)"
+        splits = doc.get("fitted_on")
+        if splits is None:  # a run from before metrics.json recorded it
+            fitted_on = "not recorded by this run"
+        else:
+            fitted_on = ", ".join(splits) or "nothing (no fitting after training)"
+            if "dev_mix" in splits or "dev_shift" in splits:
+                fitted_on += " (saw shifted data)"
         tuning = doc.get("tuning") or {}
         searched = ", ".join(tuning.get("searched", [])) or "-"
         if tuning.get("objective"):
