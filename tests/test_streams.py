@@ -83,7 +83,7 @@ def test_windowed_accuracy_and_the_event_rule():
     acc = windowed_accuracy(correct, 100)
     naive = [np.mean(correct[t - 99 : t + 1]) if t >= 99 else np.nan for t in range(1000)]
     np.testing.assert_allclose(acc, naive)
-    stream = Stream(np.arange(1000), np.zeros(1000), np.zeros(1000), correct)
+    stream = Stream(np.arange(1000), np.zeros(1000), correct)
     found = events(stream, (0.99, 0.01), 100)  # band: below 0.96
     assert found == [(304, 794)]  # from 5 errors in the window to the last with 5; merged
     labels = event_labels(1000, found)

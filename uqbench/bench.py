@@ -217,17 +217,12 @@ def check_cells(matrix: Matrix) -> Matrix:
 
 
 def jobs_for(cells: list[Cell]) -> list[Job]:
-    """The processes that run ``cells``: one per cell, but one per post-hoc group."""
-    groups: dict[str, list[Cell]] = {}
-    jobs: list[Job | str] = []
+    """The processes that run ``cells``, in their order: one per cell, but one per post-hoc
+    group (its place is its first cell's)."""
+    buckets: dict[str, list[Cell]] = {}
     for cell in cells:
-        if cell.group is None:
-            jobs.append(Job((cell,)))
-        else:
-            if cell.group not in groups:
-                jobs.append(cell.group)  # the group's place in the order
-            groups.setdefault(cell.group, []).append(cell)
-    return [Job(tuple(groups[j])) if isinstance(j, str) else j for j in jobs]
+        buckets.setdefault(cell.group or cell.name, []).append(cell)
+    return [Job(tuple(bucket)) for bucket in buckets.values()]
 
 
 def is_complete(cell: Cell, out: Path, boards: list[str]) -> bool:

@@ -281,8 +281,12 @@ def paired(
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
     """The bootstrap of ``p`` and of ``q`` on the *same* resampled indices (``q`` may be None).
     ``q`` must hold the same examples: same labels and evaluation sets, in the same order."""
-    if q is not None:
-        _check_same_examples(p, q)
+    if q is not None and not same_examples(p, q):
+        raise ValueError(
+            "a paired bootstrap needs two runs on the same examples (same data, split seed and "
+            "evaluation sets, in the same order); these runs' scores.npz differ in their labels "
+            "or evaluation sets"
+        )
     runs = [_Run(p)] + ([_Run(q)] if q is not None else [])
     parts: list[dict[str, list[Tensor]]] = [{} for _ in runs]
     for first in range(0, resamples, chunk):
@@ -302,15 +306,6 @@ def same_examples(p: Predictions, q: Predictions) -> bool:
         and np.array_equal(p.group, q.group)
         and np.array_equal(p.label, q.label)
     )
-
-
-def _check_same_examples(p: Predictions, q: Predictions) -> None:
-    if not same_examples(p, q):
-        raise ValueError(
-            "a paired bootstrap needs two runs on the same examples (same data, split seed and "
-            "evaluation sets, in the same order); these runs' scores.npz differ in their labels "
-            "or evaluation sets"
-        )
 
 
 def interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float]:

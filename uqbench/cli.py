@@ -42,63 +42,63 @@ def _parser() -> argparse.ArgumentParser:
         description="Benchmark single-pass uncertainty methods for tiny networks.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    fit = commands.add_parser(
+
+    def with_overrides(name: str, help: str, description: str, epilog: str | None = None,
+                       metavar: str = "key=value") -> None:  # fmt: skip
+        """A subcommand that takes ``key=value`` overrides, its epilog printed as written."""
+        command = commands.add_parser(
+            name, help=help, description=description, epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
+        command.add_argument("overrides", nargs="*", metavar=metavar)
+
+    with_overrides(
         "fit",
-        help="train (or reuse a cached base), calibrate, evaluate, write a run folder",
-        description="Train, calibrate on dev, evaluate on ID/CID/OOD and print the report.",
-        epilog=_OVERRIDES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "train (or reuse a cached base), calibrate, evaluate, write a run folder",
+        "Train, calibrate on dev, evaluate on ID/CID/OOD and print the report.",
+        _OVERRIDES_HELP,
     )
-    fit.add_argument("overrides", nargs="*", metavar="key=value")
-    test = commands.add_parser(
+    with_overrides(
         "test",
-        help="evaluate a saved run folder again: uqbench test run=runs/<name>",
-        description="Rebuild a finished run from its config.json and checkpoint.pt, evaluate "
-        "it and write the results to test-<time>.json beside the fit's metrics.json.",
+        "evaluate a saved run folder again: uqbench test run=runs/<name>",
+        "Rebuild a finished run from its config.json and checkpoint.pt, evaluate it and write "
+        "the results to test-<time>.json beside the fit's metrics.json.",
+        metavar="run=PATH",
     )
-    test.add_argument("overrides", nargs="*", metavar="run=PATH")
     commands.add_parser(
         "list", help="every installed method, datamodule, backbone and board plugin"
     )
-    deploy = commands.add_parser(
+    with_overrides(
         "deploy",
-        help="int8 firmware per board for a finished run: uqbench deploy run=PATH board=NAME,...",
-        description="Quantize a finished run to int8, generate C, build it per board with "
+        "int8 firmware per board for a finished run: uqbench deploy run=PATH board=NAME,...",
+        "Quantize a finished run to int8, generate C, build it per board with "
         "arm-none-eabi-gcc, run it under QEMU, check it bit for bit and write "
         "<run>/deploy/<board>/deploy.json with sizes, OOM, instructions and a latency estimate.",
-        epilog=_DEPLOY_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        _DEPLOY_HELP,
     )
-    deploy.add_argument("overrides", nargs="*", metavar="key=value")
-    sheet = commands.add_parser(
+    with_overrides(
         "corruptions",
-        help="write a contact sheet of every image corruption at severities 1-5 (PNG)",
-        description="One row per corruption; per photo, the clean image then severities 1-5. "
-        "Photos are crops of the two images scikit-learn ships, averaged down to the size.",
-        epilog=_SHEET_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "write a contact sheet of every image corruption at severities 1-5 (PNG)",
+        "One row per corruption; per photo, the clean image then severities 1-5. Photos are "
+        "crops of the two images scikit-learn ships, averaged down to the size.",
+        _SHEET_HELP,
     )
-    sheet.add_argument("overrides", nargs="*", metavar="key=value")
-    bench = commands.add_parser(
+    with_overrides(
         "bench",
-        help="a matrix of fits (methods x data x seeds), each its own process, resumable",
-        description="Run one `uqbench fit` per (data, method, seed) cell as a child process, "
-        "bench.jobs at a time; reuse complete cells; record failures and go on; write "
-        "<bench.out>/bench.json and leaderboard.md.",
-        epilog=_BENCH_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "a matrix of fits (methods x data x seeds), each its own process, resumable",
+        "Run one `uqbench fit` per (data, method, seed) cell as a child process, bench.jobs at "
+        "a time; reuse complete cells; record failures and go on; write <bench.out>/bench.json, "
+        "leaderboard.md and leaderboards/<data>/.",
+        _BENCH_HELP,
     )
-    bench.add_argument("overrides", nargs="*", metavar="key=value")
-    board = commands.add_parser(
+    with_overrides(
         "leaderboard",
-        help="leaderboards with 95%% bootstrap intervals and plots from a folder of run folders",
-        description="Read every complete run folder directly under runs=DIR and write "
+        "leaderboards with 95%% bootstrap intervals and plots from a folder of run folders",
+        "Read every complete run folder directly under runs=DIR and write "
         "<out>/<data>/README.md (a table per task, paired differences against a reference "
         "method, device costs, how each method was fitted) and its plots (PNG and SVG).",
-        epilog=_LEADERBOARD_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        _LEADERBOARD_HELP,
     )
-    board.add_argument("overrides", nargs="*", metavar="key=value")
     sweep = commands.add_parser(
         "sweep",
         help="check a W&B sweep file for uqbench fit and print its runs' commands",

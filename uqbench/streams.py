@@ -62,11 +62,10 @@ class StreamSpec:
 @dataclass
 class Stream:
     """Frames as example indices into the run's :class:`Predictions`, with their segment kind
-    and severity (0 outside CID), and the labelled copy's per-frame correctness."""
+    and the labelled copy's per-frame correctness."""
 
     index: np.ndarray
     kind: np.ndarray
-    severity: np.ndarray
     correct: np.ndarray
 
 
@@ -102,7 +101,7 @@ def build(p: Predictions, pools: dict[str, np.ndarray], spec: StreamSpec, seed: 
             raise ValueError(f"evaluation set {name} has no examples on this side of the split")
         return rng.choice(pool, frames, replace=len(pool) < frames)
 
-    parts = [(draw("id", spec.id_frames), ID, 0)]
+    parts = [(draw("id", spec.id_frames), ID)]
     block = 0
     for i, severity in enumerate(spec.severities):
         for start in range(0, spec.cid_frames, spec.cycle):
@@ -110,14 +109,12 @@ def build(p: Predictions, pools: dict[str, np.ndarray], spec: StreamSpec, seed: 
             block += 1
             if name not in pools:
                 raise ValueError(f"the stream needs {name}, which this run did not evaluate")
-            parts.append((draw(name, min(spec.cycle, spec.cid_frames - start)), CID, severity))
+            parts.append((draw(name, min(spec.cycle, spec.cid_frames - start)), CID))
         if oods and i < len(spec.severities) - 1:
-            parts.append((draw(oods[i % len(oods)], spec.ood_frames), OOD, 0))
-    index = np.concatenate([frames for frames, _, _ in parts])
-    kind = np.concatenate([np.full(len(f), k) for f, k, _ in parts])
-    severity = np.concatenate([np.full(len(f), s) for f, _, s in parts])
-    correct = EvalGroups.of(p).correct[index]
-    return Stream(index, kind, severity, correct)
+            parts.append((draw(oods[i % len(oods)], spec.ood_frames), OOD))
+    index = np.concatenate([frames for frames, _ in parts])
+    kind = np.concatenate([np.full(len(f), k) for f, k in parts])
+    return Stream(index, kind, EvalGroups.of(p).correct[index])
 
 
 # --------------------------------------------------------------------------- events
@@ -192,6 +189,12 @@ def delays(scores: np.ndarray, intervals: list[tuple[int, int]], threshold: floa
     return out
 
 
+def dev_cdf(dev_sorted: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """The dev stream's empirical CDF at ``scores`` (``dev_sorted``: its scores, sorted): a
+    monotone map of any method's score onto [0, 1]."""
+    return np.searchsorted(dev_sorted, scores, side="right") / len(dev_sorted)
+
+
 # --------------------------------------------------------------------------- per method
 @dataclass
 class StreamResult:
@@ -243,7 +246,7 @@ def evaluate(p: Predictions, spec: StreamSpec | None = None,
         all_delays.append(delays(scores, intervals, threshold))
         clean = (test.kind == ID) & ~labels
         id_fprs.append(float((scores[clean] >= at_recall).mean()))
-        mapped = np.searchsorted(dev_sorted, scores, side="right") / len(dev_sorted)
+        mapped = dev_cdf(dev_sorted, scores)
         controller = AbstentionController(spec.budget, threshold=1 - spec.budget)
         abstain = controller.run(torch.from_numpy(mapped)).numpy()
         abstentions.append(float(abstain.mean()))

@@ -48,6 +48,8 @@ class RunRef:
 
 @dataclass
 class Run:
+    """A run (or one of its variant scores) as the tables and figures read it."""
+
     ref: RunRef
     metrics: dict[str, Any]  # metrics.json whole
     predictions: Predictions
@@ -72,42 +74,35 @@ def scan(root: Path) -> list[RunRef]:
 
 
 # --------------------------------------------------------------------------- loading
-def _cache_path(predictions_file: Path, what: str) -> Path:
-    digest = hashlib.sha256(predictions_file.read_bytes()).hexdigest()[:20]
-    return cache_root() / "bootstrap" / f"{digest}-{what}"
+def _cache(name: str) -> Path:
+    """A file of the cache; ``name`` starts with the hash of the run's ``scores.npz``."""
+    return cache_root() / "bootstrap" / name
 
 
-def _predictions(predictions_file: Path, variant: str | None) -> Predictions:
-    p = Predictions.load(predictions_file)
-    return p if variant is None else p.with_score(variant)
-
-
-def _samples(predictions_file: Path, variant: str | None, resamples: int) -> dict[str, np.ndarray]:
-    """The run's bootstrap samples, from the cache when its scores were bootstrapped before."""
-    cached = _cache_path(predictions_file, f"{variant or 'score'}-{resamples}.npz")
+def _samples(p: Predictions, key: str, resamples: int) -> dict[str, np.ndarray]:
+    """The bootstrap samples of ``p``, from the cache when these scores were bootstrapped."""
+    cached = _cache(f"{key}-{resamples}.npz")
     if cached.is_file():
         with np.load(cached, allow_pickle=False) as data:
-            return {key.replace("|", "/"): data[key] for key in data.files}
-    samples = bootstrap(_predictions(predictions_file, variant), resamples)
+            return {name.replace("|", "/"): data[name] for name in data.files}
+    samples = bootstrap(p, resamples)
     cached.parent.mkdir(parents=True, exist_ok=True)
     buffer = cached.with_name(cached.name + f".{os.getpid()}.tmp")
     with open(buffer, "wb") as handle:  # '/' is not a valid npz key: stored as '|'
-        np.savez(handle, **{key.replace("/", "|"): v for key, v in samples.items()})
+        np.savez(handle, **{name.replace("/", "|"): v for name, v in samples.items()})
     buffer.replace(cached)
     return samples
 
 
-def _stream(predictions_file: Path, variant: str | None, options: Options) -> StreamResult | str:
-    """The run's stream metrics (cached like the samples, by the stream layout too), or why
+def _stream(p: Predictions, key: str, options: Options) -> StreamResult | str:
+    """The stream metrics of ``p`` (cached like the samples, by the stream layout too), or why
     it has none."""
     layout = hashlib.sha256(repr(options.stream).encode()).hexdigest()[:8]
-    name = f"{variant or 'score'}-{options.resamples}-stream-{layout}.json"
-    cached = _cache_path(predictions_file, name)
+    cached = _cache(f"{key}-{options.resamples}-stream-{layout}.json")
     if cached.is_file():
         doc = json.loads(cached.read_text())
         return doc if isinstance(doc, str) else StreamResult(**doc)
     try:
-        p = _predictions(predictions_file, variant)
         result: StreamResult | str = streams.evaluate(p, options.stream, options.resamples)
     except ValueError as exc:
         result = str(exc)
@@ -124,12 +119,14 @@ def load(ref: RunRef, options: Options) -> list[Run]:
     for doc_path in sorted((ref.folder / "deploy").glob("*/deploy.json")):
         deploy[doc_path.parent.name] = json.loads(doc_path.read_text())
     scores = ref.folder / SCORES
+    digest = hashlib.sha256(scores.read_bytes()).hexdigest()[:20]
     predictions = Predictions.load(scores)
     doc = json.loads((ref.folder / METRICS).read_text())
-    rows = [Run(ref, doc, predictions, _samples(scores, None, options.resamples),
-                 _stream(scores, None, options), deploy)]  # fmt: skip
+    key = f"{digest}-score"
+    rows = [Run(ref, doc, predictions, _samples(predictions, key, options.resamples),
+                _stream(predictions, key, options), deploy)]  # fmt: skip
     for name in predictions.variants:
-        p = predictions.with_score(name)
+        p, key = predictions.with_score(name), f"{digest}-{name}"
         variant = dataclasses.replace(ref, label=f"{ref.label} ({name})")
         variant_doc = {
             **doc,
@@ -137,6 +134,6 @@ def load(ref: RunRef, options: Options) -> list[Run]:
             "tuned": {"variant of": ref.label, "score": name},
             "tuning": None,
         }
-        rows.append(Run(variant, variant_doc, p, _samples(scores, name, options.resamples),
-                         _stream(scores, name, options)))  # fmt: skip
+        rows.append(Run(variant, variant_doc, p, _samples(p, key, options.resamples),
+                        _stream(p, key, options)))  # fmt: skip
     return rows

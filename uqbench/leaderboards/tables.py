@@ -19,16 +19,16 @@ from uqbench.metric_table import EvalGroups, lookup, spec
 from uqbench.predictions import Predictions
 from uqbench.streams import StreamResult
 
-
 # --------------------------------------------------------------------------- cells
+BY_SEVERITY = "id_vs_error_by_severity/"  # AUROCs keyed by severity: not rows of the table
+
+
 def _higher_is_better(key: str) -> bool:
-    if key.startswith("id_vs_error_by_severity/"):
-        return True
-    return spec(key).higher_is_better
+    return True if key.startswith(BY_SEVERITY) else spec(key).higher_is_better
 
 
 def _fmt(key: str) -> str:
-    return "" if key.startswith("id_vs_error_by_severity/") else spec(key).fmt
+    return ".3f" if key.startswith(BY_SEVERITY) else spec(key).fmt
 
 
 @dataclass
@@ -101,7 +101,7 @@ def table(methods: dict[str, list[Run]], columns: list[tuple[str, str]]) -> list
     for method, row in estimates.items():
         cells = []
         for j, e in enumerate(row):
-            text = e.cell(_fmt(columns[j][1]) or ".3f")
+            text = e.cell(_fmt(columns[j][1]))
             cells.append(f"**{text}**" if e.mean is not None and e.mean == best[j] else text)
         lines.append(_row([method, *cells]))
     return lines
@@ -185,7 +185,7 @@ def differences(methods: dict[str, list[Run]], reference: str, data: str) -> lis
             if d.low is not None and (d.low > 0 or d.high < 0):
                 better = (d.low > 0) == _higher_is_better(key)
                 mark = " ✓" if better else " ✗"
-            cells.append(d.cell(_fmt(key) or ".3f", signed=True) + mark)
+            cells.append(d.cell(_fmt(key), signed=True) + mark)
             if j == 0 and d.mean is not None:
                 sentences.append(_sentence(method, reference, data, name, key, d))
         lines.append(_row([method, *cells]))
