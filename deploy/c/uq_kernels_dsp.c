@@ -161,20 +161,32 @@ __attribute__((noinline, optimize("no-schedule-insns"))) static void rows_by_pat
 }
 
 /* TFLite's requantization of a by (m, shift) when shift = -e <= -2, as one multiply-accumulate
- * and a rounding shift: floor((a * m + 2^30 + 2^(30+e) - 2^31 [a < 0]) / 2^(31+e)). The
- * reference rounds twice (a rounding doubling high multiply, then a rounding shift by e with
- * ties away from zero); the sign term moves the tie rule into the first rounding, and two
- * floors by powers of two make one. It equals the reference for every int32 a and every
- * multiplier 0 <= m < 2^31 (checked against uqbench.deploy.int8 on random draws and extremes;
- * the randomized kernel tests hold the firmware to it). */
+ * and one shift: floor((a * m + 2^30 + 2^(30+e) - 2^31 [a < 0]) / 2^(31+e)). The reference
+ * rounds twice (a rounding doubling high multiply, then a rounding shift by e with ties away
+ * from zero); the sign term moves the tie rule into the first rounding, and two floors by powers
+ * of two make one. It equals the reference for every int32 a and every multiplier
+ * 0 <= m < 2^31 (checked against uqbench.deploy.int8 on random draws and extremes; the
+ * randomized kernel tests hold the firmware to it).
+ *
+ * In the form the loops take, a channel's (m, shift) become (m, 2^(e-2), e-1): the
+ * multiply-accumulate adds 2^30 - 2^31 [a < 0] as its low and sign words and 2^(e-2) to its high
+ * word (2^(30+e) / 2^32), and the high word shifted right by e - 1 is the result. */
+typedef struct {
+  int32_t multiplier, round, shift;
+} fastq;
+
+static inline fastq fastq_of(int32_t multiplier, int32_t shift) {
+  return (fastq){multiplier, 1 << (-shift - 2), -shift - 1};
+}
+
+static inline int32_t requantize_fast(int32_t a, fastq p) {
+  uint32_t sign = (uint32_t)(a >> 31); /* 0 or all ones: the high word of -2^31 [a < 0] */
+  uint64_t addend = ((uint64_t)(sign + (uint32_t)p.round) << 32) | (0x40000000u + (sign << 31));
+  return (int32_t)(((int64_t)a * p.multiplier + (int64_t)addend) >> 32) >> p.shift;
+}
+
 static inline int32_t requantize_right(int32_t a, int32_t m, int32_t shift) {
-  /* The 2^30 - 2^31 [a < 0] term in two words: low 0x40000000 or 0xC0000000, high the borrow. */
-  uint32_t negative = (uint32_t)(a >> 31);
-  int64_t t = (int64_t)a * m +
-              (int64_t)(((uint64_t)negative << 32) | (0x40000000u ^ (negative & 0x80000000u)));
-  /* + 2^(30+e) lies in the high word: floor((high + 2^(e-2)) / 2^(e-1)), as two shifts;
-   * e - 2 = -shift - 2 = ~shift - 1. */
-  return (((int32_t)(t >> 32) >> ((int32_t)~(uint32_t)shift - 1)) + 1) >> 1;
+  return requantize_fast(a, fastq_of(m, shift));
 }
 
 /* The general case (any shift), as the reference computes it, with the same algebra. */
@@ -237,6 +249,43 @@ static inline uint32_t minus_zero_pair(int32_t zero) {
   return m | (m << 16);
 }
 
+/* A chunk of channels' requantization in the fast form (fastq_of), when every shift of the chunk
+ * is a right shift by at least 2 (the usual case); 0 where one is not: the general loop. */
+static int fast_params(const uq_requant *q, int first, int n, fastq *p) {
+  for (int o = 0; o < n; o++) {
+    if (q->shift[first + o] > -2) return 0;
+    p[o] = fastq_of(q->multiplier[first + o], q->shift[first + o]);
+  }
+  return 1;
+}
+
+/* Clamped to the activation's range; SSAT alone where that range is int8's. */
+#define CLAMP(v, lo, hi, full) ((full) ? __ssat((v), 8) : ((v) < (lo) ? (lo) : (v) > (hi) ? (hi) : (v)))
+
+/* Two pixels' sums (sum0[o], sum1[o], the bias in them) requantized by the chunk's fast
+ * parameters into out0[o] and out1[o]: each channel's parameters are loaded once for both. */
+__attribute__((noinline)) static void requantize_pair(const int32_t *sum0, const int32_t *sum1,
+                                                      int n, const fastq *p,
+                                                      const uq_requant *q, int8_t *out0,
+                                                      int8_t *out1) {
+  int32_t zero = q->out_zero, lo = q->act_min, hi = q->act_max;
+  if (lo == -128 && hi == 127) {
+    for (int o = 0; o < n; o++) {
+      fastq c = p[o];
+      int32_t v0 = requantize_fast(sum0[o], c) + zero, v1 = requantize_fast(sum1[o], c) + zero;
+      out0[o] = (int8_t)CLAMP(v0, lo, hi, 1);
+      out1[o] = (int8_t)CLAMP(v1, lo, hi, 1);
+    }
+    return;
+  }
+  for (int o = 0; o < n; o++) {
+    fastq c = p[o];
+    int32_t v0 = requantize_fast(sum0[o], c) + zero, v1 = requantize_fast(sum1[o], c) + zero;
+    out0[o] = (int8_t)CLAMP(v0, lo, hi, 0);
+    out1[o] = (int8_t)CLAMP(v1, lo, hi, 0);
+  }
+}
+
 void uq_conv2d(const int8_t *in, int h, int w, int c, const int8_t *weights, const int32_t *bias,
                int out_c, int kh, int kw, int sh, int sw, const uq_requant *q, int8_t *out) {
   int oh = (h - kh) / sh + 1, ow = (w - kw) / sw + 1, k = kh * kw * c;
@@ -250,18 +299,26 @@ void uq_conv2d(const int8_t *in, int h, int w, int c, const int8_t *weights, con
   uint32_t cols[k + 1];
   int8_t scratch[(run & 3) && kh > 1 ? 2 * k : 1];
   int32_t sums[2 * UQ_CHUNK];
+  fastq params[UQ_CHUNK];
   uint32_t minus_zero = minus_zero_pair(q->in_zero);
-  int right_only = right_shifts_only(q->shift, out_c), pixels = oh * ow;
-  for (int p = 0; p < pixels; p += 2) {
-    int npix = p + 1 < pixels ? 2 : 1, last = p + npix - 1; /* one pixel left: it, twice */
-    const int8_t *src0 = in + ((p / ow) * sh * w + (p % ow) * sw) * c;
-    const int8_t *src1 = in + ((last / ow) * sh * w + (last % ow) * sw) * c;
-    interleave(src0, src1, kh, run, w * c, minus_zero, q->in_zero, scratch, cols);
-    for (int o = 0; o < out_c; o += UQ_CHUNK) { /* output channels in chunks: a small buffer */
-      int n = out_c - o < UQ_CHUNK ? out_c - o : UQ_CHUNK;
+  int pixels = oh * ow;
+  /* Output channels in chunks (small buffers), each chunk's requantization prepared once;
+   * the patches are expanded again per chunk, a small cost beside the chunk's dot products. */
+  for (int o = 0; o < out_c; o += UQ_CHUNK) {
+    int n = out_c - o < UQ_CHUNK ? out_c - o : UQ_CHUNK, fast = fast_params(q, o, n, params);
+    for (int p = 0; p < pixels; p += 2) {
+      int last = p + 1 < pixels ? p + 1 : p; /* one pixel left: it, twice */
+      const int8_t *src0 = in + ((p / ow) * sh * w + (p % ow) * sw) * c;
+      const int8_t *src1 = in + ((last / ow) * sh * w + (last % ow) * sw) * c;
+      int8_t *out0 = out + p * out_c + o, *out1 = out + last * out_c + o;
+      interleave(src0, src1, kh, run, w * c, minus_zero, q->in_zero, scratch, cols);
       rows_by_patches(cols, k, weights + o * k, bias + o, n, sums, sums + UQ_CHUNK);
-      for (int j = 0; j < npix; j++)
-        requantize_conv(sums + j * UQ_CHUNK, n, q, o, right_only, out + (p + j) * out_c + o);
+      if (fast) {
+        requantize_pair(sums, sums + UQ_CHUNK, n, params, q, out0, out1);
+      } else {
+        requantize_conv(sums, n, q, o, 0, out0);
+        requantize_conv(sums + UQ_CHUNK, n, q, o, 0, out1);
+      }
     }
   }
 }
@@ -276,11 +333,10 @@ void uq_fully_connected(const int8_t *in, int k, const int8_t *weights, const in
   int32_t sums[2 * UQ_CHUNK];
   int8_t none[1];
   interleave(in, in, 1, k, k, minus_zero_pair(q->in_zero), q->in_zero, none, cols); /* twice */
-  int right_only = right_shifts_only(q->shift, out_c);
   for (int o = 0; o < out_c; o += UQ_CHUNK) {
     int n = out_c - o < UQ_CHUNK ? out_c - o : UQ_CHUNK;
     rows_by_patches(cols, k, weights + o * k, bias + o, n, sums, sums + UQ_CHUNK);
-    requantize_conv(sums, n, q, o, right_only, out + o);
+    requantize_conv(sums, n, q, o, right_shifts_only(q->shift + o, n), out + o);
   }
 }
 
@@ -326,9 +382,177 @@ __attribute__((noinline, optimize("no-schedule-insns"))) static void dw_groups(
   }
 }
 
+/* Depthwise 3 x 3 by planes. A group of 4 channels' input rows are expanded once into four
+ * int16 planes (x - zero point, one per channel, `wp` values a row: 4-byte aligned rows, one
+ * spare value); then one channel at a time, its nine weights held in six registers as halfword
+ * pairs (u = (w0, w1), v = (w1, w2) per kernel row), the window slides along the plane's rows,
+ * two output pixels at a time. Per kernel row, two pixels take two word loads (three at stride
+ * 2) and four multiply-accumulates, dual (SMLAD) or single (SMLABT / SMLATB), for 6 MACs:
+ *   stride 1, a = (x, x+1), b = (x+2, x+3):   p0 += a.u + b.lo * v.hi,   p1 += a.hi * u.lo + b.v
+ *   stride 2, a, b, d = inputs 2x.. 2x+5:      p0 += a.u + b.lo * v.hi,   p1 += b.u + d.lo * v.hi
+ * A channel's sums for a band of output rows are requantized together, its parameters held in
+ * registers. Bands: as many rows as DW_PLANE_BYTES of planes and DW_SUMS sums take. */
+#define DW_PLANE_BYTES 3072
+#define DW_SUMS 256
+
+static inline uint32_t pkhbt16(uint32_t lo, uint32_t hi) { /* (lo.lo, hi.lo) */
+  uint32_t r;
+  __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(lo), "r"(hi));
+  return r;
+}
+
+static inline uint32_t pkhtb16(uint32_t hi, uint32_t lo) { /* (lo.hi, hi.hi) */
+  uint32_t r;
+  __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(r) : "r"(hi), "r"(lo));
+  return r;
+}
+
+/* `rows` input rows of channels k .. k+3 (src: the first row's pixel 0, channel k; rows w * c
+ * bytes apart, pixels c apart) into four planes of rows x wp halfwords, `plane` apart. */
+__attribute__((noinline)) static void expand_planes(const int8_t *src, int rows, int w, int c,
+                                                    int wp, uint32_t minus_zero,
+                                                    int16_t *planes, int plane) {
+  for (int r = 0; r < rows; r++, src += w * c) {
+    const int8_t *s = src;
+    uint32_t *p0 = (uint32_t *)(planes + r * wp), *p1 = p0 + plane / 2, *p2 = p1 + plane / 2,
+             *p3 = p2 + plane / 2;
+    int x = 0;
+    for (; x + 2 <= w; x += 2, s += 2 * c) {
+      uint32_t v0 = load32(s), v1 = load32(s + c);
+      uint32_t e0 = __sxtab16(minus_zero, v0), e1 = __sxtab16(minus_zero, v1); /* ch 0, 2 */
+      uint32_t o0 = sxtab16_ror8(minus_zero, v0), o1 = sxtab16_ror8(minus_zero, v1); /* 1, 3 */
+      *p0++ = pkhbt16(e0, e1), *p1++ = pkhbt16(o0, o1);
+      *p2++ = pkhtb16(e1, e0), *p3++ = pkhtb16(o1, o0);
+    }
+    /* An odd last pixel, and the spare value (read, never used: see dw_plane_row) as zero. */
+    uint32_t e = 0, o = 0;
+    if (x < w) {
+      uint32_t v = load32(s);
+      e = __sxtab16(minus_zero, v), o = sxtab16_ror8(minus_zero, v);
+      *p0 = e & 0xffffu, *p1 = o & 0xffffu, *p2 = e >> 16, *p3 = o >> 16;
+    } else if (x < wp) {
+      *p0 = 0, *p1 = 0, *p2 = 0, *p3 = 0;
+    }
+  }
+}
+
+/* One kernel row of two pixels (stride 1), see depthwise_3x3: r walks the plane row. */
+#define ROW_S1(r, u, v)                                  \
+  do {                                                   \
+    uint32_t a = *(const uint32_t *)(r), b = *(const uint32_t *)((r) + 2); \
+    p0 = __smlad(a, u, p0);                              \
+    p1 = __smlatb(a, u, p1);                             \
+    p0 = __smlabt(b, v, p0);                             \
+    p1 = __smlad(b, v, p1);                              \
+  } while (0)
+
+#define ROW_S2(r, u, v)                                  \
+  do {                                                   \
+    uint32_t a = *(const uint32_t *)(r), b = *(const uint32_t *)((r) + 2), \
+             d = *(const uint32_t *)((r) + 4);           \
+    p0 = __smlad(a, u, p0);                              \
+    p1 = __smlad(b, u, p1);                              \
+    p0 = __smlabt(b, v, p0);                             \
+    p1 = __smlabt(d, v, p1);                             \
+  } while (0)
+
+/* One channel's sums, without its bias, for nb output rows of ow pixels: sums[y * ow + x] = the
+ * 3 x 3 window at (y * stride, x * stride) of `plane` (rows wp halfwords apart) against the
+ * kernel rows' halfword pairs uv[2i] = (w_i0, w_i1), uv[2i + 1] = (w_i1, w_i2). An odd last
+ * pixel is computed as the first of a pair whose second is dropped (it reads the spare value).
+ * Stride 1 or 2, specialised: the caller passes a constant. */
+__attribute__((always_inline)) static inline void dw_plane(const int16_t *plane, int wp, int nb,
+                                                           int ow, int stride,
+                                                           const uint32_t *uv, int32_t *sums) {
+  uint32_t u0 = uv[0], v0 = uv[1], u1 = uv[2], v1 = uv[3], u2 = uv[4], v2 = uv[5];
+  for (int y = 0; y < nb; y++, plane += stride * wp) {
+    const int16_t *r0 = plane, *r1 = plane + wp, *r2 = plane + 2 * wp;
+    int32_t *end = sums + ow;
+    for (; sums < end; sums += 2, r0 += 2 * stride, r1 += 2 * stride, r2 += 2 * stride) {
+      int32_t p0 = 0, p1 = 0;
+      if (stride == 1) {
+        ROW_S1(r0, u0, v0);
+        ROW_S1(r1, u1, v1);
+        ROW_S1(r2, u2, v2);
+      } else {
+        ROW_S2(r0, u0, v0);
+        ROW_S2(r1, u1, v1);
+        ROW_S2(r2, u2, v2);
+      }
+      sums[0] = p0;
+      if (sums + 1 < end) sums[1] = p1;
+    }
+    sums = end;
+  }
+}
+
+__attribute__((noinline)) static void dw_plane_s1(const int16_t *plane, int wp, int nb, int ow,
+                                                  const uint32_t *uv, int32_t *sums) {
+  dw_plane(plane, wp, nb, ow, 1, uv, sums);
+}
+
+__attribute__((noinline)) static void dw_plane_s2(const int16_t *plane, int wp, int nb, int ow,
+                                                  const uint32_t *uv, int32_t *sums) {
+  dw_plane(plane, wp, nb, ow, 2, uv, sums);
+}
+
+/* One channel's n sums (+ bias) requantized by its fast parameters into out[i * step]. */
+__attribute__((noinline)) static void requantize_channel(const int32_t *sum, int n,
+                                                         int32_t bias, fastq p,
+                                                         const uq_requant *q, int8_t *out,
+                                                         int step) {
+  int32_t zero = q->out_zero, lo = q->act_min, hi = q->act_max;
+  if (lo == -128 && hi == 127) {
+    for (int i = 0; i < n; i++, out += step)
+      *out = (int8_t)CLAMP(requantize_fast(sum[i] + bias, p) + zero, lo, hi, 1);
+    return;
+  }
+  for (int i = 0; i < n; i++, out += step) {
+    int32_t v = requantize_fast(sum[i] + bias, p) + zero;
+    *out = (int8_t)CLAMP(v, lo, hi, 0);
+  }
+}
+
+/* The planes path (see expand_planes): 3 x 3 windows at strides (1, 1) or (2, 2), channels a
+ * multiple of 4, every shift a right shift by at least 2, rows short enough for a band of three.
+ * Returns 0, having written nothing, where the layer is not one of these. */
+static int depthwise_3x3(const int8_t *in, int h, int w, int c, const int8_t *weights,
+                         const int32_t *bias, int stride, const uq_requant *q, int8_t *out) {
+  int oh = (h - 3) / stride + 1, ow = (w - 3) / stride + 1, wp = (w + 2) & ~1;
+  int rows_max = DW_PLANE_BYTES / (4 * 2 * wp), band = (rows_max - 3) / stride + 1;
+  if (band > DW_SUMS / ow) band = DW_SUMS / ow;
+  if (c & 3 || rows_max < 3 || band < 1 || !right_shifts_only(q->shift, c)) return 0;
+  int16_t planes[DW_PLANE_BYTES / 2] __attribute__((aligned(4)));
+  int32_t sums[DW_SUMS];
+  uint32_t minus_zero = minus_zero_pair(q->in_zero), uv[6];
+  for (int k0 = 0; k0 < c; k0 += 4)
+    for (int y0 = 0; y0 < oh; y0 += band) {
+      int nb = oh - y0 < band ? oh - y0 : band, rows = (nb - 1) * stride + 3;
+      expand_planes(in + y0 * stride * w * c + k0, rows, w, c, wp, minus_zero, planes,
+                    rows * wp);
+      for (int j = 0; j < 4; j++) {
+        int k = k0 + j;
+        const int8_t *g = weights + k;
+        for (int i = 0; i < 3; i++, g += 3 * c) {
+          uint32_t w0 = (uint16_t)g[0], w1 = (uint16_t)g[c], w2 = (uint16_t)g[2 * c];
+          uv[2 * i] = w0 | w1 << 16, uv[2 * i + 1] = w1 | w2 << 16;
+        }
+        const int16_t *plane = planes + j * rows * wp;
+        if (stride == 1) dw_plane_s1(plane, wp, nb, ow, uv, sums);
+        else dw_plane_s2(plane, wp, nb, ow, uv, sums);
+        requantize_channel(sums, nb * ow, bias[k], fastq_of(q->multiplier[k], q->shift[k]), q,
+                           out + y0 * ow * c + k, c);
+      }
+    }
+  return 1;
+}
+
 void uq_depthwise(const int8_t *in, int h, int w, int c, const int8_t *weights,
                   const int32_t *bias, int kh, int kw, int sh, int sw, const uq_requant *q,
                   int8_t *out) {
+  if (kh == 3 && kw == 3 && sh == sw && sh <= 2 &&
+      depthwise_3x3(in, h, w, c, weights, bias, sh, q, out))
+    return;
   int oh = (h - kh) / sh + 1, ow = (w - kw) / sw + 1;
   uint32_t minus_zero = minus_zero_pair(q->in_zero);
   int32_t sums[UQ_CHUNK];
