@@ -16,7 +16,7 @@ LAYER = {
     "requantize_conv": "conv", "requantize_pair": "conv",
     "uq_depthwise": "depthwise", "uq_ref_depthwise": "depthwise", "dw_groups": "depthwise",
     "requantize_depthwise": "depthwise", "expand_planes": "depthwise", "dw_plane_s1": "depthwise",
-    "dw_plane_s2": "depthwise", "requantize_channel": "depthwise",
+    "dw_plane_s2": "depthwise", "requantize_lines": "depthwise",
     "uq_fully_connected": "fully connected", "uq_ref_fully_connected": "fully connected",
     "uq_add": "add", "uq_ref_add": "add",
     "uq_pad": "pad", "uq_ref_pad": "pad", "memset": "pad", "memcpy": "pad",

@@ -179,3 +179,54 @@ def test_the_code_generator_and_the_kernels_agree_on_the_longest_patch():
 
     source = (C_DIR / "uq_kernels_dsp.c").read_text()
     assert int(re.search(r"#define UQ_MAX_PATCH (\d+)", source).group(1)) == DSP_MAX_PATCH
+
+
+def _executed_functions(elf, machine: str) -> set[str]:
+    """The functions of ``elf`` that one inference executed (profiled under QEMU)."""
+    import bisect
+
+    from uqbench.deploy.timing import profile
+
+    functions = symbols(elf)
+    starts = [start for start, _, _ in functions]
+    names = set()
+    for item in profile(elf, machine).executed:
+        i = bisect.bisect_right(starts, item.address) - 1
+        if i >= 0 and item.address < functions[i][1]:
+            names.add(functions[i][2].split(".")[0])
+    return names
+
+
+# Depthwise 3 x 3 layers for the planes path: tall maps (it slides down columns) and wide ones
+# (along rows, in several bands: a 75-pixel row leaves room for 2 output rows a band), strides
+# 1 and 2, odd and even lengths, clamps (ReLU6), and a layer with 6 channels (the group path).
+_DEPTHWISE = {
+    "tall": (4, 31, 8, [(4, 1, nn.ReLU()), (4, 2, nn.Identity()), (4, 1, nn.ReLU6())]),
+    "wide": (8, 7, 75, [(8, 1, nn.ReLU6()), (8, 2, nn.ReLU()), (8, 1, nn.Identity())]),
+    "odd channels": (6, 9, 9, [(6, 1, nn.ReLU()), (6, 2, nn.Identity())]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_DEPTHWISE))
+def test_depthwise_3x3_by_planes_is_bit_exact(name, tmp_path):
+    c, h, w, spec = _DEPTHWISE[name]
+    torch.manual_seed(len(name))
+    layers = []
+    for channels, stride, act in spec:
+        layers += [nn.Conv2d(channels, channels, 3, stride, padding=1, groups=channels), act]
+    net = _Layers(nn.Sequential(*layers), c, 5).eval()
+    graph = to_graph(net, [torch.randn(8, c, h, w)])
+    x = quantize_input(
+        graph, torch.randn(3, c, h, w) * torch.tensor([1.0, 30.0, 0.3])[:, None, None, None]
+    )
+    expected = run(graph, x)[graph.outputs[0]].reshape(len(x), -1)
+    files, _ = generate(graph)
+    files["main.c"] = harness(x.reshape(len(x), -1))
+    board = small_mcu()
+    result = build(files, board, tmp_path)
+    np.testing.assert_array_equal(emulate(result.elf, board, len(x)).outputs, expected)
+    ran = _executed_functions(result.elf, board.qemu_machine)
+    if c % 4:  # channels not in fours: the 4-channel group loop, never the planes
+        assert "dw_groups" in ran and "expand_planes" not in ran
+    else:
+        assert {"expand_planes", "dw_plane_s1", "dw_plane_s2"} <= ran and "dw_groups" not in ran

@@ -382,16 +382,19 @@ __attribute__((noinline, optimize("no-schedule-insns"))) static void dw_groups(
   }
 }
 
-/* Depthwise 3 x 3 by planes. A group of 4 channels' input rows are expanded once into four
- * int16 planes (x - zero point, one per channel, `wp` values a row: 4-byte aligned rows, one
+/* Depthwise 3 x 3 by planes. A group of 4 channels' input lines are expanded once into four
+ * int16 planes (x - zero point, one per channel, `wp` values a line: 4-byte aligned lines, one
  * spare value); then one channel at a time, its nine weights held in six registers as halfword
- * pairs (u = (w0, w1), v = (w1, w2) per kernel row), the window slides along the plane's rows,
- * two output pixels at a time. Per kernel row, two pixels take two word loads (three at stride
+ * pairs (u = (w0, w1), v = (w1, w2) per kernel line), the window slides along the plane's lines,
+ * two output pixels at a time. Per kernel line, two pixels take two word loads (three at stride
  * 2) and four multiply-accumulates, dual (SMLAD) or single (SMLABT / SMLATB), for 6 MACs:
  *   stride 1, a = (x, x+1), b = (x+2, x+3):   p0 += a.u + b.lo * v.hi,   p1 += a.hi * u.lo + b.v
  *   stride 2, a, b, d = inputs 2x.. 2x+5:      p0 += a.u + b.lo * v.hi,   p1 += b.u + d.lo * v.hi
- * A channel's sums for a band of output rows are requantized together, its parameters held in
- * registers. Bands: as many rows as DW_PLANE_BYTES of planes and DW_SUMS sums take. */
+ * The lines are the image's rows or, where the output is taller than wide, its columns (a
+ * transposed plane and kernel): every line has a fixed cost, so the fewer and longer the better
+ * (DS-CNN's 25 x 5 maps slide down 5 columns, not along 25 rows). A channel's sums for a band of
+ * lines are requantized together, its parameters held in registers. Bands: as many lines as
+ * DW_PLANE_BYTES of planes and DW_SUMS sums take. */
 #define DW_PLANE_BYTES 3072
 #define DW_SUMS 256
 
@@ -407,28 +410,29 @@ static inline uint32_t pkhtb16(uint32_t hi, uint32_t lo) { /* (lo.hi, hi.hi) */
   return r;
 }
 
-/* `rows` input rows of channels k .. k+3 (src: the first row's pixel 0, channel k; rows w * c
- * bytes apart, pixels c apart) into four planes of rows x wp halfwords, `plane` apart. */
-__attribute__((noinline)) static void expand_planes(const int8_t *src, int rows, int w, int c,
-                                                    int wp, uint32_t minus_zero,
-                                                    int16_t *planes, int plane) {
-  for (int r = 0; r < rows; r++, src += w * c) {
+/* `lines` input lines of `len` pixels, channels k .. k+3, into four planes of lines x wp
+ * halfwords, `plane` apart: src is the first line's first pixel at channel k; lines are
+ * `line_step` bytes apart and their pixels `step` (w * c and c for rows, c and w * c for
+ * columns). */
+__attribute__((noinline)) static void expand_planes(const int8_t *src, int lines, int len,
+                                                    int step, int line_step, int wp,
+                                                    uint32_t minus_zero, int16_t *planes,
+                                                    int plane) {
+  for (int r = 0; r < lines; r++, src += line_step) {
     const int8_t *s = src;
     uint32_t *p0 = (uint32_t *)(planes + r * wp), *p1 = p0 + plane / 2, *p2 = p1 + plane / 2,
              *p3 = p2 + plane / 2;
     int x = 0;
-    for (; x + 2 <= w; x += 2, s += 2 * c) {
-      uint32_t v0 = load32(s), v1 = load32(s + c);
+    for (; x + 2 <= len; x += 2, s += 2 * step) {
+      uint32_t v0 = load32(s), v1 = load32(s + step);
       uint32_t e0 = __sxtab16(minus_zero, v0), e1 = __sxtab16(minus_zero, v1); /* ch 0, 2 */
       uint32_t o0 = sxtab16_ror8(minus_zero, v0), o1 = sxtab16_ror8(minus_zero, v1); /* 1, 3 */
       *p0++ = pkhbt16(e0, e1), *p1++ = pkhbt16(o0, o1);
       *p2++ = pkhtb16(e1, e0), *p3++ = pkhtb16(o1, o0);
     }
-    /* An odd last pixel, and the spare value (read, never used: see dw_plane_row) as zero. */
-    uint32_t e = 0, o = 0;
-    if (x < w) {
-      uint32_t v = load32(s);
-      e = __sxtab16(minus_zero, v), o = sxtab16_ror8(minus_zero, v);
+    /* An odd last pixel, and the spare value (read, never used: see dw_plane) as zero. */
+    if (x < len) {
+      uint32_t v = load32(s), e = __sxtab16(minus_zero, v), o = sxtab16_ror8(minus_zero, v);
       *p0 = e & 0xffffu, *p1 = o & 0xffffu, *p2 = e >> 16, *p3 = o >> 16;
     } else if (x < wp) {
       *p0 = 0, *p1 = 0, *p2 = 0, *p3 = 0;
@@ -456,19 +460,25 @@ __attribute__((noinline)) static void expand_planes(const int8_t *src, int rows,
     p1 = __smlabt(d, v, p1);                             \
   } while (0)
 
+/* One kernel row of one pixel: p0 += a.u + b.lo * v.hi, a and b the words at r and r + 2. */
+#define ROW_ONE(r, u, v)                                                   \
+  do {                                                                     \
+    uint32_t a = *(const uint32_t *)(r), b = *(const uint32_t *)((r) + 2); \
+    p0 = __smlabt(b, v, __smlad(a, u, p0));                                \
+  } while (0)
+
 /* One channel's sums, without its bias, for nb output rows of ow pixels: sums[y * ow + x] = the
  * 3 x 3 window at (y * stride, x * stride) of `plane` (rows wp halfwords apart) against the
- * kernel rows' halfword pairs uv[2i] = (w_i0, w_i1), uv[2i + 1] = (w_i1, w_i2). An odd last
- * pixel is computed as the first of a pair whose second is dropped (it reads the spare value).
- * Stride 1 or 2, specialised: the caller passes a constant. */
+ * kernel rows' halfword pairs uv[2i] = (w_i0, w_i1), uv[2i + 1] = (w_i1, w_i2); pixels in
+ * pairs, an odd last one alone. Stride 1 or 2, specialised: the callers pass a constant. */
 __attribute__((always_inline)) static inline void dw_plane(const int16_t *plane, int wp, int nb,
                                                            int ow, int stride,
                                                            const uint32_t *uv, int32_t *sums) {
   uint32_t u0 = uv[0], v0 = uv[1], u1 = uv[2], v1 = uv[3], u2 = uv[4], v2 = uv[5];
   for (int y = 0; y < nb; y++, plane += stride * wp) {
     const int16_t *r0 = plane, *r1 = plane + wp, *r2 = plane + 2 * wp;
-    int32_t *end = sums + ow;
-    for (; sums < end; sums += 2, r0 += 2 * stride, r1 += 2 * stride, r2 += 2 * stride) {
+    for (int n = ow >> 1; n; n--, sums += 2, r0 += 2 * stride, r1 += 2 * stride,
+             r2 += 2 * stride) {
       int32_t p0 = 0, p1 = 0;
       if (stride == 1) {
         ROW_S1(r0, u0, v0);
@@ -479,10 +489,15 @@ __attribute__((always_inline)) static inline void dw_plane(const int16_t *plane,
         ROW_S2(r1, u1, v1);
         ROW_S2(r2, u2, v2);
       }
-      sums[0] = p0;
-      if (sums + 1 < end) sums[1] = p1;
+      sums[0] = p0, sums[1] = p1;
     }
-    sums = end;
+    if (ow & 1) {
+      int32_t p0 = 0;
+      ROW_ONE(r0, u0, v0);
+      ROW_ONE(r1, u1, v1);
+      ROW_ONE(r2, u2, v2);
+      *sums++ = p0;
+    }
   }
 }
 
@@ -496,52 +511,63 @@ __attribute__((noinline)) static void dw_plane_s2(const int16_t *plane, int wp, 
   dw_plane(plane, wp, nb, ow, 2, uv, sums);
 }
 
-/* One channel's n sums (+ bias) requantized by its fast parameters into out[i * step]. */
-__attribute__((noinline)) static void requantize_channel(const int32_t *sum, int n,
-                                                         int32_t bias, fastq p,
-                                                         const uq_requant *q, int8_t *out,
-                                                         int step) {
+/* One channel's sums (+ bias), `lines` lines of n, requantized by its fast parameters: sum
+ * i of line l into out[l * line_step + i * step]. */
+__attribute__((noinline)) static void requantize_lines(const int32_t *sum, int lines, int n,
+                                                       int32_t bias, fastq p,
+                                                       const uq_requant *q, int8_t *out,
+                                                       int line_step, int step) {
   int32_t zero = q->out_zero, lo = q->act_min, hi = q->act_max;
-  if (lo == -128 && hi == 127) {
-    for (int i = 0; i < n; i++, out += step)
-      *out = (int8_t)CLAMP(requantize_fast(sum[i] + bias, p) + zero, lo, hi, 1);
-    return;
-  }
-  for (int i = 0; i < n; i++, out += step) {
-    int32_t v = requantize_fast(sum[i] + bias, p) + zero;
-    *out = (int8_t)CLAMP(v, lo, hi, 0);
+  int full = lo == -128 && hi == 127;
+  for (int l = 0; l < lines; l++, out += line_step) {
+    int8_t *o = out;
+    if (full) {
+      for (int i = 0; i < n; i++, o += step)
+        *o = (int8_t)CLAMP(requantize_fast(*sum++ + bias, p) + zero, lo, hi, 1);
+    } else {
+      for (int i = 0; i < n; i++, o += step) {
+        int32_t v = requantize_fast(*sum++ + bias, p) + zero;
+        *o = (int8_t)CLAMP(v, lo, hi, 0);
+      }
+    }
   }
 }
 
 /* The planes path (see expand_planes): 3 x 3 windows at strides (1, 1) or (2, 2), channels a
- * multiple of 4, every shift a right shift by at least 2, rows short enough for a band of three.
- * Returns 0, having written nothing, where the layer is not one of these. */
+ * multiple of 4, every shift a right shift by at least 2, lines short enough for a band of
+ * three. Returns 0, having written nothing, where the layer is not one of these. */
 static int depthwise_3x3(const int8_t *in, int h, int w, int c, const int8_t *weights,
                          const int32_t *bias, int stride, const uq_requant *q, int8_t *out) {
-  int oh = (h - 3) / stride + 1, ow = (w - 3) / stride + 1, wp = (w + 2) & ~1;
-  int rows_max = DW_PLANE_BYTES / (4 * 2 * wp), band = (rows_max - 3) / stride + 1;
-  if (band > DW_SUMS / ow) band = DW_SUMS / ow;
-  if (c & 3 || rows_max < 3 || band < 1 || !right_shifts_only(q->shift, c)) return 0;
+  int oh = (h - 3) / stride + 1, ow = (w - 3) / stride + 1, rows = ow >= oh;
+  /* Lines, their lengths and steps (input, output and weight bytes), as rows or as columns. */
+  int len = rows ? w : h, olen = rows ? ow : oh, lines = rows ? oh : ow;
+  int step = rows ? c : w * c, line_step = rows ? w * c : c;
+  int out_step = rows ? c : ow * c, out_line = rows ? ow * c : c;
+  int tap = rows ? c : 3 * c, tap_line = rows ? 3 * c : c;
+  int wp = (len + 2) & ~1, max_lines = DW_PLANE_BYTES / (4 * 2 * wp);
+  int band = (max_lines - 3) / stride + 1;
+  if (band > DW_SUMS / olen) band = DW_SUMS / olen;
+  if (c & 3 || max_lines < 3 || band < 1 || !right_shifts_only(q->shift, c)) return 0;
   int16_t planes[DW_PLANE_BYTES / 2] __attribute__((aligned(4)));
   int32_t sums[DW_SUMS];
   uint32_t minus_zero = minus_zero_pair(q->in_zero), uv[6];
   for (int k0 = 0; k0 < c; k0 += 4)
-    for (int y0 = 0; y0 < oh; y0 += band) {
-      int nb = oh - y0 < band ? oh - y0 : band, rows = (nb - 1) * stride + 3;
-      expand_planes(in + y0 * stride * w * c + k0, rows, w, c, wp, minus_zero, planes,
-                    rows * wp);
+    for (int l0 = 0; l0 < lines; l0 += band) {
+      int nb = lines - l0 < band ? lines - l0 : band, in_lines = (nb - 1) * stride + 3;
+      expand_planes(in + l0 * stride * line_step + k0, in_lines, len, step, line_step, wp,
+                    minus_zero, planes, in_lines * wp);
       for (int j = 0; j < 4; j++) {
         int k = k0 + j;
         const int8_t *g = weights + k;
-        for (int i = 0; i < 3; i++, g += 3 * c) {
-          uint32_t w0 = (uint16_t)g[0], w1 = (uint16_t)g[c], w2 = (uint16_t)g[2 * c];
+        for (int i = 0; i < 3; i++, g += tap_line) {
+          uint32_t w0 = (uint16_t)g[0], w1 = (uint16_t)g[tap], w2 = (uint16_t)g[2 * tap];
           uv[2 * i] = w0 | w1 << 16, uv[2 * i + 1] = w1 | w2 << 16;
         }
-        const int16_t *plane = planes + j * rows * wp;
-        if (stride == 1) dw_plane_s1(plane, wp, nb, ow, uv, sums);
-        else dw_plane_s2(plane, wp, nb, ow, uv, sums);
-        requantize_channel(sums, nb * ow, bias[k], fastq_of(q->multiplier[k], q->shift[k]), q,
-                           out + y0 * ow * c + k, c);
+        const int16_t *plane = planes + j * in_lines * wp;
+        if (stride == 1) dw_plane_s1(plane, wp, nb, olen, uv, sums);
+        else dw_plane_s2(plane, wp, nb, olen, uv, sums);
+        requantize_lines(sums, nb, olen, bias[k], fastq_of(q->multiplier[k], q->shift[k]), q,
+                         out + l0 * out_line + k, out_line, out_step);
       }
     }
   return 1;
