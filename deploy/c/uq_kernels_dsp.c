@@ -440,24 +440,28 @@ __attribute__((noinline)) static void expand_planes(const int8_t *src, int lines
   }
 }
 
-/* One kernel row of two pixels (stride 1), see depthwise_3x3: r walks the plane row. */
-#define ROW_S1(r, u, v)                                  \
-  do {                                                   \
-    uint32_t a = *(const uint32_t *)(r), b = *(const uint32_t *)((r) + 2); \
-    p0 = __smlad(a, u, p0);                              \
-    p1 = __smlatb(a, u, p1);                             \
-    p0 = __smlabt(b, v, p0);                             \
-    p1 = __smlad(b, v, p1);                              \
+/* One kernel line of two pixels (see the planes comment above); r walks the plane's line. Each
+ * word is loaded after the last use of the one before, so one register holds them all: the
+ * loop then keeps its six weights, three line pointers, sums and counter in registers. */
+#define ROW_S1(r, u, v)                 \
+  do {                                  \
+    uint32_t t = load32(r);             \
+    p0 = __smlad(t, u, p0);             \
+    p1 = __smlatb(t, u, p1);            \
+    t = load32((r) + 2);                \
+    p0 = __smlabt(t, v, p0);            \
+    p1 = __smlad(t, v, p1);             \
   } while (0)
 
-#define ROW_S2(r, u, v)                                  \
-  do {                                                   \
-    uint32_t a = *(const uint32_t *)(r), b = *(const uint32_t *)((r) + 2), \
-             d = *(const uint32_t *)((r) + 4);           \
-    p0 = __smlad(a, u, p0);                              \
-    p1 = __smlad(b, u, p1);                              \
-    p0 = __smlabt(b, v, p0);                             \
-    p1 = __smlabt(d, v, p1);                             \
+#define ROW_S2(r, u, v)                 \
+  do {                                  \
+    uint32_t t = load32(r);             \
+    p0 = __smlad(t, u, p0);             \
+    t = load32((r) + 2);                \
+    p0 = __smlabt(t, v, p0);            \
+    p1 = __smlad(t, u, p1);             \
+    t = load32((r) + 4);                \
+    p1 = __smlabt(t, v, p1);            \
   } while (0)
 
 /* One kernel row of one pixel: p0 += a.u + b.lo * v.hi, a and b the words at r and r + 2. */
@@ -501,35 +505,42 @@ __attribute__((always_inline)) static inline void dw_plane(const int16_t *plane,
   }
 }
 
-__attribute__((noinline)) static void dw_plane_s1(const int16_t *plane, int wp, int nb, int ow,
+__attribute__((noinline, optimize("no-schedule-insns"))) static void dw_plane_s1(const int16_t *plane, int wp, int nb, int ow,
                                                   const uint32_t *uv, int32_t *sums) {
   dw_plane(plane, wp, nb, ow, 1, uv, sums);
 }
 
-__attribute__((noinline)) static void dw_plane_s2(const int16_t *plane, int wp, int nb, int ow,
+__attribute__((noinline, optimize("no-schedule-insns"))) static void dw_plane_s2(const int16_t *plane, int wp, int nb, int ow,
                                                   const uint32_t *uv, int32_t *sums) {
   dw_plane(plane, wp, nb, ow, 2, uv, sums);
 }
 
 /* One channel's sums (+ bias), `lines` lines of n, requantized by its fast parameters: sum
- * i of line l into out[l * line_step + i * step]. */
+ * i of line l into out[l * line_step + i * step]. Two outputs a step: one loop test for both. */
+#define REQUANTIZE_LINES(full)                                                   \
+  for (int l = 0; l < lines; l++, out += line_step) {                            \
+    int8_t *o = out;                                                             \
+    for (int i = n >> 1; i; i--, sum += 2, o += 2 * step) {                      \
+      int32_t v0 = requantize_fast(sum[0] + bias, p) + zero;                     \
+      int32_t v1 = requantize_fast(sum[1] + bias, p) + zero;                     \
+      o[0] = (int8_t)CLAMP(v0, lo, hi, full);                                    \
+      o[step] = (int8_t)CLAMP(v1, lo, hi, full);                                 \
+    }                                                                            \
+    if (n & 1) {                                                                 \
+      int32_t v = requantize_fast(*sum++ + bias, p) + zero;                      \
+      *o = (int8_t)CLAMP(v, lo, hi, full);                                       \
+    }                                                                            \
+  }
+
 __attribute__((noinline)) static void requantize_lines(const int32_t *sum, int lines, int n,
                                                        int32_t bias, fastq p,
                                                        const uq_requant *q, int8_t *out,
                                                        int line_step, int step) {
   int32_t zero = q->out_zero, lo = q->act_min, hi = q->act_max;
-  int full = lo == -128 && hi == 127;
-  for (int l = 0; l < lines; l++, out += line_step) {
-    int8_t *o = out;
-    if (full) {
-      for (int i = 0; i < n; i++, o += step)
-        *o = (int8_t)CLAMP(requantize_fast(*sum++ + bias, p) + zero, lo, hi, 1);
-    } else {
-      for (int i = 0; i < n; i++, o += step) {
-        int32_t v = requantize_fast(*sum++ + bias, p) + zero;
-        *o = (int8_t)CLAMP(v, lo, hi, 0);
-      }
-    }
+  if (lo == -128 && hi == 127) {
+    REQUANTIZE_LINES(1)
+  } else {
+    REQUANTIZE_LINES(0)
   }
 }
 
@@ -548,8 +559,10 @@ static int depthwise_3x3(const int8_t *in, int h, int w, int c, const int8_t *we
   int band = (max_lines - 3) / stride + 1;
   if (band > DW_SUMS / olen) band = DW_SUMS / olen;
   if (c & 3 || max_lines < 3 || band < 1 || !right_shifts_only(q->shift, c)) return 0;
-  int16_t planes[DW_PLANE_BYTES / 2] __attribute__((aligned(4)));
-  int32_t sums[DW_SUMS];
+  if (band > lines) band = lines;
+  /* Buffers for one band (stack): no larger than the layer needs. */
+  int16_t planes[4 * ((band - 1) * stride + 3) * wp] __attribute__((aligned(4)));
+  int32_t sums[band * olen];
   uint32_t minus_zero = minus_zero_pair(q->in_zero), uv[6];
   for (int k0 = 0; k0 < c; k0 += 4)
     for (int l0 = 0; l0 < lines; l0 += band) {
