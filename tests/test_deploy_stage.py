@@ -122,6 +122,24 @@ def test_a_run_without_its_checkpoint_is_refused(runs, tmp_path, capsys):
     assert not (broken / "deploy").exists()
 
 
+def test_a_checkpoint_from_another_version_is_refused_with_the_keys(runs, tmp_path, capsys):
+    """A checkpoint whose parameters do not match the method as this version builds it (an
+    older release's, an edited one) names what is missing and unexpected, and asks for a refit."""
+    import torch
+
+    other = tmp_path / "other"
+    shutil.copytree(runs / "msp", other, ignore=shutil.ignore_patterns("deploy"))
+    saved = torch.load(other / "checkpoint.pt", weights_only=True)
+    state = saved["state_dict"]
+    state["from_elsewhere"] = torch.zeros(1)
+    del state[next(iter(state))]
+    torch.save(saved, other / "checkpoint.pt")
+    assert main(["deploy", f"run={other}", "board=small-mcu"]) == 2
+    err = capsys.readouterr().err
+    assert "another version" in err and "unexpected: from_elsewhere" in err and "Fit the run" in err
+    assert not (other / "deploy").exists()
+
+
 def test_a_missing_toolchain_names_the_packages(runs, capsys, monkeypatch):
     monkeypatch.setattr("shutil.which", lambda tool: None)
     assert main(["deploy", f"run={runs / 'msp'}", "board=small-mcu"]) == 2

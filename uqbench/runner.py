@@ -253,9 +253,16 @@ def load_run(run: Path) -> tuple[Any, Any, Any, dict[str, Any]]:
     method = resolved.method_cls(backbone=build_backbone(resolved), **resolved.method_args)
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-        method.load_state_dict(state)
+        keys = method.load_state_dict(state, strict=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets the same message
         raise RunDirError(f"cannot load checkpoint {checkpoint}: {exc}") from exc
+    if keys.missing_keys or keys.unexpected_keys:
+        raise RunDirError(
+            f"the checkpoint {checkpoint} does not hold what this version of method "
+            f"{config.method!r} has (missing: {', '.join(keys.missing_keys) or 'none'}; "
+            f"unexpected: {', '.join(keys.unexpected_keys) or 'none'}): it was written by "
+            f"another version of uqbench or of the plugin. Fit the run again with this version"
+        )
     return resolved, method, datamodule, fitted
 
 
