@@ -10,14 +10,17 @@
  *   halfword pairs (b0, b2) then (b1, b3), so a weight word unpacked by SXTB16 and by SXTB16
  *   with ROR #8 meets its inputs without repacking. Weights come in a DSP layout (pairs of
  *   rows interleaved by groups of 4) that the code generator writes for these builds only.
- * - Depthwise convolutions take four channels per word, one multiply-accumulate per channel and
- *   tap (SMLABB / SMLATT on the unpacked halves); a 3 x 3 window runs unrolled.
+ * - Depthwise 3 x 3 convolutions (strides 1 and 2, channels in fours) run on int16 planes, one
+ *   per channel, each window sliding along the planes' lines with its weights in registers
+ *   (depthwise_3x3); other depthwise layers take four channels per word, one multiply-accumulate
+ *   per channel and tap (SMLABB / SMLATT on the unpacked halves), a 3 x 3 window unrolled.
  * - The residual add looks each input's rescaled value up in a 256-entry table.
  * - Requantization computes TFLite's double rounding in fewer steps: its saturating rounding
  *   doubling high multiply equals (a * b + 2^30) >> 31 with an arithmetic shift (the truncating
  *   division of the nudged product, rewritten), and with its rounding right shift by e >= 2 it
- *   becomes one 64-bit multiply-accumulate and two shifts (requantize_right). Sums are kept per
- *   chunk of 64 output channels and requantized in one tight loop per kernel family.
+ *   becomes one 64-bit multiply-accumulate and one shift (requantize_fast). Each chunk of 64
+ *   output channels prepares its channels' parameters once; a convolution requantizes its two
+ *   pixels in one loop, a depthwise channel its band of outputs with the parameters in registers.
  *
  * Built only where __ARM_FEATURE_DSP is defined and UQ_REFERENCE_KERNELS is not (uq_kernels.h). */
 #include "uq_kernels.h"
@@ -260,7 +263,8 @@ static int fast_params(const uq_requant *q, int first, int n, fastq *p) {
 }
 
 /* Clamped to the activation's range; SSAT alone where that range is int8's. */
-#define CLAMP(v, lo, hi, full) ((full) ? __ssat((v), 8) : ((v) < (lo) ? (lo) : (v) > (hi) ? (hi) : (v)))
+#define CLAMP(v, lo, hi, full) \
+  ((full) ? __ssat((v), 8) : ((v) < (lo) ? (lo) : (v) > (hi) ? (hi) : (v)))
 
 /* Two pixels' sums (sum0[o], sum1[o], the bias in them) requantized by the chunk's fast
  * parameters into out0[o] and out1[o]: each channel's parameters are loaded once for both. */
@@ -505,13 +509,13 @@ __attribute__((always_inline)) static inline void dw_plane(const int16_t *plane,
   }
 }
 
-__attribute__((noinline, optimize("no-schedule-insns"))) static void dw_plane_s1(const int16_t *plane, int wp, int nb, int ow,
-                                                  const uint32_t *uv, int32_t *sums) {
+__attribute__((noinline, optimize("no-schedule-insns"))) static void dw_plane_s1(
+    const int16_t *plane, int wp, int nb, int ow, const uint32_t *uv, int32_t *sums) {
   dw_plane(plane, wp, nb, ow, 1, uv, sums);
 }
 
-__attribute__((noinline, optimize("no-schedule-insns"))) static void dw_plane_s2(const int16_t *plane, int wp, int nb, int ow,
-                                                  const uint32_t *uv, int32_t *sums) {
+__attribute__((noinline, optimize("no-schedule-insns"))) static void dw_plane_s2(
+    const int16_t *plane, int wp, int nb, int ow, const uint32_t *uv, int32_t *sums) {
   dw_plane(plane, wp, nb, ow, 2, uv, sums);
 }
 
