@@ -166,6 +166,17 @@ class _Emitter:
                 f"{mb}, {eb}, {int(out.qparams.zero_point[0])}, {mo}, {eo}, {low}, {high}, "
                 f"{self.ptr(y)});"
             )
+        elif op.kind == "mul":  # by a constant factor (in flash)
+            a, b, out = (self.graph.tensors[n] for n in (*op.inputs, y))
+            real = np.float64(a.qparams.scale[0]) * np.float64(b.qparams.scale[0])
+            m, e = quantize_multiplier(float(real / np.float64(out.qparams.scale[0])))
+            low, high = activation_range(op.options.get("activation", "none"), out)
+            self.constants.append(_array("int8_t", f"{tag}_f", b.data))
+            self.calls.append(
+                f"uq_mul({self.ptr(x)}, {tag}_f, {b.data.size}, {int(a.qparams.zero_point[0])}, "
+                f"{int(b.qparams.zero_point[0])}, {int(out.qparams.zero_point[0])}, {m}, {e}, "
+                f"{low}, {high}, {self.ptr(y)});"
+            )
         elif op.kind == "reshape":
             pass  # the same bytes: the arena plan aliases it
         else:

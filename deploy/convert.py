@@ -9,6 +9,8 @@ split); then each operator becomes TFLite operators:
   ``relu`` / ``hardtanh(0, 6)``, fused) -> ``pad`` (when it pads) + ``conv2d`` or
   ``depthwise_conv2d`` (groups == channels);
 - ``add`` (+ a fused ReLU) -> ``add``; ``pad`` (constant 0) -> ``pad``;
+- ``mul`` by a constant tensor of the activation's shape (MC dropout's fixed masks) -> ``mul``
+  with that constant in int8 (per tensor, symmetric);
 - ``max_pool2d`` -> ``max_pool_2d``; ``flatten(2)`` + ``mean(-1)`` (global average pooling)
   -> ``average_pool_2d`` over the whole map + ``reshape``;
 - ``linear`` -> ``fully_connected``.
@@ -178,6 +180,8 @@ class _Builder:
                 self.conv(node)
             elif node.target == aten.add.Tensor:
                 self.add(node)
+            elif node.target == aten.mul.Tensor:
+                self.mul(node)
             elif node.target == aten.pad.default:
                 self.pad(node)
             elif node.target == aten.max_pool2d.default:
@@ -191,8 +195,8 @@ class _Builder:
             else:
                 raise NotDeployable(
                     f"the int8 export has no operator for {node.target} (node {node.name}); "
-                    f"supported: conv2d (+ batch norm, ReLU/ReLU6), add, pad, max pool, global "
-                    f"average pool, linear"
+                    f"supported: conv2d (+ batch norm, ReLU/ReLU6), add, mul by a constant, "
+                    f"pad, max pool, global average pool, linear"
                 )
         return self.graph
 
@@ -262,6 +266,28 @@ class _Builder:
         out = self.activation(node.name, last)
         inputs = [self.names[a.name], self.names[b.name]]
         self.graph.ops.append(Op("add", inputs, [out], {"activation": activation}))
+        self.names[last.name] = out
+
+    def mul(self, node: torch.fx.Node) -> None:
+        a, b = node.args[:2]
+        constant, x = (b, a) if getattr(b, "op", None) == "get_attr" else (a, b)
+        if getattr(constant, "op", None) != "get_attr" or getattr(x, "op", None) == "get_attr":
+            raise NotDeployable(f"{node.name}: only a product with one constant tensor is exported")
+        source = self.names[x.name]
+        shape = self.graph.tensors[source].shape
+        value = np.asarray(self.constant(constant))
+        if value.ndim == 3:  # [C, H, W] -> NHWC
+            value = value.transpose(1, 2, 0)
+        if value.size != int(np.prod(shape[1:])):
+            raise NotDeployable(f"{node.name}: a constant of another shape than its input")
+        peak = float(np.abs(value).max()) or 1.0
+        params = QParams.tensor(peak / 127.0, 0)
+        q = np.clip(np.round(value / params.scale[0]), -127, 127).astype(np.int8)
+        factor = self.graph.add(QTensor(f"{node.name}/factor", (1, *shape[1:]), params,
+                                        data=q.reshape(1, *shape[1:])))  # fmt: skip
+        last, activation = self._fused(node)
+        out = self.activation(node.name, last)
+        self.graph.ops.append(Op("mul", [source, factor], [out], {"activation": activation}))
         self.names[last.name] = out
 
     def pad(self, node: torch.fx.Node) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 from uqbench.deploy.int8 import QParams
 
 OpKind = Literal["conv2d", "depthwise_conv2d", "fully_connected", "average_pool_2d",
-                 "max_pool_2d", "add", "pad", "reshape"]  # fmt: skip
+                 "max_pool_2d", "add", "mul", "pad", "reshape"]  # fmt: skip
 Activation = Literal["none", "relu", "relu6"]
 
 

@@ -137,6 +137,20 @@ def add(a: np.ndarray, b: np.ndarray, op: Op, graph: Graph) -> np.ndarray:
     return np.clip(y, low, high).astype(np.int8)
 
 
+def mul(a: np.ndarray, b: np.ndarray, op: Op, graph: Graph) -> np.ndarray:
+    """TFLite's int8 MUL (same shapes): (a - za) (b - zb), requantized by sa sb / so."""
+    ta, tb, out = (graph.tensors[n] for n in (*op.inputs, op.outputs[0]))
+    real = np.float64(ta.qparams.scale[0]) * np.float64(tb.qparams.scale[0])
+    multiplier, shift = quantize_multiplier(float(real / np.float64(out.qparams.scale[0])))
+    product = (a.astype(np.int64) - int(ta.qparams.zero_point[0])) * (
+        b.astype(np.int64) - int(tb.qparams.zero_point[0])
+    )
+    y = multiply_by_quantized_multiplier(product, multiplier, shift)
+    y = y + int(out.qparams.zero_point[0])
+    low, high = activation_range(op.options.get("activation", "none"), out)
+    return np.clip(y, low, high).astype(np.int8)
+
+
 def pad(x: np.ndarray, op: Op, graph: Graph) -> np.ndarray:
     """Pad H and W with the input's zero point (a real 0)."""
     (top, bottom), (left, right) = op.options["paddings"]
@@ -151,6 +165,8 @@ def run(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
         args = [values[name] for name in op.inputs if graph.tensors[name].data is None]
         if op.kind == "add":
             y = add(args[0], args[1], op, graph)
+        elif op.kind == "mul":  # by a constant: its one batch row against every example
+            y = mul(args[0], graph.tensors[op.inputs[1]].data, op, graph)
         elif op.kind == "reshape":
             y = args[0].reshape((len(args[0]), *graph.tensors[op.outputs[0]].shape[1:]))
         else:

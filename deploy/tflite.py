@@ -104,6 +104,11 @@ def to_tflite(graph: Graph) -> bytes:
             options.fusedActivationFunction = act
             o.opcodeIndex = opcode(s.BuiltinOperator.ADD)
             o.builtinOptionsType = s.BuiltinOptions.AddOptions
+        elif op.kind == "mul":
+            options = s.MulOptionsT()
+            options.fusedActivationFunction = act
+            o.opcodeIndex = opcode(s.BuiltinOperator.MUL)
+            o.builtinOptionsType = s.BuiltinOptions.MulOptions
         elif op.kind == "pad":
             (top, bottom), (left, right) = op.options["paddings"]
             paddings = np.array([[0, 0], [top, bottom], [left, right], [0, 0]], dtype=np.int32)

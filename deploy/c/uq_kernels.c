@@ -70,6 +70,17 @@ void uq_ref_add(const int8_t *a, const int8_t *b, int n, int32_t a_zero, int32_t
     out[i] = uq_clamp8(v, act_min, act_max);
   }
 }
+
+/* TFLite's int8 MUL of two tensors of the same shape (MC dropout's masks: a constant factor). */
+void uq_mul(const int8_t *a, const int8_t *b, int n, int32_t a_zero, int32_t b_zero,
+            int32_t out_zero, int32_t mult, int32_t shift, int32_t act_min, int32_t act_max,
+            int8_t *out) {
+  for (int i = 0; i < n; i++) {
+    int32_t v = uq_requantize((a[i] - a_zero) * (b[i] - b_zero), mult, shift) + out_zero;
+    out[i] = uq_clamp8(v, act_min, act_max);
+  }
+}
+
 void uq_average_pool(const int8_t *in, int h, int w, int c, int kh, int kw, int sh, int sw,
                      int32_t act_min, int32_t act_max, int8_t *out) {
   int oh = (h - kh) / sh + 1, ow = (w - kw) / sw + 1, count = kh * kw;

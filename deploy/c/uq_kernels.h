@@ -36,6 +36,10 @@ void uq_add(const int8_t *a, const int8_t *b, int n, int32_t a_zero, int32_t a_m
             int32_t a_shift, int32_t b_zero, int32_t b_mult, int32_t b_shift, int32_t out_zero,
             int32_t out_mult, int32_t out_shift, int32_t act_min, int32_t act_max, int8_t *out);
 
+void uq_mul(const int8_t *a, const int8_t *b, int n, int32_t a_zero, int32_t b_zero,
+            int32_t out_zero, int32_t mult, int32_t shift, int32_t act_min, int32_t act_max,
+            int8_t *out);
+
 /* The portable reference kernels under their own names (uq_kernels.c): the kernels above where
  * the build has no DSP kernels, the DSP kernels' fallback for shapes they do not take. */
 void uq_ref_conv2d(const int8_t *in, int h, int w, int c, const int8_t *weights,
