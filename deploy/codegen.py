@@ -13,6 +13,7 @@ share one arithmetic.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +60,29 @@ def dsp_weight_layout(weights: np.ndarray) -> np.ndarray:
 
 
 class _Emitter:
-    def __init__(self, graph: Graph, plan: ArenaPlan) -> None:
-        self.graph, self.plan = graph, plan
+    """C for one graph's operators: its constants (``constants``) and its kernel calls.
+
+    With ``shared`` (a dict kept across the graphs of an ensemble), weights, biases and
+    constant factors equal to another graph's are defined once: the first graph to use them
+    writes the definition into ``shared`` (text by content), and every graph declares them
+    ``extern`` under its own name. MC dropout's passes share every weight this way."""
+
+    def __init__(self, graph: Graph, plan: ArenaPlan, shared: dict[str, str] | None = None):
+        self.graph, self.plan, self.shared = graph, plan, shared
         self.constants: list[str] = []
         self.calls: list[str] = []
+
+    def constant(self, ctype: str, name: str, definition: str, size: int) -> None:
+        """Define the array ``name`` (``definition``: its C text under that name), or, sharing,
+        refer to the one definition of the same content."""
+        if self.shared is None:
+            self.constants.append(definition)
+            return
+        body = definition.replace(f" {name}[", " @[")
+        key = hashlib.sha256(body.encode()).hexdigest()[:16]
+        symbol = f"uq_shared_{key}"
+        self.shared.setdefault(symbol, body.replace("static const", "const").replace("@", symbol))
+        self.constants.append(f"extern const {ctype} {symbol}[{size}];\n#define {name} {symbol}\n")
 
     def ptr(self, name: str) -> str:
         return f"(uq_arena + {self.plan.offsets[name]})"
@@ -93,7 +113,7 @@ class _Emitter:
         if op.kind != "depthwise_conv2d" and rows.shape[1] <= DSP_MAX_PATCH:
             # The DSP kernels read pairs of rows interleaved; the reference kernels (and the
             # DSP ones' fallback for longer patches) read them as they are.
-            self.constants.append(
+            definition = (
                 "#if UQ_DSP\n"
                 + _array("int8_t", f"{tag}_w", dsp_weight_layout(rows))
                 + "#else\n"
@@ -101,8 +121,11 @@ class _Emitter:
                 + "#endif\n"
             )
         else:
-            self.constants.append(_array("int8_t", f"{tag}_w", data))
-        self.constants.append(_array("int32_t", f"{tag}_b", bias.data))
+            definition = _array("int8_t", f"{tag}_w", data)
+        self.constant("int8_t", f"{tag}_w", definition, data.size)
+        self.constant(
+            "int32_t", f"{tag}_b", _array("int32_t", f"{tag}_b", bias.data), bias.data.size
+        )
 
     def emit(self, index: int, op: Op) -> None:
         tag = f"op{index}"
@@ -171,12 +194,23 @@ class _Emitter:
             real = np.float64(a.qparams.scale[0]) * np.float64(b.qparams.scale[0])
             m, e = quantize_multiplier(float(real / np.float64(out.qparams.scale[0])))
             low, high = activation_range(op.options.get("activation", "none"), out)
-            self.constants.append(_array("int8_t", f"{tag}_f", b.data))
-            self.calls.append(
-                f"uq_mul({self.ptr(x)}, {tag}_f, {b.data.size}, {int(a.qparams.zero_point[0])}, "
-                f"{int(b.qparams.zero_point[0])}, {int(out.qparams.zero_point[0])}, {m}, {e}, "
-                f"{low}, {high}, {self.ptr(y)});"
-            )
+            zero_a, zero_b = int(a.qparams.zero_point[0]), int(b.qparams.zero_point[0])
+            zero_out, n = int(out.qparams.zero_point[0]), b.data.size
+            values = set(np.unique(b.data).tolist()) - {zero_b}
+            if len(values) <= 1:  # a mask: one factor or none per element, one bit each
+                kept = values.pop() if values else zero_b
+                bits = np.packbits(b.data.ravel() != zero_b, bitorder="little")
+                self.constant("uint8_t", f"{tag}_f", _array("uint8_t", f"{tag}_f", bits), bits.size)
+                self.calls.append(
+                    f"uq_mul_mask({self.ptr(x)}, {tag}_f, {n}, {zero_a}, {kept - zero_b}, "
+                    f"{zero_out}, {m}, {e}, {low}, {high}, {self.ptr(y)});"
+                )
+            else:
+                self.constant("int8_t", f"{tag}_f", _array("int8_t", f"{tag}_f", b.data), n)
+                self.calls.append(
+                    f"uq_mul({self.ptr(x)}, {tag}_f, {n}, {zero_a}, {zero_b}, {zero_out}, {m}, "
+                    f"{e}, {low}, {high}, {self.ptr(y)});"
+                )
         elif op.kind == "reshape":
             pass  # the same bytes: the arena plan aliases it
         else:
@@ -184,17 +218,21 @@ class _Emitter:
 
 
 def generate(
-    graph: Graph, stem: str = "model", shared_arena: bool = False
+    graph: Graph,
+    stem: str = "model",
+    shared_arena: bool = False,
+    shared: dict[str, str] | None = None,
 ) -> tuple[dict[str, str], ArenaPlan]:
     """``{file name: C source}`` for the graph and the kernels, and the arena plan.
 
     ``stem`` names the files and the entry point (``model`` -> ``model.c``, ``uq_infer``;
     ``model_1`` -> ``model_1.c``, ``uq_infer_model_1``). With ``shared_arena`` the arena is
     ``extern``: several networks run one after another (an ensemble's members) and a wrapper
-    (:func:`ensemble_wrapper`) defines one arena of the largest size for all of them.
+    (:func:`ensemble`) defines one arena of the largest size for all of them; ``shared``
+    collects the constants they have in common (see :class:`_Emitter`).
     """
     plan = plan_arena(graph)
-    emitter = _Emitter(graph, plan)
+    emitter = _Emitter(graph, plan, shared)
     # Each output is copied into the caller's buffer (outputs concatenated, logits first) as
     # soon as it is written, so the arena can reuse its bytes.
     placed, cursor = {}, 0
@@ -249,9 +287,9 @@ def ensemble(graphs: list[Graph]) -> tuple[dict[str, str], list[ArenaPlan]]:
     file pair per member sharing one arena of the largest member's size, and ``model.c`` whose
     ``uq_infer`` writes every member's outputs, concatenated, member by member."""
     files: dict[str, str] = {}
-    plans, sizes = [], []
+    plans, sizes, shared = [], [], {}
     for k, graph in enumerate(graphs):
-        member, plan = generate(graph, f"member_{k}", shared_arena=True)
+        member, plan = generate(graph, f"member_{k}", shared_arena=True, shared=shared)
         files.update(member)
         plans.append(plan)
         sizes.append(sum(int(np.prod(graph.tensors[n].shape)) for n in graph.outputs))
@@ -271,5 +309,9 @@ def ensemble(graphs: list[Graph]) -> tuple[dict[str, str], list[ArenaPlan]]:
         f'#include "model.h"\n{includes}'
         f"int8_t uq_arena[{max(p.size for p in plans)}] __attribute__((aligned(4)));\n\n"
         f"void uq_infer(const int8_t *input, int8_t *output) {{\n{calls}}}\n"
+    )
+    files["uq_shared.c"] = (
+        "/* Generated by uqbench: the members' constants, each defined once. */\n"
+        '#include <stdint.h>\n#include "uq_kernels.h"\n\n' + "".join(shared.values())
     )
     return files, plans

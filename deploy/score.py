@@ -71,14 +71,23 @@ class TapScore:
 
 @dataclass(frozen=True)
 class Ensemble:
-    members: tuple  # the member backbones (torch modules), in order
+    """Networks run one after another on the same input, their softmax averaged: a deep
+    ensemble's members, or MC dropout's passes (each the backbone with one pass's fixed masks).
+    The score: the entropy of the mean, or with ``mutual_information`` that entropy minus the
+    members' mean entropy."""
+
+    members: tuple  # the networks (torch modules with the backbone interface), in order
+    mutual_information: bool = False
+    what: str = "deep ensemble members"
 
     def score(self) -> TapScore:
         """The scoring part: the members' logits, concatenated, as a :class:`TapScore`."""
-        return TapScore("ensemble", (), {}, {"members": len(self.members)})
+        params = {"members": len(self.members), "mutual_information": self.mutual_information}
+        return TapScore("ensemble", (), {}, params)
 
     def to_dict(self) -> dict:
-        return {"kind": "ensemble", "score": "entropy of the mean softmax",
+        score = "mutual information" if self.mutual_information else "entropy of the mean softmax"
+        return {"kind": "ensemble", "what": self.what, "score": score,
                 "members": len(self.members)}  # fmt: skip
 
 
@@ -211,8 +220,15 @@ def host_tap_score(
             score = f32(1) - mean.max(1)
         return mean, score.astype(f32)
     if export.kind == "ensemble":
-        mean = (sum(_softmax(part) for part in (logits, *taps)) / f32(len(taps) + 1)).astype(f32)
-        score = -(mean * np.log(np.maximum(mean, f32(1e-30)), dtype=f32)).sum(1, dtype=f32)
+        members = [_softmax(part) for part in (logits, *taps)]
+        mean = (sum(members) / f32(len(members))).astype(f32)
+
+        def entropy(p: np.ndarray) -> np.ndarray:
+            return -(p * np.log(np.maximum(p, f32(1e-30)), dtype=f32)).sum(1, dtype=f32)
+
+        score = entropy(mean)
+        if export.params.get("mutual_information"):
+            score = score - (sum(entropy(p) for p in members) / f32(len(members)))
         return mean, score.astype(f32)
     if export.kind == "evidential":
         soft = np.where(logits > 20, logits, np.log1p(np.exp(np.minimum(logits, 20), dtype=f32)))
@@ -468,17 +484,24 @@ def tap_c_source(export: TapScore, sizes: list[int], quant: list[tuple[float, in
         members = []
         for k in range(len(sizes)):
             members.append(f"""  {{
-    float zt = -INFINITY, zs = 0.0f, e[UQ_CLASSES];
+    float zt = -INFINITY, zs = 0.0f, e[UQ_CLASSES], hk = 0.0f;
     for (int c = 0; c < UQ_CLASSES; c++) if (t{k}[c] > zt) zt = t{k}[c];
     for (int c = 0; c < UQ_CLASSES; c++) {{ e[c] = expf(t{k}[c] - zt); zs += e[c]; }}
-    for (int c = 0; c < UQ_CLASSES; c++) mean[c] += e[c] / zs;
+    for (int c = 0; c < UQ_CLASSES; c++) {{
+      float p = e[c] / zs;
+      mean[c] += p;
+      hk -= p * logf(p > 1e-30f ? p : 1e-30f);
+    }}
+    mean_entropy += hk;
   }}""")
+        mutual = 1 if export.params.get("mutual_information") else 0
         score = (
-            "  float mean[UQ_CLASSES] = {0};\n"
+            "  float mean[UQ_CLASSES] = {0}, mean_entropy = 0.0f;\n"
             + "\n".join(members)
             + f"\n  float h = 0.0f;\n  for (int c = 0; c < UQ_CLASSES; c++) {{\n"
             f"    probs[c] = mean[c] / {len(sizes)}.0f;\n"
-            "    h -= probs[c] * logf(probs[c] > 1e-30f ? probs[c] : 1e-30f);\n  }\n  return h;"
+            "    h -= probs[c] * logf(probs[c] > 1e-30f ? probs[c] : 1e-30f);\n  }\n"
+            f"  return {mutual} ? h - mean_entropy / {len(sizes)}.0f : h;"
         )
     elif export.kind == "evidential":
         eta = float(np.float32(export.params["eta"]))

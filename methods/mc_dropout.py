@@ -23,6 +23,7 @@ the passes of n. Training uses ordinary per-example dropout.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -65,6 +66,8 @@ class MCDropout(UQMethod):
         self.register_buffer("use_mutual_information", torch.tensor(score_type == SCORES[1]))
         self._generator: torch.Generator | None = None  # set: seeded masks (inference)
         self._dropping = False
+        self._recorded: list[tuple[str, Tensor]] | None = None  # set: keep the masks drawn
+        self._fixed: dict[str, Tensor] | None = None  # set: these factors, no draw (export)
         if placement == "taps":
             try:
                 modules = backbone.tap_modules()
@@ -73,21 +76,26 @@ class MCDropout(UQMethod):
                     f"{exc}; MC dropout at the taps hooks those modules. Use "
                     f"method.placement=head (dropout on the classifier's input only)"
                 ) from exc
-            for module in modules.values():
-                module.register_forward_hook(self._tap_dropout)
+            for name, module in modules.items():
+                module.register_forward_hook(partial(self._tap_dropout, name))
 
-    def _drop(self, x: Tensor) -> Tensor:
+    def _drop(self, x: Tensor, site: str) -> Tensor:
+        """Dropout at ``site`` (a tap's name, or ``head``: the classifier's input)."""
         if self.p == 0:
             return x
+        if self._fixed is not None:
+            return x * self._fixed[site]
         if self._generator is None:
             return F.dropout(x, self.p, training=True)
         # One mask per site and pass, shared across the batch (batch-invariant scores).
         rate = torch.full(x.shape[1:], 1.0 - self.p, device=x.device)
         keep = torch.bernoulli(rate, generator=self._generator)
+        if self._recorded is not None:
+            self._recorded.append((site, keep))
         return x * keep / (1.0 - self.p)
 
-    def _tap_dropout(self, _module: Any, _inputs: Any, output: Tensor) -> Tensor | None:
-        return self._drop(output) if self._dropping else None
+    def _tap_dropout(self, site: str, _module: Any, _inputs: Any, output: Tensor) -> Tensor | None:
+        return self._drop(output, site) if self._dropping else None
 
     def _stochastic(self, fn: Callable[[], Tensor], seeded: bool) -> Tensor:
         self._dropping = True
@@ -102,7 +110,7 @@ class MCDropout(UQMethod):
 
     def _pass(self, x: Tensor) -> Tensor:
         """Logits of one stochastic pass (dropout at the taps, if placed there, and the head)."""
-        return self.backbone.forward_head(self._drop(self.backbone(x).pooled))
+        return self.backbone.forward_head(self._drop(self.backbone(x).pooled, "head"))
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
@@ -119,7 +127,9 @@ class MCDropout(UQMethod):
                 self._dropping = False
                 pooled = self.backbone(x).pooled
                 self._dropping = True
-                heads = [self.backbone.forward_head(self._drop(pooled)) for _ in range(samples)]
+                heads = [
+                    self.backbone.forward_head(self._drop(pooled, "head")) for _ in range(samples)
+                ]
                 return torch.stack(heads).softmax(-1)
             return torch.stack([self._pass(x) for _ in range(samples)]).softmax(-1)
 
@@ -180,26 +190,84 @@ class MCDropout(UQMethod):
             details={"placement": "taps", "p": self.p},
         )
 
-    def device_export(self):
-        """Last-layer MC dropout (``placement=head``): the N masks the run's seeded generator
-        draws are fixed sub-networks, compiled in as constants (keep / (1 - p))."""
-        if self.placement != "head":
-            return None
-        from uqbench.deploy.score import TapScore, linear_head
+    def pass_masks(self, samples: int) -> list[dict[str, Tensor]]:
+        """The dropout factors (keep / (1 - p), a value per element of the site's output) of
+        the first ``samples`` seeded passes, per pass ``{site: factor}``: exactly the masks
+        inference draws (they do not depend on the inputs, only on the sites' shapes)."""
+        recorded: list[tuple[str, Tensor]] = []
+        self._recorded = recorded
+        try:
+            with torch.no_grad():
+                self.sample_probs(torch.zeros(1, *self.backbone.input_shape), samples)
+        finally:
+            self._recorded = None
+        passes, current = [], {}
+        for site, keep in recorded:
+            current[site] = keep / (1.0 - self.p)
+            if site == "head":  # a pass ends with the classifier's input
+                passes.append(current)
+                current = {}
+        return passes if self.p > 0 else [{} for _ in range(samples)]
 
+    def device_export(self):
+        """MC dropout on the device. ``placement=head``: the classifier N times on the pooled
+        vector under the run's N fixed masks (constants: keep / (1 - p)). ``placement=taps``:
+        N whole passes, each the network with its pass's masks as constant factors at the taps
+        and the classifier's input (int8 MUL by a constant), run one after another like an
+        ensemble's members; the score is the same entropy or mutual information."""
+        from uqbench.deploy.score import Ensemble, TapScore, linear_head
+
+        n = int(self.samples_used)
+        mutual = bool(self.use_mutual_information)
+        if self.placement == "taps":
+            passes = tuple(_FixedPass(self, masks) for masks in self.pass_masks(n))
+            return Ensemble(passes, mutual_information=mutual, what="MC dropout passes")
         constants = linear_head(self.backbone)
         if constants is None:
             return None
-        n, d = int(self.samples_used), constants["classifier_w"].shape[1]
+        d = constants["classifier_w"].shape[1]
         gen = torch.Generator().manual_seed(MASK_SEED)
         rate = torch.full((d,), 1.0 - self.p)
         masks = [torch.bernoulli(rate, generator=gen) / (1.0 - self.p) for _ in range(n)]
         constants["masks"] = torch.stack(masks).float().numpy()
-        params = {"mutual_information": bool(self.use_mutual_information)}
-        return TapScore("mc_dropout_head", ("penultimate",), constants, params)
+        return TapScore("mc_dropout_head", ("penultimate",), constants,
+                        {"mutual_information": mutual})  # fmt: skip
 
     def device_export_reason(self) -> str:
         return (
-            "only last-layer MC dropout (method.placement=head) is exported; dropout at the taps "
-            "needs N masked passes of the int8 network"
+            "last-layer MC dropout exports only with a linear classifier "
+            "(backbone.classifier as the head)"
         )
+
+
+class _FixedPass(torch.nn.Module):
+    """One MC dropout pass as a deterministic network (the backbone interface the int8
+    converter reads): the backbone with one pass's dropout factors at the taps (through the
+    method's hooks) and on the classifier's input."""
+
+    def __init__(self, method: MCDropout, masks: dict[str, Tensor]) -> None:
+        super().__init__()
+        self.backbone = method.backbone
+        self.method = [method]  # a plain list: not a submodule of the pass
+        self.masks = masks
+        self.input_shape = method.backbone.input_shape
+
+    def forward_features(self, x: Tensor) -> dict[str, Tensor]:
+        method = self.method[0]
+        method._dropping, method._fixed = True, self.masks
+        try:
+            return self.backbone.forward_features(x)
+        finally:
+            method._dropping, method._fixed = False, None
+
+    def pool(self, features: Tensor) -> Tensor:
+        return self.backbone.pool(features)
+
+    def pool_tap(self, features: Tensor) -> Tensor:
+        return self.backbone.pool_tap(features)
+
+    def forward_head(self, pooled: Tensor) -> Tensor:
+        return self.backbone.forward_head(pooled * self.masks["head"] if self.masks else pooled)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.pool(self.forward_features(x)["penultimate"]))

@@ -174,6 +174,37 @@ def test_mc_dropout_at_the_taps_samples_the_whole_network():
     assert method.cost_facts().forward_passes == int(method.samples_used)
 
 
+@pytest.mark.parametrize("mutual", [False, True])
+def test_mc_dropout_passes_with_fixed_masks_are_the_method(mutual):
+    """What the device runs for MC dropout at the taps: each pass the network with that pass's
+    recorded masks as constant factors. Together they give the method's probabilities and
+    score (the same masks the seeded inference draws, the same entropy / information)."""
+    from uqbench.deploy.score import Ensemble, host_tap_score
+
+    backbone = _backbone()
+    score_type = "mutual_information" if mutual else "entropy"
+    method = _ready(MCDropout(backbone, p=0.3, samples=4, score_type=score_type))
+    export = method.device_export()
+    assert isinstance(export, Ensemble) and len(export.members) == 4
+    assert export.mutual_information is mutual
+    x = next(iter(_loader()))[0]
+    with torch.no_grad():
+        expected = method(x)
+        logits = [member(x) for member in export.members]
+    torch.testing.assert_close(torch.stack(logits).softmax(-1), method.sample_probs(x, 4))
+    # The host score reads integer codes: the logits at a fine scale (1e-5), so it computes in
+    # float32 what the method computes (its error ~1e-5).
+    codes = torch.round(torch.cat(logits, 1) * 1e5).numpy()
+    sizes = [logits[0].shape[1]] * 4
+    probs, score = host_tap_score(codes, sizes, [(1e-5, 0)] * 4, export.score())
+    torch.testing.assert_close(torch.from_numpy(probs), expected.probs, atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(torch.from_numpy(score).double(), expected.score.double(),
+                               atol=1e-4, rtol=1e-3)  # fmt: skip
+    # Each pass has a factor per element of each tap's output and of the classifier's input.
+    sites = set(method.pass_masks(1)[0])
+    assert sites == {*backbone.tap_modules(), "head"}
+
+
 def test_mc_dropout_tunes_n_and_score_on_dev_and_repeats_its_masks():
     backbone = _backbone()
     method = MCDropout(backbone, p=0.3).eval()

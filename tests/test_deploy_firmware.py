@@ -80,7 +80,9 @@ def test_firmware_is_bit_exact_under_emulation(name, board, tmp_path):
     assert result.elf is not None and not result.oom
     emulation = emulate(result.elf, board, len(x))
     np.testing.assert_array_equal(emulation.outputs, expected)
-    assert emulation.instructions > 1_000_000 and 64 < emulation.stack_bytes < 4096
+    # The DSP kernels' stack buffers (two expanded patches, a chunk's sums and requantization
+    # parameters, a depthwise band's planes) stay well inside the 8 KB reservation.
+    assert emulation.instructions > 1_000_000 and 64 < emulation.stack_bytes < 5 * 1024
     again = emulate(result.elf, board, len(x))
     assert again.instructions == emulation.instructions  # -icount: exactly repeatable
 

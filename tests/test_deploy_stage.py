@@ -198,8 +198,8 @@ def test_an_ensemble_runs_its_members_in_one_arena_and_can_run_out_of_flash(runs
     code = main(["deploy", f"run={runs / 'deep_ensemble'}", "board=big-mcu"])
     assert code == 0, capsys.readouterr().err
     doc = json.loads((runs / "deep_ensemble" / "deploy" / "big-mcu" / "deploy.json").read_text())
-    assert doc["export"] == {"kind": "ensemble", "score": "entropy of the mean softmax",
-                             "members": 3}  # fmt: skip
+    assert doc["export"] == {"kind": "ensemble", "what": "deep ensemble members",
+                             "score": "entropy of the mean softmax", "members": 3}  # fmt: skip
     flash, count = doc["flash_bytes"], doc["instructions"]
     assert 1.5 * flash["backbone"] < flash["uncertainty_extras"] < 2.5 * flash["backbone"]
     assert 1.8 * count["backbone"] < count["uncertainty_extras"] < 2.2 * count["backbone"]
@@ -223,9 +223,26 @@ def test_a_backbone_without_an_int8_form_is_a_clear_line_not_a_crash(runs, capsy
 
 
 @pytest.mark.slow
-def test_mc_dropout_at_the_taps_is_not_deployable_yet(runs, capsys):
-    assert main(["deploy", f"run={runs / 'mc_dropout'}", "board=small-mcu"]) == 0
-    assert "only last-layer MC dropout (method.placement=head)" in capsys.readouterr().out
+def test_mc_dropout_at_the_taps_runs_its_passes_with_shared_weights(runs, capsys):
+    """The default placement: N whole passes, each the int8 network with its pass's masks (one
+    bit per element) before the next layer, the weights in flash once."""
+    code = main(["deploy", f"run={runs / 'mc_dropout'}", "board=small-mcu"])
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads((runs / "mc_dropout" / "deploy" / "small-mcu" / "deploy.json").read_text())
+    fitted = json.loads((runs / "mc_dropout" / "metrics.json").read_text())
+    passes = fitted["tuning"]["chosen"]["samples"]
+    assert doc["export"]["kind"] == "ensemble" and doc["export"]["what"] == "MC dropout passes"
+    assert doc["export"]["members"] == passes
+    assert doc["checks"]["firmware_logits_equal_host_reference"]
+    assert doc["checks"]["host_reference_equals_tflite_micro"]
+    flash, count = doc["flash_bytes"], doc["instructions"]
+    # The weights once: a pass adds its masks, requantization constants and calls, far less
+    # than a backbone (N - 1 more copies of the weights would add N - 1 backbones' flash).
+    assert flash["uncertainty_extras"] < 0.25 * (passes - 1) * flash["backbone"]
+    assert (passes - 1.2) * count["backbone"] < count["uncertainty_extras"]
+    assert count["uncertainty_extras"] < passes * count["backbone"]  # N - 1 more, and the masks
+    project = runs / "mc_dropout" / "deploy" / "small-mcu" / "project"
+    assert "uq_mul_mask(" in (project / "member_0.c").read_text()
 
 
 def test_a_bit_exact_mismatch_stops_the_stage_and_writes_no_latency(runs, capsys, monkeypatch):

@@ -180,7 +180,10 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
         raise BitExactMismatch(
             _first_difference("host int8 reference", "tflite-micro", expected, tflm)
         )
-    base_files, base_plan = generate(graph)
+    # BASE: the backbone alone, no score (an ensemble's first member is one; MC dropout's
+    # first pass carries masks, so its plain backbone is converted on its own).
+    base_graph = graph if members[0] is backbone else to_graph(backbone, calibration)
+    base_files, base_plan = generate(base_graph)
     if len(graphs) == 1:
         files, plan = base_files, base_plan
         arena, bound = plan.size, plan.lower_bound
@@ -212,8 +215,7 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
             _project(folder / "project", files, board)
             main_c = harness(sample.reshape(len(sample), -1), classes=sizes[0])
             with_score = build({**files, "main.c": main_c}, board, folder / "build")
-            # BASE: the backbone alone (an ensemble's first member), no score: what the method adds
-            # is measured against it.
+            # BASE (see above): what the method adds is measured against it.
             bare = build({**base_files, "main.c": harness(sample[:1].reshape(1, -1))},
                          board, folder / "build-backbone")  # fmt: skip
             doc: dict[str, Any] = {
