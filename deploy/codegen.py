@@ -189,21 +189,25 @@ class _Emitter:
                 f"{mb}, {eb}, {int(out.qparams.zero_point[0])}, {mo}, {eo}, {low}, {high}, "
                 f"{self.ptr(y)});"
             )
-        elif op.kind == "mul":  # by a constant factor (in flash)
+        elif op.kind == "mul":  # by a constant factor: in flash, or a regenerated mask
             a, b, out = (self.graph.tensors[n] for n in (*op.inputs, y))
             real = np.float64(a.qparams.scale[0]) * np.float64(b.qparams.scale[0])
             m, e = quantize_multiplier(float(real / np.float64(out.qparams.scale[0])))
             low, high = activation_range(op.options.get("activation", "none"), out)
             zero_a, zero_b = int(a.qparams.zero_point[0]), int(b.qparams.zero_point[0])
             zero_out, n = int(out.qparams.zero_point[0]), b.data.size
-            values = set(np.unique(b.data).tolist()) - {zero_b}
-            if len(values) <= 1:  # a mask: one factor or none per element, one bit each
-                kept = values.pop() if values else zero_b
-                bits = np.packbits(b.data.ravel() != zero_b, bitorder="little")
-                self.constant("uint8_t", f"{tag}_f", _array("uint8_t", f"{tag}_f", bits), bits.size)
+            dropout = op.options.get("dropout")
+            if dropout:  # a mask the firmware regenerates (uqbench.dropout_masks): no constant
+                from uqbench import dropout_masks
+
+                dims = self.shape(x)  # NHWC, or [1, F] for a vector (F channels of 1 x 1)
+                _, h, w, c = (1, 1, 1, dims[1]) if len(dims) == 2 else dims
+                stream = dropout_masks.stream(dropout["site"], dropout["pass"])
+                kept = int(b.data.max()) - zero_b
                 self.calls.append(
-                    f"uq_mul_mask({self.ptr(x)}, {tag}_f, {n}, {zero_a}, {kept - zero_b}, "
-                    f"{zero_out}, {m}, {e}, {low}, {high}, {self.ptr(y)});"
+                    f"uq_mul_dropout({self.ptr(x)}, {h}, {w}, {c}, {stream}u, "
+                    f"{dropout_masks.threshold(dropout['p'])}u, {zero_a}, {kept}, {zero_out}, {m}, "
+                    f"{e}, {low}, {high}, {self.ptr(y)});"
                 )
             else:
                 self.constant("int8_t", f"{tag}_f", _array("int8_t", f"{tag}_f", b.data), n)

@@ -9,8 +9,10 @@ split); then each operator becomes TFLite operators:
   ``relu`` / ``hardtanh(0, 6)``, fused) -> ``pad`` (when it pads) + ``conv2d`` or
   ``depthwise_conv2d`` (groups == channels);
 - ``add`` (+ a fused ReLU) -> ``add``; ``pad`` (constant 0) -> ``pad``;
-- ``mul`` by a constant tensor of the activation's shape (MC dropout's fixed masks) -> ``mul``
-  with that constant in int8 (per tensor, symmetric);
+- ``mul`` by a constant tensor of the activation's shape -> ``mul`` with that constant in int8
+  (per tensor, symmetric); ``uqbench::dropout`` (MC dropout's fixed mask of a site and pass)
+  -> the same ``mul`` by its mask / (1 - p), the op remembering (site, pass, p) so that the
+  firmware regenerates the mask instead of storing it;
 - ``max_pool2d`` -> ``max_pool_2d``; ``flatten(2)`` + ``mean(-1)`` (global average pooling)
   -> ``average_pool_2d`` over the whole map + ``reshape``;
 - ``linear`` -> ``fully_connected``.
@@ -31,6 +33,7 @@ from torch import Tensor, nn
 from uqbench.deploy.graph import Graph, Op, QTensor
 from uqbench.deploy.int8 import QParams, activation_qparams, quantize_bias, quantize_weights
 
+from uqbench import dropout_masks
 from uqbench.errors import UQBenchError
 
 aten = torch.ops.aten
@@ -39,6 +42,7 @@ BATCH_NORM = {aten.batch_norm.default}
 RELU = {aten.relu.default, aten.relu_.default}
 HARDTANH = {aten.hardtanh.default, aten.hardtanh_.default}
 SKIPPED = {aten.dropout.default, aten.detach.default}
+DROPOUT = torch.ops.uqbench.dropout.default  # registered by uqbench.dropout_masks
 
 
 class NotDeployable(UQBenchError):
@@ -182,6 +186,8 @@ class _Builder:
                 self.add(node)
             elif node.target == aten.mul.Tensor:
                 self.mul(node)
+            elif node.target == DROPOUT:
+                self.dropout(node)
             elif node.target == aten.pad.default:
                 self.pad(node)
             elif node.target == aten.max_pool2d.default:
@@ -273,9 +279,22 @@ class _Builder:
         constant, x = (b, a) if getattr(b, "op", None) == "get_attr" else (a, b)
         if getattr(constant, "op", None) != "get_attr" or getattr(x, "op", None) == "get_attr":
             raise NotDeployable(f"{node.name}: only a product with one constant tensor is exported")
+        self._times_constant(node, x, np.asarray(self.constant(constant)), {})
+
+    def dropout(self, node: torch.fx.Node) -> None:
+        x, site, pass_index, p = node.args[:4]
+        mask = (
+            dropout_masks.keep(tuple(x.meta["val"].shape[1:]), site, pass_index, p).double().numpy()
+        )
+        options = {"dropout": {"site": site, "pass": pass_index, "p": p}}
+        self._times_constant(node, x, mask / (1.0 - p), options)
+
+    def _times_constant(
+        self, node: torch.fx.Node, x: torch.fx.Node, value: np.ndarray, options: dict
+    ) -> None:
+        """``mul`` of ``x`` by the constant ``value`` ([C, H, W] or [F], as torch lays it)."""
         source = self.names[x.name]
         shape = self.graph.tensors[source].shape
-        value = np.asarray(self.constant(constant))
         if value.ndim == 3:  # [C, H, W] -> NHWC
             value = value.transpose(1, 2, 0)
         if value.size != int(np.prod(shape[1:])):
@@ -287,7 +306,8 @@ class _Builder:
                                         data=q.reshape(1, *shape[1:])))  # fmt: skip
         last, activation = self._fused(node)
         out = self.activation(node.name, last)
-        self.graph.ops.append(Op("mul", [source, factor], [out], {"activation": activation}))
+        options = {**options, "activation": activation}
+        self.graph.ops.append(Op("mul", [source, factor], [out], options))
         self.names[last.name] = out
 
     def pad(self, node: torch.fx.Node) -> None:

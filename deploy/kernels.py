@@ -18,7 +18,7 @@ LAYER = {
     "requantize_depthwise": "depthwise", "expand_planes": "depthwise", "dw_plane_s1": "depthwise",
     "dw_plane_s2": "depthwise", "requantize_lines": "depthwise",
     "uq_fully_connected": "fully connected", "uq_ref_fully_connected": "fully connected",
-    "uq_add": "add", "uq_ref_add": "add", "uq_mul": "mul", "uq_mul_mask": "mul",
+    "uq_add": "add", "uq_ref_add": "add", "uq_mul": "mul", "uq_mul_dropout": "mul",
     "uq_pad": "pad", "uq_ref_pad": "pad", "memset": "pad", "memcpy": "pad",
     "uq_average_pool": "pool", "uq_max_pool": "pool",
 }  # fmt: skip

@@ -14,10 +14,12 @@ Score: ``entropy`` (predictive entropy ``H[mean p]``) or ``mutual_information``
 ID ok | ID err from N in {5, 10} and both scores (the paper's C.2 grid) unless fixed with
 ``method.samples`` / ``method.score_type``. With ``p = 0`` every pass is the deterministic model.
 
-At inference each pass draws one mask per dropout site, shared by every example of the batch,
-from a generator seeded per call: the N passes are N fixed sub-networks, so an example's score
-never depends on the batch it is in, evaluation is repeatable, and the first n passes of N are
-the passes of n. Training uses ordinary per-example dropout.
+At inference each pass has one mask per dropout site, shared by every example of the batch,
+from a counter-based generator (``uqbench.dropout_masks``: a hash of the site, the pass and the
+element): the N passes are N fixed sub-networks, so an example's score never depends on the
+batch it is in, evaluation is repeatable, the first n passes of N are the passes of n, and a
+microcontroller regenerates the same masks instead of storing them. Training uses ordinary
+per-example dropout.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from uqbench.methods.entropy import entropy
 
+from uqbench import dropout_masks
 from uqbench.backbones.base import count_macs
 from uqbench.errors import ConfigError
 from uqbench.method import CostFacts, UQMethod, UQOutput
@@ -38,7 +41,6 @@ from uqbench.tuning import auroc_objective, grid
 
 SAMPLES_GRID = (5, 10)
 SCORES = ("entropy", "mutual_information")
-MASK_SEED = 0
 
 
 class MCDropout(UQMethod):
@@ -64,10 +66,9 @@ class MCDropout(UQMethod):
         self.scores_grid = grid(score_type, SCORES)
         self.register_buffer("samples_used", torch.tensor(self.samples_grid[-1]))
         self.register_buffer("use_mutual_information", torch.tensor(score_type == SCORES[1]))
-        self._generator: torch.Generator | None = None  # set: seeded masks (inference)
         self._dropping = False
-        self._recorded: list[tuple[str, Tensor]] | None = None  # set: keep the masks drawn
-        self._fixed: dict[str, Tensor] | None = None  # set: these factors, no draw (export)
+        self._pass_index: int | None = None  # set: the fixed masks of this pass (inference)
+        self._sites: tuple[str, ...] = ("head",)  # dropout sites, numbered for the masks
         if placement == "taps":
             try:
                 modules = backbone.tap_modules()
@@ -78,35 +79,28 @@ class MCDropout(UQMethod):
                 ) from exc
             for name, module in modules.items():
                 module.register_forward_hook(partial(self._tap_dropout, name))
+            self._sites = (*modules, "head")
 
     def _drop(self, x: Tensor, site: str) -> Tensor:
         """Dropout at ``site`` (a tap's name, or ``head``: the classifier's input)."""
         if self.p == 0:
             return x
-        if self._fixed is not None:
-            return x * self._fixed[site]
-        if self._generator is None:
+        if self._pass_index is None:
             return F.dropout(x, self.p, training=True)
-        # One mask per site and pass, shared across the batch (batch-invariant scores).
-        rate = torch.full(x.shape[1:], 1.0 - self.p, device=x.device)
-        keep = torch.bernoulli(rate, generator=self._generator)
-        if self._recorded is not None:
-            self._recorded.append((site, keep))
-        return x * keep / (1.0 - self.p)
+        # The pass's fixed mask of this site, shared across the batch (batch-invariant scores).
+        site_index = self._sites.index(site)
+        return torch.ops.uqbench.dropout(x, site_index, self._pass_index, self.p)
 
     def _tap_dropout(self, site: str, _module: Any, _inputs: Any, output: Tensor) -> Tensor | None:
         return self._drop(output, site) if self._dropping else None
 
-    def _stochastic(self, fn: Callable[[], Tensor], seeded: bool) -> Tensor:
-        self._dropping = True
-        self._generator = None
-        if seeded:
-            device = next(self.parameters()).device
-            self._generator = torch.Generator(device=device).manual_seed(MASK_SEED)
+    def _stochastic(self, fn: Callable[[], Tensor], fixed: bool) -> Tensor:
+        """``fn`` with dropout on: per-example masks (training) or the passes' fixed masks."""
+        self._dropping, self._pass_index = True, 0 if fixed else None
         try:
             return fn()
         finally:
-            self._dropping, self._generator = False, None
+            self._dropping, self._pass_index = False, None
 
     def _pass(self, x: Tensor) -> Tensor:
         """Logits of one stochastic pass (dropout at the taps, if placed there, and the head)."""
@@ -120,18 +114,19 @@ class MCDropout(UQMethod):
         return loss
 
     def sample_probs(self, x: Tensor, samples: int) -> Tensor:
-        """[N, B, C] softmax of ``samples`` stochastic passes under seeded masks."""
+        """[N, B, C] softmax of ``samples`` stochastic passes under their fixed masks."""
 
         def passes() -> Tensor:
             if self.placement == "head":
                 self._dropping = False
                 pooled = self.backbone(x).pooled
                 self._dropping = True
-                heads = [
-                    self.backbone.forward_head(self._drop(pooled, "head")) for _ in range(samples)
-                ]
-                return torch.stack(heads).softmax(-1)
-            return torch.stack([self._pass(x) for _ in range(samples)]).softmax(-1)
+            logits = []
+            for k in range(samples):
+                self._pass_index = k
+                head = pooled if self.placement == "head" else self.backbone(x).pooled
+                logits.append(self.backbone.forward_head(self._drop(head, "head")))
+            return torch.stack(logits).softmax(-1)
 
         return self._stochastic(passes, True)
 
@@ -190,45 +185,25 @@ class MCDropout(UQMethod):
             details={"placement": "taps", "p": self.p},
         )
 
-    def pass_masks(self, samples: int) -> list[dict[str, Tensor]]:
-        """The dropout factors (keep / (1 - p), a value per element of the site's output) of
-        the first ``samples`` seeded passes, per pass ``{site: factor}``: exactly the masks
-        inference draws (they do not depend on the inputs, only on the sites' shapes)."""
-        recorded: list[tuple[str, Tensor]] = []
-        self._recorded = recorded
-        try:
-            with torch.no_grad():
-                self.sample_probs(torch.zeros(1, *self.backbone.input_shape), samples)
-        finally:
-            self._recorded = None
-        passes, current = [], {}
-        for site, keep in recorded:
-            current[site] = keep / (1.0 - self.p)
-            if site == "head":  # a pass ends with the classifier's input
-                passes.append(current)
-                current = {}
-        return passes if self.p > 0 else [{} for _ in range(samples)]
-
     def device_export(self):
-        """MC dropout on the device. ``placement=head``: the classifier N times on the pooled
-        vector under the run's N fixed masks (constants: keep / (1 - p)). ``placement=taps``:
-        N whole passes, each the network with its pass's masks as constant factors at the taps
-        and the classifier's input (int8 MUL by a constant), run one after another like an
-        ensemble's members; the score is the same entropy or mutual information."""
+        """MC dropout on the device. ``placement=taps``: N whole passes, each the network with
+        its pass's masks at the taps and the classifier's input (the int8 graph multiplies by
+        the mask; the firmware regenerates it from the counter-based generator), run one after
+        another like an ensemble's members. ``placement=head``: the classifier N times on the
+        pooled vector, the N masks as constants (keep / (1 - p)). The score: the same entropy
+        or mutual information."""
         from uqbench.deploy.score import Ensemble, TapScore, linear_head
 
         n = int(self.samples_used)
         mutual = bool(self.use_mutual_information)
         if self.placement == "taps":
-            passes = tuple(_FixedPass(self, masks) for masks in self.pass_masks(n))
+            passes = tuple(_FixedPass(self, k) for k in range(n))
             return Ensemble(passes, mutual_information=mutual, what="MC dropout passes")
         constants = linear_head(self.backbone)
         if constants is None:
             return None
-        d = constants["classifier_w"].shape[1]
-        gen = torch.Generator().manual_seed(MASK_SEED)
-        rate = torch.full((d,), 1.0 - self.p)
-        masks = [torch.bernoulli(rate, generator=gen) / (1.0 - self.p) for _ in range(n)]
+        d, head = constants["classifier_w"].shape[1], self._sites.index("head")
+        masks = [dropout_masks.keep((d,), head, k, self.p) / (1.0 - self.p) for k in range(n)]
         constants["masks"] = torch.stack(masks).float().numpy()
         return TapScore("mc_dropout_head", ("penultimate",), constants,
                         {"mutual_information": mutual})  # fmt: skip
@@ -241,24 +216,27 @@ class MCDropout(UQMethod):
 
 
 class _FixedPass(torch.nn.Module):
-    """One MC dropout pass as a deterministic network (the backbone interface the int8
-    converter reads): the backbone with one pass's dropout factors at the taps (through the
-    method's hooks) and on the classifier's input."""
+    """Pass ``index`` of MC dropout at the taps as a deterministic network (the backbone
+    interface the int8 converter reads): the backbone with that pass's masks at the taps
+    (through the method's hooks) and on the classifier's input."""
 
-    def __init__(self, method: MCDropout, masks: dict[str, Tensor]) -> None:
+    def __init__(self, method: MCDropout, index: int) -> None:
         super().__init__()
         self.backbone = method.backbone
         self.method = [method]  # a plain list: not a submodule of the pass
-        self.masks = masks
+        self.index = index
         self.input_shape = method.backbone.input_shape
 
-    def forward_features(self, x: Tensor) -> dict[str, Tensor]:
+    def _in_pass(self, fn: Callable[[], Any]) -> Any:
         method = self.method[0]
-        method._dropping, method._fixed = True, self.masks
+        method._dropping, method._pass_index = True, self.index
         try:
-            return self.backbone.forward_features(x)
+            return fn()
         finally:
-            method._dropping, method._fixed = False, None
+            method._dropping, method._pass_index = False, None
+
+    def forward_features(self, x: Tensor) -> dict[str, Tensor]:
+        return self._in_pass(lambda: self.backbone.forward_features(x))
 
     def pool(self, features: Tensor) -> Tensor:
         return self.backbone.pool(features)
@@ -267,7 +245,8 @@ class _FixedPass(torch.nn.Module):
         return self.backbone.pool_tap(features)
 
     def forward_head(self, pooled: Tensor) -> Tensor:
-        return self.backbone.forward_head(pooled * self.masks["head"] if self.masks else pooled)
+        head = self._in_pass(lambda: self.method[0]._drop(pooled, "head"))
+        return self.backbone.forward_head(head)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.pool(self.forward_features(x)["penultimate"]))

@@ -177,8 +177,8 @@ def test_mc_dropout_at_the_taps_samples_the_whole_network():
 @pytest.mark.parametrize("mutual", [False, True])
 def test_mc_dropout_passes_with_fixed_masks_are_the_method(mutual):
     """What the device runs for MC dropout at the taps: each pass the network with that pass's
-    recorded masks as constant factors. Together they give the method's probabilities and
-    score (the same masks the seeded inference draws, the same entropy / information)."""
+    fixed masks. Together they give the method's probabilities and score (the same masks
+    inference uses, the same entropy / information)."""
     from uqbench.deploy.score import Ensemble, host_tap_score
 
     backbone = _backbone()
@@ -200,9 +200,35 @@ def test_mc_dropout_passes_with_fixed_masks_are_the_method(mutual):
     torch.testing.assert_close(torch.from_numpy(probs), expected.probs, atol=1e-4, rtol=1e-3)
     torch.testing.assert_close(torch.from_numpy(score).double(), expected.score.double(),
                                atol=1e-4, rtol=1e-3)  # fmt: skip
-    # Each pass has a factor per element of each tap's output and of the classifier's input.
-    sites = set(method.pass_masks(1)[0])
-    assert sites == {*backbone.tap_modules(), "head"}
+
+
+def test_dropout_masks_are_the_counter_based_hash():
+    """The masks against a plain-Python 32-bit implementation of their definition, their keep
+    rate, and their independence from the other sites, passes and the batch."""
+    from uqbench import dropout_masks as masks
+
+    def mix(x: int) -> int:
+        x ^= x >> 16
+        x = (x * 0x7FEB352D) % 2**32
+        x ^= x >> 15
+        x = (x * 0x846CA68B) % 2**32
+        return x ^ (x >> 16)
+
+    shape, p = (3, 4, 5), 0.3
+    mask = masks.keep(shape, 2, 7, p)
+    stream = masks.stream(2, 7)
+    expected = [float(mix((i * 0x9E3779B9 + stream) % 2**32) < round(0.7 * 2**32))
+                for i in range(60)]  # fmt: skip
+    assert mask.flatten().tolist() == expected
+    big = masks.keep((100_000,), 0, 0, p)
+    assert abs(float(big.mean()) - 0.7) < 0.01
+    assert not torch.equal(masks.keep(shape, 2, 8, p), mask)  # another pass
+    assert not torch.equal(masks.keep(shape, 3, 7, p), mask)  # another site
+    x = torch.randn(4, *shape)
+    torch.testing.assert_close(torch.ops.uqbench.dropout(x, 2, 7, p)[1:],
+                               torch.ops.uqbench.dropout(x[1:], 2, 7, p))  # fmt: skip
+    with pytest.raises(ValueError, match=r"p must be in \[0, 1\)"):
+        masks.threshold(1.0)
 
 
 def test_mc_dropout_tunes_n_and_score_on_dev_and_repeats_its_masks():

@@ -247,36 +247,35 @@ def test_depthwise_3x3_by_planes_is_bit_exact(name, tmp_path):
 
 
 class _Factor(nn.Module):
-    """x times a constant tensor: a dropout mask (0 or 1 / (1 - p) per element) or any."""
+    """x times a constant tensor, or by MC dropout's mask of (site 1, pass 3)."""
 
-    def __init__(self, factor: torch.Tensor) -> None:
+    def __init__(self, factor: torch.Tensor | None) -> None:
         super().__init__()
         self.register_buffer("factor", factor)
 
     def forward(self, x):
+        if self.factor is None:
+            return torch.ops.uqbench.dropout(x, 1, 3, 0.3)
         return x * self.factor
 
 
 @pytest.mark.parametrize(
-    "size, mask, kernel",
-    [(6, True, "uq_mul_mask"), (12, True, "uq_mul_mask"), (6, False, "uq_mul")],
+    "size, dropout, kernel",
+    [(6, True, "uq_mul_dropout"), (12, True, "uq_mul_dropout"), (6, False, "uq_mul")],
 )  # 8 x 6 x 6 = 288 elements (computed one by one), 8 x 12 x 12 = 1,152 (by a table)
-def test_a_product_with_a_constant_is_bit_exact(size, mask, kernel, tmp_path):
+def test_a_product_with_a_constant_is_bit_exact(size, dropout, kernel, tmp_path):
+    import uqbench.dropout_masks  # noqa: F401 - registers uqbench::dropout
+
     torch.manual_seed(size)
     g = torch.Generator().manual_seed(size)
-    shape = (8, size, size)
-    if mask:
-        factor = torch.bernoulli(torch.full(shape, 0.7), generator=g) / 0.7
-    else:
-        factor = torch.rand(shape, generator=g) * 3 - 1
+    factor = None if dropout else torch.rand((8, size, size), generator=g) * 3 - 1
     body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), _Factor(factor),
                          nn.Conv2d(8, 4, 3), nn.ReLU())  # fmt: skip
     net = _Layers(body, 4, 5).eval()
     graph = to_graph(net, [torch.randn(8, 3, size, size)])
     assert [op.kind for op in graph.ops].count("mul") == 1
-    x = quantize_input(
-        graph, torch.randn(3, 3, size, size) * torch.tensor([1.0, 30.0, 0.3])[:, None, None, None]
-    )
+    scale = torch.tensor([1.0, 30.0, 0.3])[:, None, None, None]
+    x = quantize_input(graph, torch.randn(3, 3, size, size) * scale)
     expected = run(graph, x)[graph.outputs[0]].reshape(len(x), -1)
     theirs = run_tflite_micro(to_tflite(graph), x).reshape(expected.shape)
     np.testing.assert_array_equal(expected, theirs)

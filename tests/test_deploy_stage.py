@@ -224,8 +224,8 @@ def test_a_backbone_without_an_int8_form_is_a_clear_line_not_a_crash(runs, capsy
 
 @pytest.mark.slow
 def test_mc_dropout_at_the_taps_runs_its_passes_with_shared_weights(runs, capsys):
-    """The default placement: N whole passes, each the int8 network with its pass's masks (one
-    bit per element) before the next layer, the weights in flash once."""
+    """The default placement: N whole passes, each the int8 network with its pass's masks
+    (regenerated on the device) before the next layer, the weights in flash once."""
     code = main(["deploy", f"run={runs / 'mc_dropout'}", "board=small-mcu"])
     assert code == 0, capsys.readouterr().err
     doc = json.loads((runs / "mc_dropout" / "deploy" / "small-mcu" / "deploy.json").read_text())
@@ -236,13 +236,13 @@ def test_mc_dropout_at_the_taps_runs_its_passes_with_shared_weights(runs, capsys
     assert doc["checks"]["firmware_logits_equal_host_reference"]
     assert doc["checks"]["host_reference_equals_tflite_micro"]
     flash, count = doc["flash_bytes"], doc["instructions"]
-    # The weights once: a pass adds its masks, requantization constants and calls, far less
-    # than a backbone (N - 1 more copies of the weights would add N - 1 backbones' flash).
+    # The weights once: a pass adds its requantization constants and calls, far less than a
+    # backbone (N - 1 more copies of the weights would add N - 1 backbones' flash).
     assert flash["uncertainty_extras"] < 0.25 * (passes - 1) * flash["backbone"]
     assert (passes - 1.2) * count["backbone"] < count["uncertainty_extras"]
     assert count["uncertainty_extras"] < passes * count["backbone"]  # N - 1 more, and the masks
     project = runs / "mc_dropout" / "deploy" / "small-mcu" / "project"
-    assert "uq_mul_mask(" in (project / "member_0.c").read_text()
+    assert "uq_mul_dropout(" in (project / "member_0.c").read_text()
 
 
 def test_a_bit_exact_mismatch_stops_the_stage_and_writes_no_latency(runs, capsys, monkeypatch):

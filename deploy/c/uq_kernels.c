@@ -81,28 +81,41 @@ void uq_mul(const int8_t *a, const int8_t *b, int n, int32_t a_zero, int32_t b_z
   }
 }
 
-/* uq_mul where the factor is a mask: its zero point or one other value (`kept` above the
- * zero point) per element, given as bits (element i: bit i % 8 of byte i / 8). The same
- * arithmetic: a dropped element's product is 0. A kept element's result depends on its input
- * byte alone: for long tensors it is looked up in a 256-entry table computed first. */
-void uq_mul_mask(const int8_t *a, const uint8_t *bits, int n, int32_t a_zero, int32_t kept,
-                 int32_t out_zero, int32_t mult, int32_t shift, int32_t act_min,
-                 int32_t act_max, int8_t *out) {
+/* uq_mul by MC dropout's mask of one site and pass, regenerated rather than stored
+ * (uqbench.dropout_masks): element (y, x, k) of the h x w x c map is kept when
+ * mix(i * 0x9E3779B9 + stream) < threshold, i = (k * h + y) * w + x its index in NCHW order;
+ * a kept element is multiplied by the mask's one nonzero value (`kept` above its zero point),
+ * a dropped one by zero. A kept element's result depends on its input byte alone: for long
+ * maps it is looked up in a 256-entry table computed first. */
+static inline uint32_t uq_mix(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352du;
+  x ^= x >> 15;
+  x *= 0x846ca68bu;
+  return x ^ (x >> 16);
+}
+
+void uq_mul_dropout(const int8_t *a, int h, int w, int c, uint32_t stream, uint32_t threshold,
+                    int32_t a_zero, int32_t kept, int32_t out_zero, int32_t mult, int32_t shift,
+                    int32_t act_min, int32_t act_max, int8_t *out) {
   int8_t dropped = uq_clamp8(out_zero, act_min, act_max), table[256];
-  int tabled = n > 512;
+  int tabled = h * w * c > 512;
   for (int v = -128; tabled && v < 128; v++)
     table[v + 128] = uq_clamp8(uq_requantize((v - a_zero) * kept, mult, shift) + out_zero,
                                act_min, act_max);
-  for (int i = 0; i < n; i++) {
-    if (!(bits[i >> 3] >> (i & 7) & 1)) {
-      out[i] = dropped;
-    } else if (tabled) {
-      out[i] = table[a[i] + 128];
-    } else {
-      int32_t v = uq_requantize((a[i] - a_zero) * kept, mult, shift) + out_zero;
-      out[i] = uq_clamp8(v, act_min, act_max);
-    }
-  }
+  for (int y = 0; y < h; y++)
+    for (int x = 0; x < w; x++)
+      for (int k = 0; k < c; k++, a++, out++) {
+        uint32_t i = (uint32_t)((k * h + y) * w + x);
+        if (uq_mix(i * 0x9E3779B9u + stream) >= threshold) {
+          *out = dropped;
+        } else if (tabled) {
+          *out = table[*a + 128];
+        } else {
+          *out = uq_clamp8(uq_requantize((*a - a_zero) * kept, mult, shift) + out_zero, act_min,
+                           act_max);
+        }
+      }
 }
 
 void uq_average_pool(const int8_t *in, int h, int w, int c, int kh, int kw, int sh, int sw,

@@ -39,9 +39,9 @@ void uq_add(const int8_t *a, const int8_t *b, int n, int32_t a_zero, int32_t a_m
 void uq_mul(const int8_t *a, const int8_t *b, int n, int32_t a_zero, int32_t b_zero,
             int32_t out_zero, int32_t mult, int32_t shift, int32_t act_min, int32_t act_max,
             int8_t *out);
-void uq_mul_mask(const int8_t *a, const uint8_t *bits, int n, int32_t a_zero, int32_t kept,
-                 int32_t out_zero, int32_t mult, int32_t shift, int32_t act_min,
-                 int32_t act_max, int8_t *out);
+void uq_mul_dropout(const int8_t *a, int h, int w, int c, uint32_t stream, uint32_t threshold,
+                    int32_t a_zero, int32_t kept, int32_t out_zero, int32_t mult, int32_t shift,
+                    int32_t act_min, int32_t act_max, int8_t *out);
 
 /* The portable reference kernels under their own names (uq_kernels.c): the kernels above where
  * the build has no DSP kernels, the DSP kernels' fallback for shapes they do not take. */
