@@ -41,6 +41,27 @@ def _array(ctype: str, name: str, values: np.ndarray) -> str:
 DSP_MAX_PATCH = 640
 
 
+# The buffers of the DSP depthwise planes path (DW_PLANE_BYTES, DW_SUMS in c/uq_kernels_dsp.c).
+DW_PLANE_BYTES, DW_SUMS = 3072, 256
+
+
+def takes_planes(
+    h: int, w: int, c: int, kernel: tuple[int, int], stride: tuple[int, int], shifts
+) -> bool:
+    """Whether a depthwise layer (input h x w x c) runs on the DSP kernels' planes path
+    (``uq_depthwise_planes``): a 3 x 3 kernel, equal strides of 1 or 2, channels in fours, every
+    requantization shift a right shift by 2 or more, and lines short enough for a band of three
+    within the buffers. The same conditions as the C kernel's, which falls back to the
+    reference kernel where they fail."""
+    sh, sw = stride
+    if tuple(kernel) != (3, 3) or sh != sw or sh not in (1, 2) or c % 4 or max(shifts) > -2:
+        return False
+    oh, ow = (h - 3) // sh + 1, (w - 3) // sh + 1
+    length, out_length = (w, ow) if ow >= oh else (h, oh)
+    max_lines = DW_PLANE_BYTES // (8 * ((length + 2) & ~1))
+    return max_lines >= 3 and min((max_lines - 3) // sh + 1, DW_SUMS // out_length) >= 1
+
+
 def dsp_weight_layout(weights: np.ndarray) -> np.ndarray:
     """Weights [O, K] (rows of a convolution or fully connected layer, OHWI flattened) in the
     order the DSP kernels read them: each pair of rows (o, o + 1) as, per group of 4 inputs,
@@ -143,10 +164,20 @@ class _Emitter:
                     f"{sh}, {sw}, {q}, {self.ptr(y)});"
                 )
             else:
-                self.calls.append(
+                call = (
                     f"uq_depthwise({self.ptr(x)}, {h}, {w}, {c}, {tag}_w, {tag}_b, {kh}, {kw}, "
                     f"{sh}, {sw}, {q}, {self.ptr(y)});"
                 )
+                names = (op.inputs[0], op.inputs[1], op.outputs[0])
+                _, shifts = output_multipliers(*(self.graph.tensors[n] for n in names))
+                if takes_planes(h, w, c, (kh, kw), (sh, sw), np.atleast_1d(shifts)):
+                    # Only the kernel a layer takes is linked: the planes path needs no other.
+                    planes = (
+                        f"uq_depthwise_planes({self.ptr(x)}, {h}, {w}, {c}, {tag}_w, {tag}_b, "
+                        f"{sh}, {q}, {self.ptr(y)});"
+                    )
+                    call = f"\n#if UQ_DSP\n  {planes}\n#else\n  {call}\n#endif"
+                self.calls.append(call)
         elif op.kind == "fully_connected":
             self.weights(op, tag)
             q = self.requant(op, tag)

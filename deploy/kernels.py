@@ -14,7 +14,8 @@ from pathlib import Path
 LAYER = {
     "uq_conv2d": "conv", "uq_ref_conv2d": "conv", "rows_by_patches": "conv",
     "requantize_conv": "conv", "requantize_pair": "conv",
-    "uq_depthwise": "depthwise", "uq_ref_depthwise": "depthwise", "dw_groups": "depthwise",
+    "uq_depthwise": "depthwise", "uq_depthwise_planes": "depthwise",
+    "uq_ref_depthwise": "depthwise", "dw_groups": "depthwise",
     "requantize_depthwise": "depthwise", "expand_planes": "depthwise", "dw_plane_s1": "depthwise",
     "dw_plane_s2": "depthwise", "requantize_lines": "depthwise",
     "uq_fully_connected": "fully connected", "uq_ref_fully_connected": "fully connected",

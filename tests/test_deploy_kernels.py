@@ -199,11 +199,13 @@ def _executed_functions(elf, machine: str) -> set[str]:
 
 # Depthwise 3 x 3 layers for the planes path: tall maps (it slides down columns) and wide ones
 # (along rows, in several bands: a 75-pixel row leaves room for 2 output rows a band), strides
-# 1 and 2, odd and even lengths, clamps (ReLU6), and a layer with 6 channels (the group path).
+# 1 and 2, odd and even lengths, clamps (ReLU6); and for the four-channel group path, a layer
+# with 6 channels and rows too long for the planes' buffer (130 pixels).
 _DEPTHWISE = {
     "tall": (4, 31, 8, [(4, 1, nn.ReLU()), (4, 2, nn.Identity()), (4, 1, nn.ReLU6())]),
     "wide": (8, 7, 75, [(8, 1, nn.ReLU6()), (8, 2, nn.ReLU()), (8, 1, nn.Identity())]),
     "odd channels": (6, 9, 9, [(6, 1, nn.ReLU()), (6, 2, nn.Identity())]),
+    "too wide": (4, 4, 130, [(4, 1, nn.ReLU())]),
 }
 
 
@@ -240,10 +242,31 @@ def test_depthwise_3x3_by_planes_is_bit_exact(name, tmp_path):
     result = build(files, board, tmp_path)
     np.testing.assert_array_equal(emulate(result.elf, board, len(x)).outputs, expected)
     ran = _executed_functions(result.elf, board.qemu_machine)
-    if c % 4:  # channels not in fours: the 4-channel group loop, never the planes
-        assert "dw_groups" in ran and "expand_planes" not in ran
-    else:
-        assert {"expand_planes", "dw_plane_s1", "dw_plane_s2"} <= ran and "dw_groups" not in ran
+    linked = {name.split(".")[0] for _, _, name in symbols(result.elf)}
+    if name in ("odd channels", "too wide"):  # the four-channel group loop, never the planes
+        assert "dw_groups" in ran and "uq_depthwise_planes" not in linked
+    else:  # only the planes path is linked: the code generator chose it for every layer
+        assert {"expand_planes", "dw_plane_s1", "dw_plane_s2"} <= ran
+        assert "uq_ref_depthwise" not in ran  # the kernel agreed: no fallback
+        assert "dw_groups" not in linked
+
+
+def test_the_code_generator_and_the_planes_kernel_agree_on_its_buffers():
+    import re
+
+    from uqbench.deploy.codegen import C_DIR, DW_PLANE_BYTES, DW_SUMS, takes_planes
+
+    source = (C_DIR / "uq_kernels_dsp.c").read_text()
+    assert int(re.search(r"#define DW_PLANE_BYTES (\d+)", source).group(1)) == DW_PLANE_BYTES
+    assert int(re.search(r"#define DW_SUMS (\d+)", source).group(1)) == DW_SUMS
+    right = [-7, -9]
+    assert takes_planes(27, 7, 64, (3, 3), (1, 1), right)  # DS-CNN's layers
+    assert not takes_planes(27, 7, 64, (3, 3), (1, 1), [-7, -1])  # a shift of -1
+    assert not takes_planes(27, 7, 6, (3, 3), (1, 1), right)  # channels not in fours
+    assert not takes_planes(27, 7, 64, (5, 5), (1, 1), right)
+    assert not takes_planes(27, 7, 64, (3, 3), (1, 2), right)
+    assert takes_planes(6, 127, 4, (3, 3), (1, 1), right)  # the longest line: 3 lines of 128
+    assert not takes_planes(6, 128, 4, (3, 3), (1, 1), right)
 
 
 class _Factor(nn.Module):

@@ -24,6 +24,10 @@ void uq_conv2d(const int8_t *in, int h, int w, int c, const int8_t *weights, con
 void uq_depthwise(const int8_t *in, int h, int w, int c, const int8_t *weights,
                   const int32_t *bias, int kh, int kw, int sh, int sw, const uq_requant *q,
                   int8_t *out);
+/* Depthwise 3 x 3 by int16 planes (uq_kernels_dsp.c only): for the layers the code generator
+ * finds it takes (uqbench.deploy.codegen.takes_planes). */
+void uq_depthwise_planes(const int8_t *in, int h, int w, int c, const int8_t *weights,
+                         const int32_t *bias, int stride, const uq_requant *q, int8_t *out);
 void uq_fully_connected(const int8_t *in, int k, const int8_t *weights, const int32_t *bias,
                         int out_c, const uq_requant *q, int8_t *out);
 void uq_average_pool(const int8_t *in, int h, int w, int c, int kh, int kw, int sh, int sw,

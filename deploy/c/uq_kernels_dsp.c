@@ -12,8 +12,9 @@
  *   rows interleaved by groups of 4) that the code generator writes for these builds only.
  * - Depthwise 3 x 3 convolutions (strides 1 and 2, channels in fours) run on int16 planes, one
  *   per channel, each window sliding along the planes' lines with its weights in registers
- *   (depthwise_3x3); other depthwise layers take four channels per word, one multiply-accumulate
- *   per channel and tap (SMLABB / SMLATT on the unpacked halves), a 3 x 3 window unrolled.
+ *   (uq_depthwise_planes); other depthwise layers take four channels per word, one
+ *   multiply-accumulate per channel and tap (SMLABB / SMLATT on the unpacked halves), a 3 x 3
+ *   window unrolled.
  * - The residual add looks each input's rescaled value up in a 256-entry table.
  * - Requantization computes TFLite's double rounding in fewer steps: its saturating rounding
  *   doubling high multiply equals (a * b + 2^30) >> 31 with an arithmetic shift (the truncating
@@ -550,8 +551,11 @@ __attribute__((noinline)) static void requantize_lines(const int32_t *sum, int l
 
 /* The planes path (see expand_planes): 3 x 3 windows at strides (1, 1) or (2, 2), channels a
  * multiple of 4, every shift a right shift by at least 2, lines short enough for a band of
- * three. Returns 0, having written nothing, where the layer is not one of these. */
-static int depthwise_3x3(const int8_t *in, int h, int w, int c, const int8_t *weights,
+ * three. The code generator calls it for the layers that are these
+ * (uqbench.deploy.codegen.takes_planes, tested to agree), so a model whose depthwise layers all
+ * are links no other depthwise kernel; a layer that is not one of these takes the reference
+ * kernel here. */
+void uq_depthwise_planes(const int8_t *in, int h, int w, int c, const int8_t *weights,
                          const int32_t *bias, int stride, const uq_requant *q, int8_t *out) {
   int oh = (h - 3) / stride + 1, ow = (w - 3) / stride + 1, rows = ow >= oh;
   /* Lines, their lengths and steps (input, output and weight bytes), as rows or as columns. */
@@ -562,7 +566,11 @@ static int depthwise_3x3(const int8_t *in, int h, int w, int c, const int8_t *we
   int wp = (len + 2) & ~1, max_lines = DW_PLANE_BYTES / (4 * 2 * wp);
   int band = (max_lines - 3) / stride + 1;
   if (band > DW_SUMS / olen) band = DW_SUMS / olen;
-  if (c & 3 || max_lines < 3 || band < 1 || !right_shifts_only(q->shift, c)) return 0;
+  if (c & 3 || max_lines < 3 || band < 1 || !right_shifts_only(q->shift, c) || stride < 1 ||
+      stride > 2) {
+    uq_ref_depthwise(in, h, w, c, weights, bias, 3, 3, stride, stride, q, out);
+    return;
+  }
   if (band > lines) band = lines;
   /* Buffers for one band (stack): no larger than the layer needs. */
   int16_t planes[4 * ((band - 1) * stride + 3) * wp] __attribute__((aligned(4)));
@@ -587,15 +595,11 @@ static int depthwise_3x3(const int8_t *in, int h, int w, int c, const int8_t *we
                          out + l0 * out_line + k, out_line, out_step);
       }
     }
-  return 1;
 }
 
 void uq_depthwise(const int8_t *in, int h, int w, int c, const int8_t *weights,
                   const int32_t *bias, int kh, int kw, int sh, int sw, const uq_requant *q,
                   int8_t *out) {
-  if (kh == 3 && kw == 3 && sh == sw && sh <= 2 &&
-      depthwise_3x3(in, h, w, c, weights, bias, sh, q, out))
-    return;
   int oh = (h - kh) / sh + 1, ow = (w - kw) / sw + 1;
   uint32_t minus_zero = minus_zero_pair(q->in_zero);
   int32_t sums[UQ_CHUNK];
