@@ -11,7 +11,7 @@ from .ops import Rand, gaussian_filter, resize_box, warp
 def contrast(x: Tensor, factor: float, rand: Rand) -> Tensor:
     """(x - channel mean) * factor + channel mean."""
     mean = x.mean((2, 3), keepdim=True)
-    return ((x - mean) * factor + mean).clamp(0, 1)
+    return ((x - mean) * factor + mean).clamp_(0, 1)
 
 
 def brightness(x: Tensor, shift: float, rand: Rand) -> Tensor:
@@ -21,10 +21,10 @@ def brightness(x: Tensor, shift: float, rand: Rand) -> Tensor:
     round trip is a rescaling: x * V' / V, and gray V' where V was 0 (a black pixel has no hue).
     """
     if x.shape[1] == 1:
-        return (x + shift).clamp(0, 1)
+        return (x + shift).clamp_(0, 1)
     value = x.amax(1, keepdim=True)
     new = (value + shift).clamp(0, 1)
-    return torch.where(value > 0, x * (new / value.clamp_min(1e-12)), new).clamp(0, 1)
+    return torch.where(value > 0, x * (new / value.clamp_min(1e-12)), new).clamp_(0, 1)
 
 
 def saturate(x: Tensor, params: tuple[float, float], rand: Rand) -> Tensor:
@@ -42,7 +42,7 @@ def saturate(x: Tensor, params: tuple[float, float], rand: Rand) -> Tensor:
     new = (sat * scale + shift).clamp(0, 1)
     coloured = value - (value - x) * (new / sat.clamp_min(1e-12))
     red_hue = torch.cat([value, value * (1 - new), value * (1 - new)], 1)
-    return torch.where(sat > 0, coloured, red_hue).clamp(0, 1)
+    return torch.where(sat > 0, coloured, red_hue).clamp_(0, 1)
 
 
 def jpeg_compression(x: Tensor, quality: int, rand: Rand) -> Tensor:

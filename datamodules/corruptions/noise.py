@@ -9,12 +9,12 @@ from .ops import Rand
 
 def gaussian_noise(x: Tensor, std: float, rand: Rand) -> Tensor:
     """x + N(0, std^2)."""
-    return (x + rand.normal(tuple(x.shape), std=std)).clamp(0, 1)
+    return (x + rand.normal(tuple(x.shape), std=std)).clamp_(0, 1)
 
 
 def shot_noise(x: Tensor, photons: float, rand: Rand) -> Tensor:
     """Poisson(x * photons) / photons: fewer photons, more noise."""
-    return (rand.poisson(x * photons) / photons).clamp(0, 1)
+    return (rand.poisson(x * photons) / photons).clamp_(0, 1)
 
 
 def impulse_noise(x: Tensor, amount: float, rand: Rand) -> Tensor:
@@ -27,4 +27,4 @@ def impulse_noise(x: Tensor, amount: float, rand: Rand) -> Tensor:
 
 def speckle_noise(x: Tensor, std: float, rand: Rand) -> Tensor:
     """x + x * N(0, std^2): noise proportional to intensity."""
-    return (x + x * rand.normal(tuple(x.shape), std=std)).clamp(0, 1)
+    return (x + x * rand.normal(tuple(x.shape), std=std)).clamp_(0, 1)

@@ -46,7 +46,7 @@ def fog(x: Tensor, params: tuple[float, float], rand: Rand) -> Tensor:
     b, _, h, w = x.shape
     maps = plasma_fractal(b, next_power_of_two(max(h, w)), decay, rand)[:, None, :h, :w]
     peak = x.amax((1, 2, 3), keepdim=True)
-    return ((x + strength * maps) * peak / (peak + strength)).clamp(0, 1)
+    return ((x + strength * maps) * peak / (peak + strength)).clamp_(0, 1)
 
 
 def frost_texture(b: int, h: int, w: int, rand: Rand) -> Tensor:
@@ -65,7 +65,7 @@ def frost(x: Tensor, params: tuple[float, float], rand: Rand) -> Tensor:
     layer = frost_texture(b, h, w, rand)
     if c == 1:
         layer = (layer * GRAY_WEIGHTS.to(x.device)[None, :, None, None]).sum(1, keepdim=True)
-    return (image_weight * x + frost_weight * layer).clamp(0, 1)
+    return (image_weight * x + frost_weight * layer).clamp_(0, 1)
 
 
 def snow(x: Tensor, params: tuple, rand: Rand) -> Tensor:
@@ -78,7 +78,7 @@ def snow(x: Tensor, params: tuple, rand: Rand) -> Tensor:
     weights, dy, dx = motion_shifts(radius, sigma, rand.uniform((b,), -135, -45))
     flakes = torch.round(shift_sum(flakes, weights, dy, dx) * 255) / 255
     whitened = image_weight * x + (1 - image_weight) * torch.maximum(x, gray(x) * 1.5 + 0.5)
-    return (whitened + flakes + flakes.flip(-1, -2)).clamp(0, 1)
+    return (whitened + flakes + flakes.flip(-1, -2)).clamp_(0, 1)
 
 
 def spatter(x: Tensor, params: tuple, rand: Rand) -> Tensor:
@@ -93,7 +93,7 @@ def spatter(x: Tensor, params: tuple, rand: Rand) -> Tensor:
         shade = box_blur3(correlate2d(mask, EMBOSS, "mirror").clamp_min(0))
         m = liquid * (1 + shade)
         m = m / m.amax((1, 2, 3), keepdim=True).clamp_min(1e-12) * strength
-        return (x + (m * _colour(WATER, c, x.device)).clamp(0, 1)).clamp(0, 1)
+        return (x + (m * _colour(WATER, c, x.device)).clamp(0, 1)).clamp_(0, 1)
     m = gaussian_filter((liquid > threshold).to(x.dtype), strength, "nearest")
     m = m.masked_fill(m < 0.8, 0)
-    return (x * (1 - m) + m * _colour(MUD, c, x.device)).clamp(0, 1)
+    return (x * (1 - m) + m * _colour(MUD, c, x.device)).clamp_(0, 1)
