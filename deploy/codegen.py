@@ -20,7 +20,12 @@ import numpy as np
 from uqbench.deploy.arena import ArenaPlan, plan_arena
 from uqbench.deploy.graph import Graph, Op
 from uqbench.deploy.int8 import quantize_multiplier
-from uqbench.deploy.reference import ADD_LEFT_SHIFT, activation_range, output_multipliers
+from uqbench.deploy.reference import (
+    ADD_LEFT_SHIFT,
+    activation_range,
+    mul_multiplier,
+    output_multipliers,
+)
 
 C_DIR = Path(__file__).parent / "c"
 KERNEL_FILES = ("uq_kernels.h", "uq_kernels.c", "uq_kernels_dsp.c")
@@ -222,8 +227,7 @@ class _Emitter:
             )
         elif op.kind == "mul":  # by a constant factor: in flash, or a regenerated mask
             a, b, out = (self.graph.tensors[n] for n in (*op.inputs, y))
-            real = np.float64(a.qparams.scale[0]) * np.float64(b.qparams.scale[0])
-            m, e = quantize_multiplier(float(real / np.float64(out.qparams.scale[0])))
+            m, e = mul_multiplier(a, b, out)
             low, high = activation_range(op.options.get("activation", "none"), out)
             zero_a, zero_b = int(a.qparams.zero_point[0]), int(b.qparams.zero_point[0])
             zero_out, n = int(out.qparams.zero_point[0]), b.data.size

@@ -283,9 +283,8 @@ class _Builder:
 
     def dropout(self, node: torch.fx.Node) -> None:
         x, site, pass_index, p = node.args[:4]
-        mask = (
-            dropout_masks.keep(tuple(x.meta["val"].shape[1:]), site, pass_index, p).double().numpy()
-        )
+        shape = tuple(x.meta["val"].shape[1:])
+        mask = dropout_masks.keep(shape, site, pass_index, p).double().numpy()
         options = {"dropout": {"site": site, "pass": pass_index, "p": p}}
         self._times_constant(node, x, mask / (1.0 - p), options)
 

@@ -137,11 +137,16 @@ def add(a: np.ndarray, b: np.ndarray, op: Op, graph: Graph) -> np.ndarray:
     return np.clip(y, low, high).astype(np.int8)
 
 
+def mul_multiplier(a: QTensor, b: QTensor, out: QTensor) -> tuple[int, int]:
+    """(multiplier, shift) of sa * sb / so, in double from the float32 scales (TFLite's MUL)."""
+    real = np.float64(a.qparams.scale[0]) * np.float64(b.qparams.scale[0])
+    return quantize_multiplier(float(real / np.float64(out.qparams.scale[0])))
+
+
 def mul(a: np.ndarray, b: np.ndarray, op: Op, graph: Graph) -> np.ndarray:
     """TFLite's int8 MUL (same shapes): (a - za) (b - zb), requantized by sa sb / so."""
     ta, tb, out = (graph.tensors[n] for n in (*op.inputs, op.outputs[0]))
-    real = np.float64(ta.qparams.scale[0]) * np.float64(tb.qparams.scale[0])
-    multiplier, shift = quantize_multiplier(float(real / np.float64(out.qparams.scale[0])))
+    multiplier, shift = mul_multiplier(ta, tb, out)
     product = (a.astype(np.int64) - int(ta.qparams.zero_point[0])) * (
         b.astype(np.int64) - int(tb.qparams.zero_point[0])
     )

@@ -166,6 +166,25 @@ def _ash_shape(h: np.ndarray, k: int, mode: str) -> np.ndarray:
     return shaped
 
 
+def _entropy(p: np.ndarray) -> np.ndarray:
+    """Entropy of each row of probabilities [B, C], in float32 as the device computes it."""
+    f32 = np.float32
+    return -(p * np.log(np.maximum(p, f32(1e-30)), dtype=f32)).sum(1, dtype=f32)
+
+
+def _predictive(
+    passes: list[np.ndarray], mutual_information: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, score) of several softmaxes [B, C]: the mean's entropy, or the mutual
+    information (that entropy minus the passes' mean entropy)."""
+    f32 = np.float32
+    mean = (sum(passes) / f32(len(passes))).astype(f32)
+    score = _entropy(mean)
+    if mutual_information:
+        score = score - sum(_entropy(p) for p in passes) / f32(len(passes))
+    return mean, score.astype(f32)
+
+
 def host_tap_score(
     outputs: np.ndarray, sizes: list[int], quant: list[tuple[float, int]], export: TapScore
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -197,39 +216,21 @@ def host_tap_score(
         return _classifier_energy(shaped, c)
     if export.kind == "mc_dropout_head":
         h = taps[0]
-        passes = []
-        for mask in c["masks"]:
-            z = ((h * mask) @ c["classifier_w"].T + c["classifier_b"]).astype(f32)
-            passes.append(_softmax(z))
-        mean = (sum(passes) / f32(len(passes))).astype(f32)
-
-        def entropy(p: np.ndarray) -> np.ndarray:
-            return -(p * np.log(np.maximum(p, f32(1e-30)), dtype=f32)).sum(1, dtype=f32)
-
-        score = entropy(mean)
-        if export.params["mutual_information"]:
-            score = score - (sum(entropy(p) for p in passes) / f32(len(passes)))
-        return mean, score.astype(f32)
+        passes = [_softmax(((h * mask) @ c["classifier_w"].T + c["classifier_b"]).astype(f32))
+                  for mask in c["masks"]]  # fmt: skip
+        return _predictive(passes, export.params["mutual_information"])
     if export.kind == "early_exit":
         mean = sum(_softmax((t @ c[f"exit_w_{i}"].T + c[f"exit_b_{i}"]).astype(f32))
                    for i, t in enumerate(taps)) + probs  # fmt: skip
         mean = (mean / f32(len(taps) + 1)).astype(f32)
         if export.params["entropy"]:
-            score = -(mean * np.log(np.maximum(mean, f32(1e-30)), dtype=f32)).sum(1, dtype=f32)
+            score = _entropy(mean)
         else:
             score = f32(1) - mean.max(1)
         return mean, score.astype(f32)
     if export.kind == "ensemble":
         members = [_softmax(part) for part in (logits, *taps)]
-        mean = (sum(members) / f32(len(members))).astype(f32)
-
-        def entropy(p: np.ndarray) -> np.ndarray:
-            return -(p * np.log(np.maximum(p, f32(1e-30)), dtype=f32)).sum(1, dtype=f32)
-
-        score = entropy(mean)
-        if export.params.get("mutual_information"):
-            score = score - (sum(entropy(p) for p in members) / f32(len(members)))
-        return mean, score.astype(f32)
+        return _predictive(members, export.params["mutual_information"])
     if export.kind == "evidential":
         soft = np.where(logits > 20, logits, np.log1p(np.exp(np.minimum(logits, 20), dtype=f32)))
         alpha = (f32(export.params["eta"]) * soft + f32(1)).astype(f32)
@@ -494,7 +495,7 @@ def tap_c_source(export: TapScore, sizes: list[int], quant: list[tuple[float, in
     }}
     mean_entropy += hk;
   }}""")
-        mutual = 1 if export.params.get("mutual_information") else 0
+        mutual = 1 if export.params["mutual_information"] else 0
         score = (
             "  float mean[UQ_CLASSES] = {0}, mean_entropy = 0.0f;\n"
             + "\n".join(members)
