@@ -1,7 +1,8 @@
 """The corruption engine against a straightforward per-image NumPy implementation, side by side.
 
 For every corruption at severity 3 of the ``cifar`` table: the time to corrupt N CIFAR-sized
-images (default 1,000, RGB 32x32) with ``uqbench.datamodules.corruptions.corrupt`` in one batch,
+images (default 1,000, RGB 32x32, random 8-bit values) with
+``uqbench.datamodules.corruptions.corrupt`` in one batch,
 and with the same formula written per image in NumPy / scipy.ndimage / PIL (the way the
 published generators work: one image at a time). Both run in this process, one after the other,
 with torch pinned to ``--threads`` (default 1: NumPy and scipy use one core here too).
@@ -230,7 +231,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    x = torch.rand(args.images, 3, 32, 32)
+    # 8-bit images, as CIFAR-10 is stored and as every datamodule hands them to the engine
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (args.images, 3, 32, 32), generator=gen).float() / 255
     images = x.permute(0, 2, 3, 1).double().numpy()
     rng = np.random.default_rng(0)
     corrupt(x[:2], "jpeg_compression", 3, 0)  # import torchvision.io outside the clock

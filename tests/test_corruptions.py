@@ -13,6 +13,8 @@ import io
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
+import scipy.special
+import scipy.stats
 import torch
 from PIL import Image
 from uqbench.datamodules.corruptions import (
@@ -25,6 +27,7 @@ from uqbench.datamodules.corruptions import (
     digital,
     noise,
     ops,
+    poisson,
     shift_each,
     weather,
 )
@@ -53,6 +56,9 @@ class Replay(ops.Rand):
 
     def poisson(self, rate):
         return self._keep(super().poisson(rate))
+
+    def unit_doubles(self, n):
+        return self._keep(super().unit_doubles(n))
 
 
 @pytest.fixture(scope="module")
@@ -205,6 +211,37 @@ def test_plasma_fractal_is_diamond_square_on_the_same_draws():
     assert ours.min() == 0 and ours.max() == 1
 
 
+def test_poisson_table_is_the_inverse_of_scipys_cdf(monkeypatch):
+    monkeypatch.setattr(poisson, "CHUNK", 1000)  # several chunks, late elements in each
+    rates = torch.tensor([0.0, 1e-3, 0.4, 3.7, 25.0, 100.0, 500.0], dtype=torch.float64)
+    table = poisson.PoissonTable(rates)
+    gen = torch.Generator().manual_seed(3)
+    levels = torch.randint(len(rates), (5, 1234), generator=gen, dtype=torch.int32)
+    u = torch.rand(levels.numel(), generator=gen, dtype=torch.float64)
+    u[:14] = torch.tensor([0.0, 1 - 2**-53], dtype=torch.float64).repeat(7)  # both ends of [0, 1)
+    levels.view(-1)[:14] = torch.arange(7, dtype=torch.int32).repeat_interleave(2)
+    given = iter(u.split(1000))
+    draws = table.sample(levels, lambda n: next(given))
+    assert draws.dtype == torch.int32 and draws.shape == levels.shape
+    # scipy's ppf: the smallest k with F(k) >= u (ours: > u; equal but for ties, measure 0)
+    expected = scipy.stats.poisson.ppf(u.numpy(), rates[levels.view(-1).long()].numpy())
+    expected[u.numpy() == 0] = 0  # ppf(0) is -1 by scipy's convention; no k has F(k) <= 0
+    for i in range(1, 14, 2):  # the top uniform ties with F rounded: the first F(k) > u
+        k = np.arange(2000)
+        expected[i] = k[scipy.special.pdtr(k, float(rates[i // 2])) > u[i].item()][0]
+    np.testing.assert_array_equal(draws.view(-1).numpy(), expected)
+    assert int(draws.view(-1)[13]) > 600  # the top uniform reaches far into 500's tail
+
+
+def test_lattice_levels_accepts_only_8_bit_values():
+    x = torch.arange(256).float().reshape(1, 1, 16, 16) / 255
+    np.testing.assert_array_equal(poisson.lattice_levels(x).view(-1).numpy(), np.arange(256))
+    assert poisson.lattice_levels(x + 1e-4) is None
+    y = x.clone()
+    y.view(-1)[-1] = 0.5  # one value off the lattice is enough
+    assert poisson.lattice_levels(y) is None
+
+
 # -- corruptions against their formulas --------------------------------------------------------
 
 
@@ -218,8 +255,14 @@ def test_noise_formulas_on_replayed_draws(photos):
     y = noise.speckle_noise(x, 0.2, rand)
     np.testing.assert_allclose(_np(y), np.clip(_np(x) * (1 + rand.draws[-1]), 0, 1), atol=1e-7)
     rand = Replay()
-    y = noise.shot_noise(x, 75, rand)
+    y = noise.shot_noise(x, 75, rand)  # values off the 8-bit lattice: torch.poisson
     np.testing.assert_allclose(_np(y), np.clip(rand.draws[-1] / 75, 0, 1), atol=1e-7)
+    x8 = torch.round(photos * 255) / 255  # 8-bit images: inversion by table
+    rand = Replay()
+    y = noise.shot_noise(x8, 75, rand)
+    u = np.concatenate(rand.draws).reshape(x8.shape)
+    counts = scipy.stats.poisson.ppf(u, _np(x8) * 75)
+    np.testing.assert_allclose(_np(y), np.clip(counts / 75, 0, 1), atol=1e-7)
     rand = Replay()
     y = _np(noise.impulse_noise(x, 0.05, rand))
     hit, salt = rand.draws[0] <= 0.05, rand.draws[1] <= 0.5

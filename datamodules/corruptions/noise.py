@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from .ops import Rand
+from .poisson import lattice_levels, lattice_table
 
 
 def gaussian_noise(x: Tensor, std: float, rand: Rand) -> Tensor:
@@ -13,8 +14,19 @@ def gaussian_noise(x: Tensor, std: float, rand: Rand) -> Tensor:
 
 
 def shot_noise(x: Tensor, photons: float, rand: Rand) -> Tensor:
-    """Poisson(x * photons) / photons: fewer photons, more noise."""
-    return (rand.poisson(x * photons) / photons).clamp_(0, 1)
+    """Poisson(x * photons) / photons: fewer photons, more noise.
+
+    8-bit images (every value k / 255) draw by inversion from a table of the 256 rates
+    (:mod:`.poisson`, about 3x faster than ``torch.poisson``); other images draw with
+    ``torch.poisson``. The same distribution, from different streams of the same generator.
+    """
+    levels = lattice_levels(x)
+    if levels is None:
+        counts = rand.poisson(x * photons)
+    else:
+        table = lattice_table(float(photons))
+        counts = table.sample(levels, rand.unit_doubles).to(x.device, x.dtype)
+    return counts.div_(photons).clamp_(0, 1)
 
 
 def impulse_noise(x: Tensor, amount: float, rand: Rand) -> Tensor:

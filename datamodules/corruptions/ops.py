@@ -39,6 +39,11 @@ class Rand:
     def poisson(self, rate: Tensor) -> Tensor:
         return torch.poisson(rate.detach().cpu().float(), generator=self.gen).to(rate.device)
 
+    def unit_doubles(self, n: int) -> Tensor:
+        """n float64 uniforms in [0, 1) on the CPU: the input of table samplers, which draw
+        by inversion and need more than float32's 24 bits."""
+        return torch.rand(n, generator=self.gen, dtype=torch.float64)
+
 
 # -- padding and filtering --------------------------------------------------------------------
 
