@@ -10,7 +10,7 @@ from .poisson import lattice_levels, lattice_table
 
 def gaussian_noise(x: Tensor, std: float, rand: Rand) -> Tensor:
     """x + N(0, std^2)."""
-    return (x + rand.normal(tuple(x.shape), std=std)).clamp_(0, 1)
+    return rand.normal(tuple(x.shape), std=std).add_(x).clamp_(0, 1)
 
 
 def shot_noise(x: Tensor, photons: float, rand: Rand) -> Tensor:
@@ -34,9 +34,9 @@ def impulse_noise(x: Tensor, amount: float, rand: Rand) -> Tensor:
     odds (scikit-image's ``random_noise(mode="s&p")``)."""
     hit = rand.uniform(tuple(x.shape), 0, 1) <= amount
     salt = rand.uniform(tuple(x.shape), 0, 1) <= 0.5
-    return x.masked_fill(hit & salt, 1.0).masked_fill(hit & ~salt, 0.0)
+    return x.masked_fill(hit & salt, 1.0).masked_fill_(hit & ~salt, 0.0)
 
 
 def speckle_noise(x: Tensor, std: float, rand: Rand) -> Tensor:
     """x + x * N(0, std^2): noise proportional to intensity."""
-    return (x + x * rand.normal(tuple(x.shape), std=std)).clamp_(0, 1)
+    return rand.normal(tuple(x.shape), std=std).mul_(x).add_(x).clamp_(0, 1)

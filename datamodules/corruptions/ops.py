@@ -26,11 +26,15 @@ class Rand:
     def __init__(self, gen: torch.Generator, device: torch.device | str = "cpu") -> None:
         self.gen, self.device = gen, torch.device(device)
 
+    # Scaled in place: the values of ``draw * scale + shift``, without two more batch-sized
+    # tensors; skipped for the identity, which leaves every value as it is.
+
     def normal(self, shape: tuple[int, ...], mean: float = 0.0, std: float = 1.0) -> Tensor:
-        return (torch.randn(shape, generator=self.gen) * std + mean).to(self.device)
+        return _affine_(torch.randn(shape, generator=self.gen), std, mean).to(self.device)
 
     def uniform(self, shape: tuple[int, ...], low: float, high: float) -> Tensor:
-        return (torch.rand(shape, generator=self.gen) * (high - low) + low).to(self.device)
+        draw = torch.rand(shape, generator=self.gen)
+        return _affine_(draw, high - low, low).to(self.device)
 
     def integers(self, low: int, high: int, shape: tuple[int, ...]) -> Tensor:
         """Integers in [low, high) (NumPy's ``randint`` convention)."""
@@ -43,6 +47,12 @@ class Rand:
         """n float64 uniforms in [0, 1) on the CPU: the input of table samplers, which draw
         by inversion and need more than float32's 24 bits."""
         return torch.rand(n, generator=self.gen, dtype=torch.float64)
+
+
+def _affine_(t: Tensor, scale: float, shift: float) -> Tensor:
+    if (scale, shift) != (1, 0):
+        t.mul_(scale).add_(shift)
+    return t
 
 
 # -- padding and filtering --------------------------------------------------------------------
@@ -217,14 +227,18 @@ def shift_sum(x: Tensor, weights: Tensor, dy: Tensor, dx: Tensor) -> Tensor:
     rows = torch.arange(h, device=x.device)
     cols = torch.arange(w, device=x.device)
     flat = x.reshape(b, c, h * w)
-    out = torch.zeros_like(x)
+    out = torch.zeros_like(flat)
+    # One index and one shifted copy, reused by every tap: fresh batch-sized buffers per tap
+    # cost more in page faults than the gathers themselves.
+    index = torch.empty(b, h, w, dtype=torch.long, device=x.device)
+    shifted = torch.empty_like(flat)
     for i, weight in enumerate(weights.tolist()):
         src_r = (rows[None, :] - dy[:, i, None]).clamp(0, h - 1)  # [B, H]
         src_c = (cols[None, :] - dx[:, i, None]).clamp(0, w - 1)  # [B, W]
-        index = (src_r[:, :, None] * w + src_c[:, None, :]).reshape(b, 1, h * w)
-        shifted = flat.gather(2, index.expand(b, c, h * w)).reshape(b, c, h, w)
-        out += (weight * kept[:, i])[:, None, None, None] * shifted
-    return out
+        torch.add(src_r[:, :, None] * w, src_c[:, None, :], out=index)
+        torch.gather(flat, 2, index.view(b, 1, h * w).expand(b, c, h * w), out=shifted)
+        out += shifted.mul_((weight * kept[:, i])[:, None, None])
+    return out.view(b, c, h, w)
 
 
 def motion_shifts(radius: int, sigma: float, angle_deg: Tensor) -> tuple[Tensor, Tensor, Tensor]:
