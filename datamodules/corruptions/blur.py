@@ -82,7 +82,7 @@ def motion_blur(x: Tensor, params: tuple[int, float], rand: Rand) -> Tensor:
     radius, sigma = params
     angle = rand.uniform((len(x),), -45, 45)
     weights, dy, dx = motion_shifts(radius, sigma, angle)
-    return shift_sum(x, weights, dy, dx).clamp(0, 1)
+    return shift_sum(x, weights, dy, dx).clamp_(0, 1)
 
 
 def zoom_blur(x: Tensor, factors: tuple[float, ...], rand: Rand) -> Tensor:
@@ -99,10 +99,29 @@ def zoom_blur(x: Tensor, factors: tuple[float, ...], rand: Rand) -> Tensor:
 
 @functools.lru_cache(maxsize=16)
 def _zoom_average(side: int, factors: tuple[float, ...]) -> Tensor:
-    total = torch.eye(side * side, dtype=torch.float64)
+    # Summed sparse, factor by factor: the values of the dense sum (each entry gets the same
+    # additions in the same order) without a dense [side^2, side^2] Kronecker product per factor.
+    diagonal = torch.arange(side * side).expand(2, -1)
+    total = _coo(diagonal, torch.ones(side * side, dtype=torch.float64), side * side)
     for factor in factors:
-        z = zoom_matrix(side, factor)
-        total += torch.kron(z, z)
+        total = (total + _kron_sparse(zoom_matrix(side, factor).to_sparse())).coalesce()
     with warnings.catch_warnings():  # torch calls its CSR layout beta; the product is exact
         warnings.simplefilter("ignore", UserWarning)
         return (total / (len(factors) + 1)).to_sparse_csr()
+
+
+def _kron_sparse(z: Tensor) -> Tensor:
+    """``torch.kron(z, z)`` of a sparse COO [n, n] matrix, sparse."""
+    n = z.shape[0]
+    (rows, cols), values = z.indices(), z.values()
+    index = torch.stack(
+        [
+            (rows[:, None] * n + rows[None, :]).reshape(-1),
+            (cols[:, None] * n + cols[None, :]).reshape(-1),
+        ]
+    )
+    return _coo(index, (values[:, None] * values[None, :]).reshape(-1), n * n)
+
+
+def _coo(index: Tensor, values: Tensor, n: int) -> Tensor:
+    return torch.sparse_coo_tensor(index, values, (n, n), check_invariants=False)
