@@ -51,8 +51,8 @@ class Replay(ops.Rand):
     def uniform(self, shape, low, high):
         return self._keep(super().uniform(shape, low, high))
 
-    def integers(self, low, high, shape):
-        return self._keep(super().integers(low, high, shape))
+    def integers(self, low, high, shape, dtype=torch.long):
+        return self._keep(super().integers(low, high, shape, dtype))
 
     def poisson(self, rate):
         return self._keep(super().poisson(rate))

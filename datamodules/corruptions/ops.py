@@ -36,9 +36,12 @@ class Rand:
         draw = torch.rand(shape, generator=self.gen)
         return _affine_(draw, high - low, low).to(self.device)
 
-    def integers(self, low: int, high: int, shape: tuple[int, ...]) -> Tensor:
-        """Integers in [low, high) (NumPy's ``randint`` convention)."""
-        return torch.randint(low, high, shape, generator=self.gen).to(self.device)
+    def integers(
+        self, low: int, high: int, shape: tuple[int, ...], dtype: torch.dtype = torch.long
+    ) -> Tensor:
+        """Integers in [low, high) (NumPy's ``randint`` convention); ``dtype`` only stores them
+        (the same numbers for every dtype that holds the range)."""
+        return torch.randint(low, high, shape, generator=self.gen, dtype=dtype).to(self.device)
 
     def poisson(self, rate: Tensor) -> Tensor:
         return torch.poisson(rate.detach().cpu().float(), generator=self.gen).to(rate.device)
