@@ -237,6 +237,7 @@ def test_lattice_levels_accepts_only_8_bit_values():
     x = torch.arange(256).float().reshape(1, 1, 16, 16) / 255
     np.testing.assert_array_equal(poisson.lattice_levels(x).view(-1).numpy(), np.arange(256))
     assert poisson.lattice_levels(x + 1e-4) is None
+    assert poisson.lattice_levels(x * 2) is None  # on the lattice's spacing, past 1
     y = x.clone()
     y.view(-1)[-1] = 0.5  # one value off the lattice is enough
     assert poisson.lattice_levels(y) is None

@@ -96,15 +96,16 @@ def lattice_table(photons: float, steps: int = 255) -> PoissonTable:
 
 
 def lattice_levels(x: Tensor, steps: int = 255) -> Tensor | None:
-    """int32 k with x == k / steps (float32) everywhere, or None if any value is off that
-    lattice. Checked chunk by chunk, without a batch-sized float copy."""
+    """int32 k in [0, steps] with x == k / steps (float32) everywhere, or None if any value is
+    off that lattice. Checked chunk by chunk, without a batch-sized float copy."""
     flat = x.detach().reshape(-1).float().cpu()
     levels = torch.empty(flat.shape, dtype=torch.int32)
     for start in range(0, len(flat), CHUNK):
         part = flat[start : start + CHUNK]
         k = part * steps
         k.round_()
-        if not torch.equal(k / steps, part):
+        low, high = torch.aminmax(k)
+        if low < 0 or high > steps or not torch.equal(k / steps, part):
             return None
         levels[start : start + CHUNK] = k
     return levels.view(x.shape)
