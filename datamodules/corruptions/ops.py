@@ -323,8 +323,8 @@ def plasma_fractal(batch: int, mapsize: int, wibbledecay: float, rand: Rand) -> 
         )
         step //= 2
         wibble /= wibbledecay
-    m = m - m.amin((1, 2), keepdim=True)
-    return (m / m.amax((1, 2), keepdim=True)).float()
+    m -= m.amin((1, 2), keepdim=True)
+    return m.div_(m.amax((1, 2), keepdim=True)).float()
 
 
 def next_power_of_two(n: int) -> int:

@@ -46,7 +46,7 @@ def fog(x: Tensor, params: tuple[float, float], rand: Rand) -> Tensor:
     b, _, h, w = x.shape
     maps = plasma_fractal(b, next_power_of_two(max(h, w)), decay, rand)[:, None, :h, :w]
     peak = x.amax((1, 2, 3), keepdim=True)
-    return ((x + strength * maps) * peak / (peak + strength)).clamp_(0, 1)
+    return (x + strength * maps).mul_(peak).div_(peak + strength).clamp_(0, 1)
 
 
 def frost_texture(b: int, h: int, w: int, rand: Rand) -> Tensor:
@@ -65,7 +65,7 @@ def frost(x: Tensor, params: tuple[float, float], rand: Rand) -> Tensor:
     layer = frost_texture(b, h, w, rand)
     if c == 1:
         layer = (layer * GRAY_WEIGHTS.to(x.device)[None, :, None, None]).sum(1, keepdim=True)
-    return (image_weight * x + frost_weight * layer).clamp_(0, 1)
+    return (image_weight * x).add_(frost_weight * layer).clamp_(0, 1)
 
 
 def snow(x: Tensor, params: tuple, rand: Rand) -> Tensor:
