@@ -460,6 +460,16 @@ def test_every_corruption_keeps_shape_range_and_seed(name, shape):
         assert not torch.equal(a, corrupt(x, name, 5, seed=8))
 
 
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
+def test_every_corruption_on_8_bit_and_empty_batches(name):
+    x = torch.randint(0, 256, (3, 3, 32, 32), generator=torch.Generator().manual_seed(1)) / 255
+    a = corrupt(x, name, 3, seed=7)
+    assert a.shape == x.shape and torch.equal(a, corrupt(x, name, 3, seed=7))
+    assert 0 <= float(a.min()) and float(a.max()) <= 1
+    empty = corrupt(x[:0], name, 3, seed=7)
+    assert empty.shape == (0, 3, 32, 32) and empty.dtype == torch.float32
+
+
 def test_bad_requests_are_named():
     x = torch.rand(2, 3, 32, 32)
     with pytest.raises(ValueError, match="unknown corruption 'smoke'"):

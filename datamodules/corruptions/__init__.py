@@ -73,6 +73,8 @@ def corrupt(
         raise ValueError(f"severity must be 1-5, got {severity}")
     if x.ndim != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"expected images [B, 1 or 3, H, W], got {tuple(x.shape)}")
+    if len(x) == 0:  # nothing to corrupt (and libjpeg refuses an empty list)
+        return x.float().clone()
     gen = torch.Generator().manual_seed(zlib.crc32(f"{seed}/{corruption}/{severity}".encode()))
     params = TABLES[table][corruption][severity - 1]
     y = CORRUPTIONS[corruption](x.float(), params, Rand(gen, x.device))

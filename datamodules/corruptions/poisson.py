@@ -60,6 +60,8 @@ class PoissonTable:
         called chunk by chunk in element order (the numbers of one batch-sized draw, without a
         batch-sized float64 buffer)."""
         draws = torch.empty(levels.shape, dtype=torch.int32)
+        if draws.numel() == 0:
+            return draws
         flat_levels, flat_draws = levels.reshape(-1), draws.view(-1)
         late, late_u = [], []  # elements whose answer lies past their guide entry, their u
         for start in range(0, len(flat_levels), CHUNK):
