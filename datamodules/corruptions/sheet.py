@@ -13,7 +13,8 @@ from . import CORRUPTIONS, TABLES, corrupt, table_for
 
 def sample_photos(count: int, side: int, channels: int = 3) -> Tensor:
     """[count, channels, side, side] crops in [0, 1] of the two photos scikit-learn ships,
-    averaged down to ``side`` (gray when ``channels`` is 1)."""
+    averaged down to ``side`` (gray when ``channels`` is 1) and stored in 8 bits (k / 255), as
+    the data sets' images are: the corruptions take the same paths as on real data."""
     from sklearn.datasets import load_sample_images
 
     photos = [torch.tensor(p).permute(2, 0, 1).float() / 255 for p in load_sample_images().images]
@@ -26,7 +27,8 @@ def sample_photos(count: int, side: int, channels: int = 3) -> Tensor:
         crop = photo[:, top : top + size, left : left + size]
         crops.append(F.adaptive_avg_pool2d(crop, side))
     images = torch.stack(crops)
-    return images.mean(1, keepdim=True) if channels == 1 else images
+    images = images.mean(1, keepdim=True) if channels == 1 else images
+    return torch.round(images * 255) / 255
 
 
 def contact_sheet(images: Tensor, table: str | None = None, seed: int = 0, zoom: int = 4) -> Tensor:
