@@ -215,6 +215,13 @@ def test_poisson_table_is_the_inverse_of_scipys_cdf(monkeypatch):
     monkeypatch.setattr(poisson, "CHUNK", 1000)  # several chunks, late elements in each
     rates = torch.tensor([0.0, 1e-3, 0.4, 3.7, 25.0, 100.0, 500.0], dtype=torch.float64)
     table = poisson.PoissonTable(rates)
+    # F as scipy computes it, up to where every row is 1 in float64
+    columns = np.arange(table.width)
+    np.testing.assert_array_equal(table.cdf, scipy.special.pdtr(columns, rates[:, None].numpy()))
+    # the guide: the smallest k with F(k) > j / G, by binary search
+    steps = (torch.arange(poisson.GUIDE, dtype=torch.float64) / poisson.GUIDE).repeat(7, 1)
+    guide = torch.searchsorted(table.cdf, steps, right=True)
+    np.testing.assert_array_equal(table.guide.view(7, -1).numpy(), guide.numpy())
     gen = torch.Generator().manual_seed(3)
     levels = torch.randint(len(rates), (5, 1234), generator=gen, dtype=torch.int32)
     u = torch.rand(levels.numel(), generator=gen, dtype=torch.float64)

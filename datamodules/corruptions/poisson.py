@@ -19,10 +19,8 @@ The draws are Poisson up to the float64 rounding of F and U (relative 2^-53).
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 
-import numpy as np
 import scipy.special
 import torch
 from torch import Tensor
@@ -38,19 +36,23 @@ class PoissonTable:
         rates = rates.double().cpu()
         if rates.ndim != 1 or bool((rates < 0).any()):
             raise ValueError("rates must be a 1-D tensor of non-negative values")
-        top = float(rates.max())
-        # Past 12 standard deviations (+30 for small rates) the tail is below 1e-26: F is 1.
-        reach = int(top + 12 * math.sqrt(top) + 30)
-        k = np.arange(reach, dtype=np.float64)
-        cdf = scipy.special.pdtr(k[None, :], rates.numpy()[:, None])  # [L, reach]
+        # Row by row up to 12 standard deviations past the rate (+30 for small rates), where
+        # the tail is below 1e-26 and F is 1 in float64; 1 beyond.
+        reach = (rates + 12 * rates.sqrt() + 30).long()
+        row = torch.repeat_interleave(torch.arange(len(rates)), reach)
+        k = torch.arange(len(row)) - torch.repeat_interleave(reach.cumsum(0) - reach, reach)
+        cdf = torch.ones(len(rates), int(reach.max()), dtype=torch.float64)
+        cdf[row, k] = torch.from_numpy(scipy.special.pdtr(k.numpy(), rates[row].numpy()))
         cdf[:, -1] = 1.0  # the search always ends inside the row
         width = int((cdf < 1.0).sum(1).max()) + 1  # columns up to the first exact 1 of any row
-        self.cdf = torch.from_numpy(np.ascontiguousarray(cdf[:, :width]))  # [L, width]
+        self.cdf = cdf[:, :width].contiguous()  # [L, width]
         self.width = width
-        steps = torch.arange(GUIDE, dtype=torch.float64) / GUIDE
-        guide = torch.searchsorted(
-            self.cdf, steps.expand(len(rates), GUIDE).contiguous(), right=True
-        )
+        # guide[l, j] = #{k : F(k) <= j / G} = #{k : ceil(F(k) G) <= j} (G a power of two:
+        # exact), a cumulative count of the columns' ceil(F G).
+        rows = torch.arange(len(rates))[:, None] * (GUIDE + 1)  # each row's own G + 1 bins
+        bins = torch.ceil(self.cdf * GUIDE).long().add_(rows)
+        counts = torch.bincount(bins.view(-1), minlength=len(rates) * (GUIDE + 1))
+        guide = counts.view(len(rates), GUIDE + 1).cumsum(1)[:, :GUIDE]
         self.guide = guide.to(torch.int32).reshape(-1)  # [L * GUIDE]
         self.flat_cdf = self.cdf.reshape(-1)
 
