@@ -255,7 +255,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    # 8-bit images, as CIFAR-10 is stored and as every datamodule hands them to the engine
+    # 8-bit images: CIFAR-10 is stored so, and the datamodules of real images hand them so
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (args.images, 3, 32, 32), generator=gen).float() / 255
     images = x.permute(0, 2, 3, 1).double().numpy()
