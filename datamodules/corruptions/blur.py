@@ -37,19 +37,19 @@ def glass_blur(x: Tensor, params: tuple[float, int, int], rand: Rand) -> Tensor:
     y = (gaussian_filter(x, sigma, "nearest") * 255).floor_().div_(255)
     positions = [(r, col) for r in range(h - d, d, -1) for col in range(w - d, d, -1)]
     shifts = rand.integers(-d, d, (iterations, len(positions), 2, b), torch.int8).cpu().numpy()
-    here = np.array([r * w + col for r, col in positions])
     # The swaps move pixels, not values: follow where each pixel comes from. source[p, i] is
     # the pixel of image i whose value sits at pixel p; row-major, so the pixel p of every
     # image is one contiguous row and its partners are one fancy index away in NumPy, a few
     # microseconds per swap where torch's per-call overhead was tens.
     index_type = np.int32 if h * w * b < 2**31 else np.int64  # half the memory to touch
+    here = np.array([r * w + col for r, col in positions], dtype=index_type)
     source = np.repeat(np.arange(h * w, dtype=index_type)[:, None], b, axis=1)  # [H * W, B]
     flat = source.reshape(-1)
     every = np.arange(b, dtype=index_type)
     for it in range(iterations):
         # shifts[it]: [positions, (dx, dy), b]; partner (r + dy, col + dx) as an index of flat
         dx, dy = shifts[it].astype(index_type).transpose(1, 0, 2)  # each [positions, b]
-        partner = (here.astype(index_type)[:, None] + dy * w + dx) * b + every
+        partner = (here[:, None] + dy * w + dx) * b + every
         for k, p in enumerate(here):
             mine = source[p].copy()
             source[p] = flat[partner[k]]
