@@ -94,9 +94,10 @@ class MCDropout(UQMethod):
     def _tap_dropout(self, site: str, _module: Any, _inputs: Any, output: Tensor) -> Tensor | None:
         return self._drop(output, site) if self._dropping else None
 
-    def _stochastic(self, fn: Callable[[], Tensor], fixed: bool) -> Tensor:
-        """``fn`` with dropout on: per-example masks (training) or the passes' fixed masks."""
-        self._dropping, self._pass_index = True, 0 if fixed else None
+    def _stochastic(self, fn: Callable[[], Any], pass_index: int | None) -> Any:
+        """``fn`` with dropout on: per-example masks (``pass_index`` None: training) or the fixed
+        masks of pass ``pass_index``."""
+        self._dropping, self._pass_index = True, pass_index
         try:
             return fn()
         finally:
@@ -108,7 +109,7 @@ class MCDropout(UQMethod):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        loss = self.classification_loss(self._stochastic(lambda: self._pass(x), False), y)
+        loss = self.classification_loss(self._stochastic(lambda: self._pass(x), None), y)
         self.check_finite(loss, "loss")
         self.log("train/loss", loss, on_step=False, on_epoch=True)
         return loss
@@ -128,7 +129,7 @@ class MCDropout(UQMethod):
                 logits.append(self.backbone.forward_head(self._drop(head, "head")))
             return torch.stack(logits).softmax(-1)
 
-        return self._stochastic(passes, True)
+        return self._stochastic(passes, 0)
 
     @staticmethod
     def _score(probs: Tensor, mutual_information: bool) -> Tensor:
@@ -228,12 +229,7 @@ class _FixedPass(torch.nn.Module):
         self.input_shape = method.backbone.input_shape
 
     def _in_pass(self, fn: Callable[[], Any]) -> Any:
-        method = self.method[0]
-        method._dropping, method._pass_index = True, self.index
-        try:
-            return fn()
-        finally:
-            method._dropping, method._pass_index = False, None
+        return self.method[0]._stochastic(fn, self.index)
 
     def forward_features(self, x: Tensor) -> dict[str, Tensor]:
         return self._in_pass(lambda: self.backbone.forward_features(x))
