@@ -482,27 +482,27 @@ def tap_c_source(export: TapScore, sizes: list[int], quant: list[tuple[float, in
             " probs[c] = mean[c]; }\n" + final
         )
     elif export.kind == "ensemble":
+        # Each member's own entropy only where the score uses it (mutual information): logf is
+        # no free call on a microcontroller.
+        mutual = export.params["mutual_information"]
+        add = ("{ float p = e[c] / zs; mean[c] += p; own -= p * logf(p > 1e-30f ? p : 1e-30f); }"
+               if mutual else "mean[c] += e[c] / zs;")  # fmt: skip
         members = []
         for k in range(len(sizes)):
             members.append(f"""  {{
-    float zt = -INFINITY, zs = 0.0f, e[UQ_CLASSES], hk = 0.0f;
+    float zt = -INFINITY, zs = 0.0f, e[UQ_CLASSES], own = 0.0f;
     for (int c = 0; c < UQ_CLASSES; c++) if (t{k}[c] > zt) zt = t{k}[c];
     for (int c = 0; c < UQ_CLASSES; c++) {{ e[c] = expf(t{k}[c] - zt); zs += e[c]; }}
-    for (int c = 0; c < UQ_CLASSES; c++) {{
-      float p = e[c] / zs;
-      mean[c] += p;
-      hk -= p * logf(p > 1e-30f ? p : 1e-30f);
-    }}
-    mean_entropy += hk;
+    for (int c = 0; c < UQ_CLASSES; c++) {add}
+    members_entropy += own;
   }}""")
-        mutual = 1 if export.params["mutual_information"] else 0
         score = (
-            "  float mean[UQ_CLASSES] = {0}, mean_entropy = 0.0f;\n"
+            "  float mean[UQ_CLASSES] = {0}, members_entropy = 0.0f;\n"
             + "\n".join(members)
-            + f"\n  float h = 0.0f;\n  for (int c = 0; c < UQ_CLASSES; c++) {{\n"
+            + "\n  float h = 0.0f;\n  for (int c = 0; c < UQ_CLASSES; c++) {\n"
             f"    probs[c] = mean[c] / {len(sizes)}.0f;\n"
             "    h -= probs[c] * logf(probs[c] > 1e-30f ? probs[c] : 1e-30f);\n  }\n"
-            f"  return {mutual} ? h - mean_entropy / {len(sizes)}.0f : h;"
+            + (f"  return h - members_entropy / {len(sizes)}.0f;" if mutual else "  return h;")
         )
     elif export.kind == "evidential":
         eta = float(np.float32(export.params["eta"]))
