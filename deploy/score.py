@@ -485,19 +485,25 @@ def tap_c_source(export: TapScore, sizes: list[int], quant: list[tuple[float, in
         # Each member's own entropy only where the score uses it (mutual information): logf is
         # no free call on a microcontroller.
         mutual = export.params["mutual_information"]
-        add = ("{ float p = e[c] / zs; mean[c] += p; own -= p * logf(p > 1e-30f ? p : 1e-30f); }"
-               if mutual else "mean[c] += e[c] / zs;")  # fmt: skip
+        if mutual:
+            add = "{ float p = e[c] / zs; mean[c] += p; own -= p * logf(p > 1e-30f ? p : 1e-30f); }"
+            own, total, kept = (
+                ", own = 0.0f",
+                ", members_entropy = 0.0f",
+                "\n    members_entropy += own;",
+            )
+        else:
+            add, own, total, kept = "mean[c] += e[c] / zs;", "", "", ""
         members = []
         for k in range(len(sizes)):
             members.append(f"""  {{
-    float zt = -INFINITY, zs = 0.0f, e[UQ_CLASSES], own = 0.0f;
+    float zt = -INFINITY, zs = 0.0f, e[UQ_CLASSES]{own};
     for (int c = 0; c < UQ_CLASSES; c++) if (t{k}[c] > zt) zt = t{k}[c];
     for (int c = 0; c < UQ_CLASSES; c++) {{ e[c] = expf(t{k}[c] - zt); zs += e[c]; }}
-    for (int c = 0; c < UQ_CLASSES; c++) {add}
-    members_entropy += own;
+    for (int c = 0; c < UQ_CLASSES; c++) {add}{kept}
   }}""")
         score = (
-            "  float mean[UQ_CLASSES] = {0}, members_entropy = 0.0f;\n"
+            f"  float mean[UQ_CLASSES] = {{0}}{total};\n"
             + "\n".join(members)
             + "\n  float h = 0.0f;\n  for (int c = 0; c < UQ_CLASSES; c++) {\n"
             f"    probs[c] = mean[c] / {len(sizes)}.0f;\n"
