@@ -36,7 +36,6 @@ labels out of range, counts that disagree) is named corrupt.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +45,7 @@ from torch.utils.data import Dataset, TensorDataset
 from uqbench.datamodules.augment import crop_flip_jitter
 from uqbench.datamodules.corruptions import CORRUPTIONS as ENGINE
 from uqbench.datamodules.corruptions import corrupt, shift_each
-from uqbench.datamodules.files import check_labels, data_root, load_npy
+from uqbench.datamodules.files import check_labels, data_root, load_npy, load_pickle
 
 from uqbench.datamodule import (
     NormalizedImages,
@@ -108,13 +107,10 @@ FILE_MD5 = {
 
 def _unpickle(path: Path, label_key: bytes, classes: int) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images [N, 32, 32, 3] and labels [N] of one CIFAR pickle batch, checked."""
-    try:
-        with open(path, "rb") as handle:
-            batch = pickle.load(handle, encoding="bytes")
-        data = np.asarray(batch[b"data"])
-        labels = np.asarray(batch[label_key])
-    except Exception as exc:  # noqa: BLE001 - any unreadable batch is corrupt
-        raise DataError(f"{path} is corrupt ({type(exc).__name__}: {exc}); replace it") from None
+    batch = load_pickle(path)
+    if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
+        raise DataError(f"{path} is corrupt: not a dict with b'data' and {label_key!r}")
+    data, labels = np.asarray(batch[b"data"]), np.asarray(batch[label_key])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise DataError(
             f"{path} is corrupt: data is {data.dtype} {data.shape}, not uint8 [N, 3072]"

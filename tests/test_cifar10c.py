@@ -186,3 +186,70 @@ def test_cifar10_generates_cid_with_the_engine_without_cifar10c_files(tmp_path, 
     assert code == 2 and "CIFAR-10-C/fog.npy" in err and "data.cid=engine" in err
     code = main(["fit", "data=cifar10", "data.cid=hendrycks", f"out={tmp_path}"])
     assert code == 2 and "choose files or engine" in capsys.readouterr().err
+
+
+class _Payload:
+    """A pickle that runs ``touch <marker>`` when loaded by ``pickle.load``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+@pytest.mark.parametrize("batch", ["data_batch_1", "test_batch"])
+def test_a_pickle_that_would_run_code_is_refused_unrun(tmp_path, protocol, batch):
+    root, marker = make_root(tmp_path / "data"), tmp_path / "executed"
+    path = root / "cifar-10-batches-py" / batch
+    images = np.zeros((10, 3072), np.uint8)
+    payload = {b"data": images, b"labels": [0] * 10, b"x": _Payload(marker)}
+    path.write_bytes(pickle.dumps(payload, protocol=protocol))
+    with pytest.raises(DataError, match=f"{batch} is not a plain data file.*posix.system"):
+        CIFAR10C(root=str(root), corruptions=tuple(CORRUPTIONS)).setup()
+    assert not marker.exists()
+    # The same file is what a plain pickle.load would have run (the test's payload is live).
+    with open(path, "rb") as handle:
+        pickle.load(handle, encoding="bytes")
+    assert marker.exists()
+
+
+@pytest.mark.parametrize(
+    "content,protocol,reason",
+    [
+        ({b"data": np.array([[None]] * 2), b"labels": [0, 1]}, 2, "dtype object"),
+        ({b"data": np.array([[None]] * 2), b"labels": [0, 1]}, 5, "dtype object"),
+        ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, {1}]}, 2, "__builtin__.set"),
+        ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, {1}]}, 5, "a set"),
+        ([np.zeros((2, 3072), np.uint8)], 2, "not a dict"),
+    ],
+)
+def test_a_pickle_of_other_content_is_refused(tmp_path, content, protocol, reason):
+    root = make_root(tmp_path / "data")
+    (root / "cifar-100-python" / "test").write_bytes(pickle.dumps(content, protocol=protocol))
+    with pytest.raises(DataError, match=f"cifar-100-python/test .*{reason}"):
+        CIFAR10C(root=str(root), corruptions=tuple(CORRUPTIONS)).ood_set("cifar100")
+
+
+def test_python2_pickles_as_the_official_files_are_written_load(tmp_path):
+    """The official batches are Python 2 pickles (protocol 2, byte strings as STRING opcodes):
+    written here opcode by opcode, since Python 3 cannot write them."""
+    from uqbench.datamodules.files import load_pickle
+
+    data = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
+    raw = data.tobytes()
+    py2 = (
+        b"\x80\x02}q\x00(U\x04dataq\x01cnumpy.core.multiarray\n_reconstruct\nq\x02cnumpy\nndarray"
+        b"\nq\x03K\x00\x85U\x01b\x87Rq\x04(K\x01K\x02M\x00\x0c\x86cnumpy\ndtype\nq\x05U\x02u1"
+        b"K\x00K\x01\x87Rq\x06(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89T"
+        + len(raw).to_bytes(4, "little")
+        + raw
+        + b"tbU\x06labels]q\x07(K\x01K\x02eu."
+    )
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(py2)
+    batch = load_pickle(path)
+    assert np.array_equal(batch[b"data"], data) and batch[b"labels"] == [1, 2]

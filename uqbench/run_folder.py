@@ -2,9 +2,10 @@
 
 A run writes into ``<name>.partial/`` and renames it to ``<name>/`` only when everything is
 written, so a run that is killed leaves no folder that looks finished. Creation is exclusive
-(``mkdir`` fails if the folder exists), and a ``.owner`` file in the partial folder says which
-process (host and pid) writes it: a partial folder is *stale* only when its owner is gone, and
-only then is it cleaned, so two runs never touch each other's folders.
+(a scratch folder holding a ``.owner`` record, host and pid, is renamed into place, and the
+rename fails if the folder exists): a partial folder is *stale* only when it has that record and
+its owner is gone, and only then is it cleaned, so two runs never touch each other's folders and
+no run ever removes a folder it did not make (a user's ``notes.partial``, say).
 
 Layout of a finished run folder::
 
@@ -36,7 +37,6 @@ SCHEMA_VERSION = 2
 CONFIG, METRICS, SCORES, CHECKPOINT = "config.json", "metrics.json", "scores.npz", "checkpoint.pt"
 OWNER = ".owner"
 PARTIAL = ".partial"
-CREATION_GRACE_S = 60.0  # a partial folder without an owner file yet is being created
 
 
 def json_safe(value: Any) -> Any:
@@ -78,31 +78,45 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _owner_alive(partial: Path) -> bool:
-    """Whether the process that owns ``partial`` may still be writing it."""
+def _this_host() -> str:
+    return socket.gethostname()
+
+
+def _pid_alive(pid: int) -> bool:
     try:
-        owner = json.loads((partial / OWNER).read_text())
-    except FileNotFoundError:
-        try:
-            return time.time() - partial.stat().st_mtime < CREATION_GRACE_S
-        except FileNotFoundError:
-            return False
-    except (OSError, ValueError):
-        return False  # an unreadable owner file was left half-written by a killed process
-    if owner.get("host") != socket.gethostname():
-        return True  # another machine's process: we cannot tell, so never touch it
-    try:
-        os.kill(int(owner["pid"]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except (PermissionError, OSError):
-        return True
+        return True  # someone else's process, alive
     return True
 
 
+def _owner(partial: Path) -> dict[str, Any] | None:
+    """The owner record this project wrote in ``partial``, or ``None`` where there is none: a
+    folder without one was not made by a run (it is a user's, or a run's kept results)."""
+    try:
+        owner = json.loads((partial / OWNER).read_text())
+    except (OSError, ValueError):
+        return None  # written atomically, so an unreadable one is not ours either
+    if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int):
+        return None
+    return owner
+
+
+def owner_alive(partial: Path) -> bool:
+    """Whether the run that owns ``partial`` may still be writing it (alive on this host, or on
+    another host, where we cannot tell)."""
+    owner = _owner(partial)
+    if owner is None:
+        return False
+    return owner.get("host") != _this_host() or _pid_alive(owner["pid"])
+
+
 def _remove_stale(partial: Path) -> bool:
-    """Remove ``partial`` if its owner is gone; rename first, so one cleaner wins a race."""
-    if _owner_alive(partial):
+    """Remove ``partial`` if a run of this project made it and its process is gone; rename
+    first, so one cleaner wins a race. A folder without an owner record is never touched."""
+    if _owner(partial) is None or owner_alive(partial):
         return False
     trash = partial.with_name(f"{partial.name}.stale-{os.getpid()}")
     try:
@@ -113,11 +127,29 @@ def _remove_stale(partial: Path) -> bool:
     return True
 
 
+def _scratch_is_dead(path: Path) -> bool:
+    """Whether ``path`` is one of this project's scratch folders (``.<name>.partial@<host>@<pid>``
+    while a run folder is created, ``<name>.partial.stale-<pid>`` while a stale one is removed)
+    whose process on this host is gone."""
+    name = path.name
+    if name.startswith(".") and name.count("@") >= 2:
+        _, host, pid = name.rsplit("@", 2)
+        return host == _this_host() and pid.isdigit() and not _pid_alive(int(pid))
+    _, sep, pid = name.rpartition(f"{PARTIAL}.stale-")
+    return bool(sep) and pid.isdigit() and not _pid_alive(int(pid))
+
+
 def clean_stale(parent: Path) -> list[Path]:
-    """Remove every ``*.partial`` folder under ``parent`` whose owner process is gone."""
+    """Remove every ``*.partial`` folder under ``parent`` that a run of this project made and
+    whose process is gone, and the scratch folders of dead runs; nothing else is touched."""
     if not parent.is_dir():
         return []
-    return [p for p in sorted(parent.glob(f"*{PARTIAL}")) if p.is_dir() and _remove_stale(p)]
+    removed = [p for p in sorted(parent.glob(f"*{PARTIAL}")) if p.is_dir() and _remove_stale(p)]
+    for scratch in sorted([*parent.glob(f".*{PARTIAL}@*@*"), *parent.glob(f"*{PARTIAL}.stale-*")]):
+        if scratch.is_dir() and _scratch_is_dead(scratch):
+            shutil.rmtree(scratch, ignore_errors=True)
+            removed.append(scratch)
+    return removed
 
 
 class RunFolder:
@@ -130,39 +162,65 @@ class RunFolder:
 
     @classmethod
     def create(cls, parent: Path, name: str) -> RunFolder:
-        """Make ``parent/name.partial`` exclusively and claim it; fail clearly otherwise."""
+        """Make ``parent/name.partial`` exclusively, its owner record inside from the first
+        moment (a scratch folder with the record is renamed into place); fail clearly if the
+        name is taken."""
         folder = cls(parent / name)
         if folder.final.exists():
             raise RunDirError(f"run folder {folder.final} already exists; choose another name=")
+        scratch = parent / f".{name}{PARTIAL}@{_this_host()}@{os.getpid()}"
         try:
             parent.mkdir(parents=True, exist_ok=True)
+            scratch.mkdir()
+            owner = {"host": _this_host(), "pid": os.getpid(), "started": time.time()}
+            atomic_write_json(scratch / OWNER, owner)
+            if folder.path.exists():
+                folder._take_over_stale()
             try:
-                folder.path.mkdir()
-            except FileExistsError:
-                if not _remove_stale(folder.path):
-                    raise RunDirError(
-                        f"run folder {folder.path} is being written by another live run; "
-                        f"choose another name= (or wait for it to finish)"
-                    ) from None
-                folder.path.mkdir()
-            owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
-            atomic_write_json(folder.path / OWNER, owner)
+                os.rename(scratch, folder.path)  # fails if another run's folder is there now
+            except OSError:
+                folder._take_over_stale()
+                os.rename(scratch, folder.path)
         except OSError as exc:
+            shutil.rmtree(scratch, ignore_errors=True)
             raise RunDirError(
                 f"cannot write run folder under {parent}: {exc.strerror or exc}. "
                 f"Choose a writable folder with out=<path>."
             ) from exc
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
         return folder
 
+    def _take_over_stale(self) -> None:
+        """Remove a dead run's folder at ``path``; refuse a live run's or anyone else's."""
+        if _remove_stale(self.path):
+            return
+        if _owner(self.path) is None:
+            raise RunDirError(
+                f"{self.path} exists and is not a folder a live uqbench run is writing (no owner "
+                f"record: yours, or a run's kept results); uqbench never removes it. Rename or "
+                f"remove it, or choose another name="
+            )
+        raise RunDirError(
+            f"run folder {self.path} is being written by another live run; "
+            f"choose another name= (or wait for it to finish)"
+        )
+
     def commit(self) -> Path:
-        (self.path / OWNER).unlink(missing_ok=True)
+        """Rename the partial folder to its final name. If that name was taken meanwhile, the
+        results stay in the partial folder, which loses its owner record so that no cleaner
+        ever removes it, and the error says where they are."""
         try:
             os.rename(self.path, self.final)
         except OSError as exc:
+            (self.path / OWNER).unlink(missing_ok=True)
             raise RunDirError(
                 f"cannot finish run folder {self.final}: {exc.strerror or exc} (another run "
-                f"took that name); the complete results are in {self.path}"
+                f"took that name); the complete results are kept in {self.path}: rename it "
+                f"to a free name to use it"
             ) from exc
+        (self.final / OWNER).unlink(missing_ok=True)
         return self.final
 
     def abort(self) -> None:

@@ -69,18 +69,30 @@ def fit(config: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
         }
         extra = {"calibrations": calibrations, "training": training, "seconds": seconds, "run": run}
         results = _write_all(config, group, methods, folders, predictions, logger, extra)
-        for folder in folders:
-            folder.commit()
     except BaseException:
         for folder in folders:
             folder.abort()
         raise
+    _commit_all(folders)
     if boards:  # the fit is complete and committed; each run is then deployed from its folder
         from uqbench.stages.deploy import deploy_run
 
         for folder, document in results:
             document["deploy"] = deploy_run(Path(folder), boards)
     return results
+
+
+def _commit_all(folders: list[RunFolder]) -> None:
+    """Commit every complete folder; one whose name was taken meanwhile keeps its results in
+    place (never aborted: they are complete), and the first such error is raised at the end."""
+    errors = []
+    for folder in folders:
+        try:
+            folder.commit()
+        except RunDirError as exc:
+            errors.append(exc)
+    if errors:
+        raise RunDirError("; ".join(str(e) for e in errors))
 
 
 def deploy_boards(names: str | None) -> list[Any]:

@@ -1,0 +1,91 @@
+"""Nothing lost under faults: run folders, loggers and benches (real processes where needed)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from uqbench.cli import main
+from uqbench.errors import RunDirError
+from uqbench.run_folder import OWNER, RunFolder, clean_stale
+
+FAST = ["method=msp", "trainer.max_epochs=1"]
+
+
+def _dead_pid() -> int:
+    command = [sys.executable, "-c", "import os; print(os.getpid())"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def test_a_users_partial_folder_is_never_removed(tmp_path, capsys):
+    notes = tmp_path / "notes.partial"
+    notes.mkdir()
+    (notes / "my.txt").write_text("x")
+    old = time.time() - 2 * 3600
+    os.utime(notes, (old, old))
+    assert clean_stale(tmp_path) == []
+    code = main(["fit", f"out={tmp_path}", *FAST])
+    assert code == 0, capsys.readouterr().err
+    assert (notes / "my.txt").read_text() == "x"
+    # Taking its name is refused with the reason, and the folder is still untouched.
+    with pytest.raises(RunDirError, match="no owner record.*never removes it"):
+        RunFolder.create(tmp_path, "notes")
+    assert (notes / "my.txt").read_text() == "x"
+
+
+def test_an_empty_user_folder_of_a_run_name_is_not_replaced(tmp_path):
+    (tmp_path / "run.partial").mkdir()
+    with pytest.raises(RunDirError, match="no owner record"):
+        RunFolder.create(tmp_path, "run")
+    assert (tmp_path / "run.partial").is_dir() and not list(tmp_path.glob(".*"))
+
+
+def test_a_dead_runs_scratch_folders_are_cleaned_and_nothing_else(tmp_path):
+    import socket
+
+    pid = _dead_pid()
+    scratch = tmp_path / f".run.partial@{socket.gethostname()}@{pid}"
+    scratch.mkdir()  # killed between creating its scratch folder and writing the owner record
+    trash = tmp_path / f"old.partial.stale-{pid}"
+    (trash / "sub").mkdir(parents=True)  # killed while removing a stale folder
+    live = tmp_path / f".other.partial@{socket.gethostname()}@{os.getpid()}"
+    live.mkdir()
+    elsewhere = tmp_path / f".x.partial@another-host@{pid}"
+    elsewhere.mkdir()
+    assert set(clean_stale(tmp_path)) == {scratch, trash}
+    assert live.is_dir() and elsewhere.is_dir()
+
+
+def test_a_commit_onto_a_taken_name_keeps_the_results_where_it_says(tmp_path, capsys):
+    folder = RunFolder.create(tmp_path, "r")
+    (folder.path / "metrics.json").write_text("{}")
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "theirs.txt").write_text("x")
+    with pytest.raises(RunDirError, match="complete results are kept in") as raised:
+        folder.commit()
+    kept = tmp_path / "r.partial"
+    assert str(kept) in str(raised.value) and (kept / "metrics.json").is_file()
+    assert not (kept / OWNER).exists()  # no cleaner will ever take it
+    assert clean_stale(tmp_path) == [] and (kept / "metrics.json").is_file()
+
+
+def test_a_fit_whose_name_is_taken_meanwhile_keeps_its_results(tmp_path, capsys, monkeypatch):
+    from uqbench import runner
+
+    real = runner._write_all
+
+    def take_the_name(*args, **kwargs):
+        results = real(*args, **kwargs)
+        (tmp_path / "r").mkdir()
+        (tmp_path / "r" / "x").write_text("another run's")
+        return results
+
+    monkeypatch.setattr(runner, "_write_all", take_the_name)
+    code = main(["fit", f"out={tmp_path}", "name=r", *FAST])
+    err = capsys.readouterr().err
+    assert code == 2 and f"kept in {tmp_path / 'r.partial'}" in err
+    assert json.loads((tmp_path / "r.partial" / "metrics.json").read_text())["method"] == "msp"
