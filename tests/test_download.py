@@ -270,3 +270,97 @@ def test_provenance_of_a_file(tmp_path):
     assert provenance(path, "900150983cd24fb0d6963f7d28e17f72") == "official"
     assert provenance(path, "0" * 32).startswith("not the official file (md5 9001")
     assert provenance(path, None) == "no published checksum"
+
+
+def _tar_with(path: Path, member: tarfile.TarInfo, data: bytes = b"") -> None:
+    with tarfile.open(path, "w:gz") as tar:
+        top = tarfile.TarInfo("cifar-100-python")
+        top.type = tarfile.DIRTYPE
+        tar.addfile(top)
+        tar.addfile(member, io.BytesIO(data) if member.isfile() else None)
+
+
+def _member(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.size = kind, link, 0
+    return info
+
+
+@pytest.mark.parametrize(
+    "member,reason",
+    [
+        (_member("/etc/evil"), "points outside"),
+        (_member("cifar-100-python/../../evil"), "points outside"),
+        (_member("cifar-100-python/test", tarfile.SYMTYPE, "/etc/passwd"), "a link"),
+        (_member("cifar-100-python/test", tarfile.SYMTYPE, "meta"), "a link"),
+        (_member("cifar-100-python/test", tarfile.LNKTYPE, "cifar-100-python"), "a link"),
+        (_member("cifar-100-python/dev", tarfile.CHRTYPE), "a link or a special file"),
+        (_member("cifar-100-python/fifo", tarfile.FIFOTYPE), "a link or a special file"),
+    ],
+)
+def test_an_archive_member_outside_or_not_a_plain_file_is_refused(
+    server, tmp_path, monkeypatch, member, reason
+):
+    served, url = server
+    _tar_with(served / "cifar-100-python.tar.gz", member)
+    resource = dataclasses.replace(cifar10c.RESOURCES["cifar-100-python"], md5=None)
+    monkeypatch.setenv("UQBENCH_DATA_MIRROR", url)
+    with pytest.raises(DataError, match=f"is not a readable archive.*{reason}"):
+        fetch(resource, tmp_path / "data")
+    assert _leftovers(tmp_path / "data") == [] and not (tmp_path / "evil").exists()
+
+
+@pytest.mark.parametrize("name", ["/abs/evil", "top/../../evil"])
+def test_a_zip_member_outside_is_refused(server, tmp_path, monkeypatch, name):
+    served, url = server
+    with zipfile.ZipFile(served / "tiny-imagenet-200.zip", "w") as zipped:
+        zipped.writestr("tiny-imagenet-200/a.txt", "a")
+        zipped.writestr(zipfile.ZipInfo(name), "evil")
+    resource = Resource(f"{url}/tiny-imagenet-200.zip", None, "tiny-imagenet-200", unpack=True)
+    with pytest.raises(DataError, match="points outside"):
+        fetch(resource, tmp_path / "data")
+    assert _leftovers(tmp_path / "data") == []
+
+
+def test_a_zip_symlink_member_is_refused(server, tmp_path):
+    served, url = server
+    with zipfile.ZipFile(served / "t.zip", "w") as zipped:
+        link = zipfile.ZipInfo("t/link")
+        link.external_attr = 0o120777 << 16  # a symbolic link, as zip -y stores one
+        zipped.writestr(link, "/etc/passwd")
+    with pytest.raises(DataError, match="a link"):
+        fetch(Resource(f"{url}/t.zip", None, "t", unpack=True), tmp_path / "data")
+
+
+def test_a_killed_downloads_partial_file_is_cleaned_by_the_next(server, tmp_path):
+    """A download killed with SIGKILL (a real process) leaves its hidden partial file; the next
+    download of that file removes it, and a live download's is left alone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    served, url = server
+    (served / "big.bin").write_bytes(os.urandom(1 << 20))
+    root = tmp_path / "data"
+    script = (
+        "import sys, urllib.request\n"
+        "from uqbench.download import fetch, Resource\n"
+        "real = urllib.request.urlopen\n"
+        "class Slow:\n"
+        "    def __init__(s, r): s.r = r; s.headers = r.headers\n"
+        "    def __enter__(s): return s\n"
+        "    def __exit__(s, *a): return False\n"
+        "    def read(s, n):\n"
+        "        print('reading', flush=True); import time; time.sleep(60)\n"
+        "urllib.request.urlopen = lambda u, timeout: Slow(real(u, timeout=timeout))\n"
+        f"fetch(Resource('{url}/big.bin', None, 'big.bin'), __import__('pathlib').Path('{root}'))\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "reading"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    left = [p.name for p in root.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".big.bin.partial@")
+    fetch(Resource(f"{url}/big.bin", None, "big.bin"), root)
+    assert [p.name for p in root.iterdir()] == ["big.bin"]

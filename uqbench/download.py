@@ -19,6 +19,7 @@ import hashlib
 import http.client
 import os
 import shutil
+import stat
 import tarfile
 import urllib.error
 import urllib.request
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from uqbench.errors import DataError
+from uqbench.run_folder import remove_dead_scratch, scratch_path
 
 CHUNK = 1 << 20
 
@@ -77,7 +79,8 @@ def _download(url: str, dest: Path, published: dict[str, str], timeout: float) -
     """Stream ``url`` to ``dest`` through a temporary name; the published checksums
     (algorithm -> hex) are checked before the rename."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+    remove_dead_scratch(list(dest.parent.glob(f".{dest.name}.partial@*@*")))
+    partial = scratch_path(dest.parent, f"{dest.name}.partial")
     digests = {name: hashlib.new(name, usedforsecurity=False) for name in published}
     try:
         try:
@@ -113,22 +116,35 @@ def _download(url: str, dest: Path, published: dict[str, str], timeout: float) -
         partial.unlink(missing_ok=True)
 
 
+def _check_member(name: str, plain: bool) -> None:
+    """An archive member lands inside the unpacking folder and is a plain file or folder: an
+    absolute path, a ``..`` step, a link, a device or a FIFO is refused (the official archives
+    hold none)."""
+    parts = Path(name).parts
+    if Path(name).is_absolute() or ".." in parts or name.startswith(("/", "\\")):
+        raise tarfile.TarError(f"member {name!r} points outside the archive's folder")
+    if not plain:
+        raise tarfile.TarError(f"member {name!r} is a link or a special file")
+
+
 def _unpack(archive: Path, root: Path, target: str, url: str, flat: bool) -> None:
     """Unpack ``archive`` into a temporary folder under ``root``, then rename its single top
     folder (``flat``: the temporary folder itself) to ``root / target``: the target appears
     whole or not at all."""
-    scratch = root / f".unpack-{os.getpid()}-{archive.name}"
-    shutil.rmtree(scratch, ignore_errors=True)
+    remove_dead_scratch(list(root.glob(".*.unpack@*@*")))
+    scratch = scratch_path(root, f"{target.replace('/', '_')}.unpack")
     try:
         try:
             if zipfile.is_zipfile(archive):
                 with zipfile.ZipFile(archive) as zipped:
-                    for member in zipped.namelist():  # no member may land outside scratch
-                        if not (scratch / member).resolve().is_relative_to(scratch.resolve()):
-                            raise tarfile.TarError(f"member {member!r} points outside")
+                    for info in zipped.infolist():
+                        is_link = stat.S_ISLNK(info.external_attr >> 16)
+                        _check_member(info.filename, info.is_dir() or not is_link)
                     zipped.extractall(scratch)
             else:
                 with tarfile.open(archive) as tar:
+                    for member in tar.getmembers():
+                        _check_member(member.name, member.isfile() or member.isdir())
                     tar.extractall(scratch, filter="data")
         except (tarfile.TarError, zipfile.BadZipFile, OSError) as exc:
             raise DataError(
@@ -155,7 +171,8 @@ def fetch(resource: Resource, root: Path, timeout: float = 60.0) -> Path:
         dest = root / resource.target
         _download(resource.source(), dest, published, timeout)
         return dest
-    archive = root / f".{resource.filename}.download-{os.getpid()}"
+    remove_dead_scratch(list(root.glob(f".{resource.filename}.download@*@*")))
+    archive = scratch_path(root, f"{resource.filename}.download")
     try:
         _download(resource.source(), archive, published, timeout)
         _unpack(archive, root, resource.target, resource.source(), resource.flat)

@@ -127,10 +127,16 @@ def _remove_stale(partial: Path) -> bool:
     return True
 
 
-def _scratch_is_dead(path: Path) -> bool:
-    """Whether ``path`` is one of this project's scratch folders (``.<name>.partial@<host>@<pid>``
-    while a run folder is created, ``<name>.partial.stale-<pid>`` while a stale one is removed)
-    whose process on this host is gone."""
+def scratch_path(parent: Path, base: str) -> Path:
+    """A hidden scratch name under ``parent`` that says whose it is: ``.<base>@<host>@<pid>``
+    (hostnames hold no ``@``), so what a killed process left can be told and removed."""
+    return parent / f".{base}@{_this_host()}@{os.getpid()}"
+
+
+def is_dead_scratch(path: Path) -> bool:
+    """Whether ``path`` is a scratch file or folder of this project (:func:`scratch_path`, or
+    ``<name>.partial.stale-<pid>`` while a stale run folder is removed) whose process on this
+    host is gone."""
     name = path.name
     if name.startswith(".") and name.count("@") >= 2:
         _, host, pid = name.rsplit("@", 2)
@@ -139,17 +145,28 @@ def _scratch_is_dead(path: Path) -> bool:
     return bool(sep) and pid.isdigit() and not _pid_alive(int(pid))
 
 
+def remove_dead_scratch(paths: list[Path]) -> list[Path]:
+    """Remove those of ``paths`` that are dead processes' scratch (files or folders)."""
+    removed = []
+    for path in sorted(paths):
+        if not is_dead_scratch(path):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
 def clean_stale(parent: Path) -> list[Path]:
     """Remove every ``*.partial`` folder under ``parent`` that a run of this project made and
     whose process is gone, and the scratch folders of dead runs; nothing else is touched."""
     if not parent.is_dir():
         return []
     removed = [p for p in sorted(parent.glob(f"*{PARTIAL}")) if p.is_dir() and _remove_stale(p)]
-    for scratch in sorted([*parent.glob(f".*{PARTIAL}@*@*"), *parent.glob(f"*{PARTIAL}.stale-*")]):
-        if scratch.is_dir() and _scratch_is_dead(scratch):
-            shutil.rmtree(scratch, ignore_errors=True)
-            removed.append(scratch)
-    return removed
+    scratch = [*parent.glob(f".*{PARTIAL}@*@*"), *parent.glob(f"*{PARTIAL}.stale-*")]
+    return removed + remove_dead_scratch([p for p in scratch if p.is_dir()])
 
 
 class RunFolder:
@@ -168,7 +185,7 @@ class RunFolder:
         folder = cls(parent / name)
         if folder.final.exists():
             raise RunDirError(f"run folder {folder.final} already exists; choose another name=")
-        scratch = parent / f".{name}{PARTIAL}@{_this_host()}@{os.getpid()}"
+        scratch = scratch_path(parent, name + PARTIAL)
         try:
             parent.mkdir(parents=True, exist_ok=True)
             scratch.mkdir()
