@@ -89,3 +89,39 @@ def test_a_fit_whose_name_is_taken_meanwhile_keeps_its_results(tmp_path, capsys,
     err = capsys.readouterr().err
     assert code == 2 and f"kept in {tmp_path / 'r.partial'}" in err
     assert json.loads((tmp_path / "r.partial" / "metrics.json").read_text())["method"] == "msp"
+
+
+def test_wandb_with_a_key_and_no_server_logs_offline_and_keeps_the_run(
+    capsys, tmp_path, monkeypatch
+):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    code = main(["fit", f"out={tmp_path}", "name=w", "logger=wandb", *FAST])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"127.0.0.1:{port} cannot be reached" in err and "wandb sync" in err
+    assert (tmp_path / "w" / "metrics.json").is_file()
+    assert list((tmp_path / "w" / "wandb").glob("offline-run-*"))
+
+
+def test_a_logger_failing_at_close_never_loses_the_run(capsys, tmp_path, monkeypatch):
+    from lightning.pytorch.loggers import CSVLogger
+
+    real = CSVLogger.log_metrics
+
+    def fail_on_the_final_metrics(self, metrics, step=None):
+        if any(key.startswith("final/") for key in metrics):
+            raise ConnectionError("server gone")
+        return real(self, metrics, step)
+
+    monkeypatch.setattr(CSVLogger, "log_metrics", fail_on_the_final_metrics)
+    code = main(["fit", f"out={tmp_path}", "name=c", *FAST])
+    err = capsys.readouterr().err
+    assert code == 0 and "csv logger failed while closing (ConnectionError: server gone)" in err
+    assert (tmp_path / "c" / "metrics.json").is_file()

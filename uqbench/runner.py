@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -223,6 +224,21 @@ def _train(
 
 
 def _close_logger(
+    logger: Any, config: RunConfig, document: dict[str, Any], folder: RunFolder
+) -> None:
+    """Log the final metrics and close the logger; a logger that fails here (a server gone
+    mid-run) costs its own record, never the finished run, which is written regardless."""
+    try:
+        _finish_logger(logger, config, document, folder)
+    except Exception as exc:  # noqa: BLE001 - any logger failure gets the same treatment
+        print(
+            f"uqbench: warning: the {config.logger} logger failed while closing "
+            f"({type(exc).__name__}: {exc}); the run's results are written regardless",
+            file=sys.stderr,
+        )
+
+
+def _finish_logger(
     logger: Any, config: RunConfig, document: dict[str, Any], folder: RunFolder
 ) -> None:
     logger.log_metrics(_flatten({"final": document["metrics"]}))

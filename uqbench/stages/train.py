@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import socket
 import sys
+import urllib.parse
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from uqbench.errors import ConfigError
 from uqbench.stages.resolve import Resolved, trial_trainer_options
 
 OFFLINE_MODES = ("offline", "disabled", "dryrun")
+WANDB_CONNECT_S = 5.0  # how long the server may take to accept a connection before training
 
 
 def quiet_lightning() -> None:
@@ -33,20 +36,37 @@ def quiet_lightning() -> None:
 
 
 def check_wandb_login() -> None:
-    """``logger=wandb`` must never wait at W&B's login prompt: check for a key before training."""
-    if os.environ.get("WANDB_MODE", "").lower() in OFFLINE_MODES or os.environ.get("WANDB_API_KEY"):
+    """``logger=wandb`` must never wait at W&B's login prompt nor fail after training: check for
+    a key before training, then that the server answers. An unreachable server switches this
+    process to offline logging (``WANDB_MODE=offline``, W&B's own switch) with a warning, so a
+    finished run is never lost to the logger; ``wandb sync`` uploads it later."""
+    if os.environ.get("WANDB_MODE", "").lower() in OFFLINE_MODES:
         return
-    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("//")[-1].split("/")[0]
+    url = urllib.parse.urlsplit(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    host = url.hostname or "api.wandb.ai"
+    if not os.environ.get("WANDB_API_KEY") and not _netrc_has(host):
+        raise ConfigError(
+            "logger=wandb needs a W&B login and none was found: run `wandb login` (or set "
+            "WANDB_API_KEY), or log without a server with WANDB_MODE=offline (sync later with "
+            "`wandb sync`), or use logger=csv"
+        )
+    port = url.port or (80 if url.scheme == "http" else 443)
     try:
-        if netrc.netrc().authenticators(host.split(":")[0]):
-            return
+        socket.create_connection((host, port), timeout=WANDB_CONNECT_S).close()
+    except OSError as exc:
+        print(
+            f"uqbench: warning: the W&B server {host}:{port} cannot be reached ({exc}); logging "
+            "offline into the run folder's wandb/ (upload it later with `wandb sync`)",
+            file=sys.stderr,
+        )
+        os.environ["WANDB_MODE"] = "offline"
+
+
+def _netrc_has(host: str) -> bool:
+    try:
+        return bool(netrc.netrc().authenticators(host))
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        pass
-    raise ConfigError(
-        "logger=wandb needs a W&B login and none was found: run `wandb login` (or set "
-        "WANDB_API_KEY), or log without a server with WANDB_MODE=offline (sync later with "
-        "`wandb sync`), or use logger=csv"
-    )
+        return False
 
 
 def make_logger(resolved: Resolved, folder: Path, name: str) -> Any:
