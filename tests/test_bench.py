@@ -124,3 +124,74 @@ def test_cells_run_as_submitit_jobs(tmp_path, capsys):
 
 def test_the_default_seeds_are_the_papers():
     assert [c.seed for c in parse_matrix(["method=[msp]"]).cells] == [13, 17, 23]
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead; /proc tells it from a running process.
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_a_killed_bench_leaves_no_orphan_and_a_rerun_finishes_the_cell(tmp_path, how):
+    """Real processes: the bench is killed while its cell trains; the cell's fit dies with it,
+    and the rerun runs the cell (not refused as another live run's) and appends to its log."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "bench"
+    command = [sys.executable, "-m", "uqbench", "bench", "method=msp", "seed=13",
+               "trainer.max_epochs=3", f"bench.out={out}"]  # fmt: skip
+    env = os.environ | {"UQBENCH_CACHE": str(tmp_path / "cache")}
+    bench = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(out.glob("*.partial/.owner")) and time.time() < deadline:
+        time.sleep(0.2)
+    (owner,) = out.glob("*.partial/.owner")
+    child = json.loads(owner.read_text())["pid"]
+    bench.send_signal(getattr(signal, how))
+    bench.wait()
+    deadline = time.time() + 20
+    while _alive(child) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child), "the cell's fit outlived the bench"
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    (log,) = (out / "logs").glob("*.log")
+    assert log.read_text().count("=== ") == 2  # the killed attempt's log is kept
+    record = json.loads((out / "bench.json").read_text())
+    assert [c["status"] for c in record["cells"].values()] == ["done"]
+
+
+def test_a_rerun_waits_for_a_live_cell_instead_of_failing_it(tmp_path, capsys):
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    from uqbench.bench import Cell, Job, wait_for_live_cells
+
+    cell = Cell("msp", "digits", 13, ("method=msp",))
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    partial = tmp_path / f"{cell.name}.partial"
+    partial.mkdir()
+    owner = {"host": socket.gethostname(), "pid": live.pid}
+    (partial / ".owner").write_text(json.dumps(owner))
+    waiter = threading.Thread(target=wait_for_live_cells, args=(Job((cell,)), tmp_path, 0.05))
+    waiter.start()
+    waiter.join(0.5)
+    assert waiter.is_alive()  # still waiting while the other run lives
+    live.kill()
+    live.wait()
+    waiter.join(5)
+    assert not waiter.is_alive() and "waiting for a live run" in capsys.readouterr().out

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +45,7 @@ BENCH_KEYS = ("bench.jobs", "bench.out", "bench.reference", "bench.resamples", "
               "bench.partition", "bench.gpus", "bench.time_min")  # fmt: skip
 LAUNCHERS = ("local", "slurm", "submitit-local")
 LOG_TAIL = 1500  # characters of a failed cell's log kept in bench.json
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 def _digest(parts: tuple[str, ...]) -> str:
@@ -232,15 +235,44 @@ def is_complete(cell: Cell, out: Path, boards: list[str]) -> bool:
     )
 
 
+def _die_with_parent() -> None:
+    """In the child, before it runs: ask Linux to send SIGTERM when the bench dies (SIGKILL
+    included), so no cell outlives the bench that started it. Elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def wait_for_live_cells(job: Job, out: Path, poll_s: float = 1.0) -> None:
+    """Wait while another live process (an earlier bench's cell, on this host or another)
+    writes one of the job's run folders; the job then reuses what it finished."""
+    from uqbench.run_folder import PARTIAL, owner_alive
+
+    partials = [out / f"{cell.name}{PARTIAL}" for cell in job.cells]
+    announced = False
+    while any(owner_alive(p) for p in partials):
+        if not announced:
+            print(f"uqbench bench: waiting for a live run writing {job.name}", flush=True)
+            announced = True
+        time.sleep(poll_s)
+
+
 def _run_job(job: Job, out: Path) -> tuple[int, float, str]:
-    """(exit status, seconds, log path) of one job run as a child process."""
+    """(exit status, seconds, log path) of one job run as a child process, which dies with the
+    bench; its output is appended to the job's log under a header line."""
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{job.name}.log"
     started = time.perf_counter()
     command = [sys.executable, "-m", "uqbench", *job.command(out)[1:]]
-    with open(log, "w") as handle:
-        status = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT).returncode
+    with open(log, "a") as handle:
+        handle.write(f"=== {datetime.now().isoformat(timespec='seconds')} {' '.join(command)}\n")
+        handle.flush()
+        status = subprocess.run(
+            command, stdout=handle, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+        ).returncode
     return status, time.perf_counter() - started, str(log)
 
 
@@ -302,6 +334,8 @@ def run(matrix: Matrix) -> dict[str, Any]:
     matrix.out.mkdir(parents=True, exist_ok=True)
     record: dict[str, dict[str, Any]] = {}
     todo = []
+    for job in jobs_for(matrix.cells):
+        wait_for_live_cells(job, matrix.out)
     for cell in matrix.cells:
         if is_complete(cell, matrix.out, matrix.boards):
             record[cell.name] = {"status": "reused", "cell": _coordinates(cell)}
