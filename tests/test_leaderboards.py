@@ -63,7 +63,7 @@ def runs(tmp_path):
 def test_every_task_table_shows_the_seed_mean_and_the_averaged_bootstrap_interval(runs, tmp_path):
     out = tmp_path / "boards"
     (path,) = write_leaderboards(
-        scan(runs), out, "uqbench leaderboard test", Options(resamples=200)
+        scan(runs)[0], out, "uqbench leaderboard test", Options(resamples=200)
     )
     text = path.read_text()
     for title in ("Failure detection: ID ok | ID err", "Failure detection by severity",
@@ -103,12 +103,12 @@ def test_a_run_that_did_not_record_its_splits_is_not_called_unfitted(runs, tmp_p
     doc = json.loads(doc_path.read_text())
     del doc["fitted_on"]  # as metrics.json was written before it recorded the splits
     doc_path.write_text(json.dumps(doc))
-    (path,) = write_leaderboards(scan(runs), tmp_path / "b", "cmd", Options(resamples=100))
+    (path,) = write_leaderboards(scan(runs)[0], tmp_path / "b", "cmd", Options(resamples=100))
     assert "| msp | not recorded by this run |" in path.read_text()
 
 
 def test_a_paired_difference_names_the_winner_with_its_interval(runs, tmp_path):
-    (path,) = write_leaderboards(scan(runs), tmp_path / "b", "cmd", Options(resamples=200))
+    (path,) = write_leaderboards(scan(runs)[0], tmp_path / "b", "cmd", Options(resamples=200))
     text = path.read_text()
     sentence = re.search(r"- oracle beats msp on toy ID ok vs ID err AUROC by ([0-9.]+) "
                          r"\[([0-9.]+), ([0-9.]+)\]\.", text)  # fmt: skip
@@ -120,7 +120,7 @@ def test_a_paired_difference_names_the_winner_with_its_interval(runs, tmp_path):
 
 
 def test_figures_are_written_as_png_and_svg_and_linked(runs, tmp_path):
-    (path,) = write_leaderboards(scan(runs), tmp_path / "b", "cmd", Options(resamples=100))
+    (path,) = write_leaderboards(scan(runs)[0], tmp_path / "b", "cmd", Options(resamples=100))
     for stem in ("auroc-by-severity", "risk-coverage", "reliability"):
         png, svg = path.parent / f"{stem}.png", path.parent / f"{stem}.svg"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "<svg" in svg.read_text()
@@ -128,7 +128,7 @@ def test_figures_are_written_as_png_and_svg_and_linked(runs, tmp_path):
 
 
 def test_bootstrap_samples_are_cached_by_the_scores_hash(runs, tmp_path, monkeypatch):
-    first = write_leaderboards(scan(runs), tmp_path / "a", "cmd", Options(resamples=100))[
+    first = write_leaderboards(scan(runs)[0], tmp_path / "a", "cmd", Options(resamples=100))[
         0
     ].read_text()
 
@@ -136,14 +136,14 @@ def test_bootstrap_samples_are_cached_by_the_scores_hash(runs, tmp_path, monkeyp
         raise AssertionError("bootstrapped again")
 
     monkeypatch.setattr(loaded_runs, "bootstrap", refuse)
-    again = write_leaderboards(scan(runs), tmp_path / "b", "cmd", Options(resamples=100))[
+    again = write_leaderboards(scan(runs)[0], tmp_path / "b", "cmd", Options(resamples=100))[
         0
     ].read_text()
     assert again == first
 
 
 def test_two_runs_of_one_method_and_seed_are_refused(runs, tmp_path):
-    refs = scan(runs)
+    refs = scan(runs)[0]
     twin = RunRef("msp", "toy", 13, runs / "oracle-toy-s13")
     with pytest.raises(ValueError, match="two runs of msp on toy with seed 13"):
         write_leaderboards([*refs, twin], tmp_path / "b", "cmd")
@@ -182,3 +182,50 @@ def test_the_stream_layout_is_an_option(runs, tmp_path, capsys):
     text = (tmp_path / "out" / "toy" / "README.md").read_text()
     assert code == 0 and "ID 500 frames, then for each severity 400 CID frames" in text
     assert "a dev stream and 1 test streams" in text
+
+
+def _object_npz(folder):
+    with open(folder / "scores.npz", "wb") as handle:
+        np.savez(handle, probs=np.array([object()]), score=np.zeros(1))
+
+
+DAMAGE = {
+    "truncated metrics": lambda f: (f / "metrics.json").write_text('{"method": "ms'),
+    "non-object metrics": lambda f: (f / "metrics.json").write_text("[1, 2]"),
+    "method-less metrics": lambda f: (f / "metrics.json").write_text('{"data": "toy"}'),
+    "truncated scores": lambda f: (f / "scores.npz").write_bytes(
+        (f / "scores.npz").read_bytes()[:200]
+    ),
+    "garbage scores": lambda f: (f / "scores.npz").write_bytes(b"garbage" * 10),
+    "object-array scores": _object_npz,
+    "missing scores": lambda f: (f / "scores.npz").unlink(),
+    "missing metrics": lambda f: (f / "metrics.json").unlink(),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_run_is_named_and_left_out(runs, tmp_path, capsys, damage):
+    DAMAGE[damage](runs / "oracle-toy-s17")
+    (runs / "msp-toy-s23.partial").mkdir()  # an unfinished run is never read as one
+    (runs / "msp-toy-s23.partial" / "metrics.json").write_text("{}")
+    out = tmp_path / "board"
+    args = ["leaderboard", f"runs={runs}", f"out={out}", "resamples=100"]
+    code = main(args)
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    assert f"{runs / 'oracle-toy-s17'} left out" in err and "partial" not in err
+    text = (out / "toy" / "README.md").read_text()
+    assert "Seeds: 13, 17" in text  # msp's two runs and oracle's remaining one
+    # strict=true refuses instead, with nothing written.
+    code = main([*args[:2], f"out={tmp_path / 'strict'}", "resamples=100", "strict=true"])
+    assert code == 2 and "strict=true" in capsys.readouterr().err
+    assert not (tmp_path / "strict").exists()
+
+
+def test_an_unknown_reference_names_the_methods_present(runs, tmp_path, capsys):
+    code = main(["leaderboard", f"runs={runs}", f"out={tmp_path / 'b'}", "reference=nope"])
+    err = capsys.readouterr().err
+    assert code == 2 and "reference='nope'" in err and "msp, oracle" in err
+    (tmp_path / "file").write_text("x")
+    code = main(["leaderboard", f"runs={runs}", f"out={tmp_path / 'file'}"])
+    assert code == 2 and "is a file" in capsys.readouterr().err

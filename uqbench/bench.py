@@ -229,8 +229,12 @@ def jobs_for(cells: list[Cell]) -> list[Job]:
 
 
 def is_complete(cell: Cell, out: Path, boards: list[str]) -> bool:
+    """The cell's run folder is finished and readable (a damaged one is run again) and holds
+    a deploy record per board."""
+    from uqbench.leaderboards.runs import check_run
+
     folder = out / cell.name
-    return (folder / "metrics.json").is_file() and all(
+    return check_run(folder) is None and all(
         (folder / "deploy" / b / "deploy.json").is_file() for b in boards
     )
 
@@ -257,6 +261,16 @@ def wait_for_live_cells(job: Job, out: Path, poll_s: float = 1.0) -> None:
             print(f"uqbench bench: waiting for a live run writing {job.name}", flush=True)
             announced = True
         time.sleep(poll_s)
+
+
+def _damage(folder: Path) -> str | None:
+    """Why a cell's existing run folder is damaged (never rerun over: it is left for the user
+    to look at), or ``None`` where there is no folder or it is readable."""
+    from uqbench.leaderboards.runs import check_run
+
+    if not folder.is_dir() or (reason := check_run(folder)) is None:
+        return None
+    return f"{folder} is damaged ({reason}); remove it to run the cell again"
 
 
 def _run_job(job: Job, out: Path) -> tuple[int, float, str]:
@@ -337,7 +351,12 @@ def run(matrix: Matrix) -> dict[str, Any]:
     for job in jobs_for(matrix.cells):
         wait_for_live_cells(job, matrix.out)
     for cell in matrix.cells:
-        if is_complete(cell, matrix.out, matrix.boards):
+        damage = _damage(matrix.out / cell.name)
+        if damage:
+            print(f"uqbench bench: warning: {damage}", file=sys.stderr)
+            entry = {"status": "failed", "exit_status": None, "error": damage, "log": ""}
+            record[cell.name] = entry | {"cell": _coordinates(cell), "reproduce": ""}
+        elif is_complete(cell, matrix.out, matrix.boards):
             record[cell.name] = {"status": "reused", "cell": _coordinates(cell)}
         else:
             todo.append(cell)

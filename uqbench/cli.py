@@ -147,6 +147,8 @@ overrides (key=value):
   out=DIR           where <data>/README.md and the plots go (default leaderboards)
   reference=M       the method of the paired differences (default msp)
   resamples=N       bootstrap resamples per run (default 1000)
+  strict=BOOL       refuse (exit 2) when a run folder is damaged; by default a damaged run is
+                    named with the reason and left out
   stream.FIELD=V    the stream layout (uqbench.streams.StreamSpec): id_frames, cid_frames,
                     ood_frames, cycle, severities=[1,2,3], window, band_frames, test_streams,
                     recall, budget, seed
@@ -242,7 +244,7 @@ def _leaderboard(overrides: list[str]) -> int:
     from uqbench.errors import ConfigError
     from uqbench.streams import StreamSpec
 
-    values = {"out": "leaderboards", "reference": "msp", "resamples": "1000"}
+    values = {"out": "leaderboards", "reference": "msp", "resamples": "1000", "strict": "false"}
     layout = {f.name: f.type for f in dataclasses.fields(StreamSpec)}
     stream: dict[str, object] = {}
     for item in overrides:
@@ -258,7 +260,7 @@ def _leaderboard(overrides: list[str]) -> int:
             continue
         if not sep or key not in ("runs", *values):
             raise ConfigError(f"uqbench leaderboard: {item!r} is not key=value with a key among "
-                              "runs, out, reference, resamples, stream.<"
+                              "runs, out, reference, resamples, strict, stream.<"
                               f"{'|'.join(layout)}>")  # fmt: skip
         values[key] = value
     if "runs" not in values:
@@ -268,14 +270,32 @@ def _leaderboard(overrides: list[str]) -> int:
         raise ConfigError(f"uqbench leaderboard: runs={runs} is not a folder")
     if not values["resamples"].isdigit() or int(values["resamples"]) < 100:
         raise ConfigError("uqbench leaderboard: resamples must be an integer >= 100")
+    out = Path(values["out"])
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"uqbench leaderboard: out={out} is a file; out= names a folder")
+    if values["strict"] not in ("true", "false"):
+        raise ConfigError(f"uqbench leaderboard: strict={values['strict']!r}; true or false")
     from uqbench.leaderboards import Options, scan, write_leaderboards
 
-    refs = scan(runs)
+    refs, damaged = scan(runs)
+    for folder, reason in damaged.items():
+        print(f"uqbench leaderboard: warning: {folder} left out: {reason}", file=sys.stderr)
+    if damaged and values["strict"] == "true":
+        raise ConfigError(
+            f"uqbench leaderboard: {len(damaged)} damaged run folder(s) under {runs} (listed "
+            "above) and strict=true; repair or remove them, or leave strict=false to skip them"
+        )
     if not refs:
         raise ConfigError(f"uqbench leaderboard: no complete run folder directly under {runs}")
+    labels = sorted({r.label for r in refs})
+    if values["reference"] not in labels:
+        raise ConfigError(
+            f"uqbench leaderboard: reference={values['reference']!r} has no run under {runs}; "
+            f"the methods present: {', '.join(labels)}"
+        )
     options = Options(values["reference"], int(values["resamples"]), StreamSpec(**stream))
     command = "uqbench leaderboard " + " ".join(overrides)
-    for path in write_leaderboards(refs, Path(values["out"]), command, options):
+    for path in write_leaderboards(refs, out, command, options):
         print(f"wrote {path}")
     return 0
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from uqbench.leaderboards.figures import figures
-from uqbench.leaderboards.runs import Options, Run, RunRef, load, scan
+from uqbench.leaderboards.runs import Options, Run, RunRef, check_run, load, scan
 from uqbench.leaderboards.summary import COST_LEGEND, cost_table
 from uqbench.leaderboards.tables import (
     differences,
@@ -34,7 +34,7 @@ from uqbench.leaderboards.tables import (
 )
 from uqbench.run_folder import atomic_write_bytes
 
-__all__ = ["Options", "RunRef", "scan", "write_leaderboards"]
+__all__ = ["Options", "RunRef", "check_run", "scan", "write_leaderboards"]
 
 
 # --------------------------------------------------------------------------- the writer

@@ -19,7 +19,7 @@ from uqbench import streams
 from uqbench.bootstrap import RESAMPLES, bootstrap
 from uqbench.metric_table import compute_metrics
 from uqbench.predictions import Predictions
-from uqbench.run_folder import METRICS, SCORES, atomic_write_bytes
+from uqbench.run_folder import METRICS, PARTIAL, SCORES, atomic_write_bytes
 from uqbench.stages.base_model import cache_root
 from uqbench.streams import StreamResult
 
@@ -58,19 +58,62 @@ class Run:
     deploy: dict[str, dict[str, Any]] = field(default_factory=dict)  # board -> deploy.json
 
 
-def scan(root: Path) -> list[RunRef]:
-    """Every complete run folder directly under ``root`` (``metrics.json`` and ``scores.npz``),
-    labelled by its method; of two runs of one (method, data, seed) the newer is kept."""
+def check_run(folder: Path) -> str | None:
+    """Why ``folder`` cannot be read as a finished run, or ``None`` if it can: ``metrics.json``
+    a JSON object with its method, data and integer seed, and ``scores.npz`` readable without
+    unpickling, its arrays of one length and the shapes :class:`Predictions` documents."""
+    metrics, scores = folder / METRICS, folder / SCORES
+    if not metrics.is_file():
+        return f"{METRICS} is missing"
+    if not scores.is_file():
+        return f"{SCORES} is missing"
+    try:
+        doc = json.loads(metrics.read_text())
+    except (OSError, ValueError) as exc:
+        return f"{METRICS} is unreadable ({type(exc).__name__}: {exc})"
+    if not isinstance(doc, dict):
+        return f"{METRICS} is not a JSON object"
+    for key, kind in (("method", str), ("data", str), ("seed", int), ("metrics", dict)):
+        if not isinstance(doc.get(key), kind) or isinstance(doc.get(key), bool):
+            return f"{METRICS} has no {kind.__name__} {key!r}"
+    try:
+        p = Predictions.load(scores)
+    except Exception as exc:  # noqa: BLE001 - any unreadable archive is the same damage
+        return f"{SCORES} is unreadable ({type(exc).__name__}: {exc})"
+    n = len(p.score)
+    if p.probs.ndim != 2 or p.probs.shape[0] != n or p.probs.dtype.kind != "f":
+        return f"{SCORES}: probs are {p.probs.dtype} {p.probs.shape}, not float [{n}, C]"
+    arrays = {"score": p.score, "label": p.label, "group": p.group, **p.variants}
+    for name, values in arrays.items():
+        if values.shape != (n,) or values.dtype.kind not in "iuf":
+            return f"{SCORES}: {name} is {values.dtype} {values.shape}, not numbers [{n}]"
+    if n and (p.group.min() < 0 or p.group.max() >= len(p.group_names)):
+        return f"{SCORES}: group indices outside its {len(p.group_names)} group names"
+    return None
+
+
+def scan(root: Path) -> tuple[list[RunRef], dict[Path, str]]:
+    """The finished run folders directly under ``root``, labelled by their method (of two runs
+    of one (method, data, seed) the newer is kept), and the damaged ones with why
+    (:func:`check_run`). Unfinished (``*.partial``) and hidden folders are never runs; a
+    folder with neither ``metrics.json`` nor ``scores.npz`` is not one either (``logs/``)."""
     found: dict[tuple[str, str, int], tuple[float, RunRef]] = {}
+    damaged: dict[Path, str] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        if not ((folder / METRICS).is_file() and (folder / SCORES).is_file()):
+        if folder.name.startswith(".") or PARTIAL in folder.name:
+            continue
+        if not ((folder / METRICS).exists() or (folder / SCORES).exists()):
+            continue
+        reason = check_run(folder)
+        if reason:
+            damaged[folder] = reason
             continue
         doc = json.loads((folder / METRICS).read_text())
         ref = RunRef(doc["method"], doc["data"], int(doc["seed"]), folder)
         key, when = (ref.label, ref.data, ref.seed), (folder / METRICS).stat().st_mtime
         if key not in found or found[key][0] < when:
             found[key] = (when, ref)
-    return [ref for _, ref in found.values()]
+    return [ref for _, ref in found.values()], damaged
 
 
 # --------------------------------------------------------------------------- loading
