@@ -125,3 +125,22 @@ def test_a_logger_failing_at_close_never_loses_the_run(capsys, tmp_path, monkeyp
     err = capsys.readouterr().err
     assert code == 0 and "csv logger failed while closing (ConnectionError: server gone)" in err
     assert (tmp_path / "c" / "metrics.json").is_file()
+
+
+def test_every_file_a_run_writes_has_the_umasks_permissions(tmp_path, capsys):
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        code = main(["fit", f"out={tmp_path}", "name=p", *FAST])
+        assert code == 0, capsys.readouterr().err
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "p").iterdir()}
+        files = ["config.json", "metrics.json", "scores.npz", "checkpoint.pt"]
+        assert {name: modes[name] for name in files} == dict.fromkeys(files, 0o644)
+        os.umask(0o077)
+        from uqbench.run_folder import atomic_write_json
+
+        atomic_write_json(tmp_path / "private.json", {})
+        assert stat.S_IMODE((tmp_path / "private.json").stat().st_mode) == 0o600
+    finally:
+        os.umask(previous)

@@ -50,10 +50,27 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` can only set it, and a
+    set-and-restore races with other threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename: never half-written."""
+    """Write ``data`` to ``path`` through a temporary file and a rename: never half-written.
+    The file gets the permissions a plain ``open`` would (0666 less the umask), not
+    ``mkstemp``'s private 0600."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
