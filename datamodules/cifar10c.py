@@ -276,6 +276,16 @@ class CIFAR10C(UQDataModule):
         images, labels = _unpickle(folder / "test_batch", b"labels", 10)
         self._test = (_to_uint8(images), torch.from_numpy(labels))
         self.test_set = _images(*self._test)
+        self._check_evaluation_files()
+
+    def _check_evaluation_files(self) -> None:
+        """The files read only after training (CIFAR-10-C, SVHN, CIFAR-100), checked now:
+        headers, shapes and dtypes without loading their images, CIFAR-100 whole (a pickle)."""
+        if self.cid == "files":
+            for corruption in self.corruptions:
+                self._cid_arrays(corruption)
+        self._svhn_header(self.root / "test_32x32.mat")
+        _unpickle(self.root / "cifar-100-python" / "test", b"fine_labels", 100)
 
     def cid_set(self, corruption: str, severity: int) -> Dataset:
         self.setup()
@@ -283,6 +293,13 @@ class CIFAR10C(UQDataModule):
             # The whole test split in one batch: the engine's draws depend on the batch.
             x = corrupt(self._test[0].float() / 255, corruption, severity, self.split_seed)
             return _images((x * 255).round().to(torch.uint8), self._test[1])
+        images, labels = self._cid_arrays(corruption)
+        n = len(self._test[1])
+        return CorruptedSlice(images, labels, (severity - 1) * n, n)
+
+    def _cid_arrays(self, corruption: str) -> tuple[np.ndarray, np.ndarray]:
+        """One CIFAR-10-C file memory-mapped (only its header is read) and the labels, checked
+        against the test split."""
         n = len(self._test[1])
         path = self.root / "CIFAR-10-C" / f"{corruption}.npy"
         images = load_npy(path, mmap=True)
@@ -293,7 +310,7 @@ class CIFAR10C(UQDataModule):
                 f"expected uint8 ({5 * n}, 32, 32, 3) (5 severities x {n} test images)"
             )
         check_labels(path.with_name("labels.npy"), labels, 5 * n, 10)
-        return CorruptedSlice(images, labels, (severity - 1) * n, n)
+        return images, labels
 
     def dev_shift_set(self) -> Dataset:
         self.setup()
@@ -310,6 +327,23 @@ class CIFAR10C(UQDataModule):
             raise KeyError(f"cifar10c has no OOD set {name!r}; its sets: {self.ood_names}")
         x = _to_uint8(images)
         return _images(x, torch.full((len(x),), -1, dtype=torch.long))
+
+    @staticmethod
+    def _svhn_header(path: Path) -> None:
+        """SVHN's ``X`` and ``y`` by their headers (``scipy.io.whosmat``: no data is loaded)."""
+        from scipy.io import whosmat
+
+        try:
+            variables = {name: (shape, kind) for name, shape, kind in whosmat(path)}
+        except Exception as exc:  # noqa: BLE001 - any unreadable .mat is corrupt
+            raise DataError(
+                f"{path} is corrupt ({type(exc).__name__}: {exc}); replace it"
+            ) from None
+        shape, kind = variables.get("X", ((), "missing"))
+        if kind != "uint8" or len(shape) != 4 or tuple(shape[:3]) != (32, 32, 3):
+            raise DataError(f"{path} is corrupt: X is {kind} {shape}, not uint8 [32, 32, 3, N]")
+        if "y" not in variables or variables["y"][0][0] != shape[3]:
+            raise DataError(f"{path} is corrupt: its labels y do not match its {shape[3]} images")
 
     @staticmethod
     def _svhn(path: Path) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ def read_idx(path: Path, dims: int) -> np.ndarray:
     """The uint8 array of an IDX file with ``dims`` dimensions (3: images, 1: labels)."""
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataError(f"{path} is corrupt ({type(exc).__name__}: {exc}); replace it") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != UBYTE or raw[3] != dims:
         raise DataError(

@@ -114,6 +114,8 @@ def read_split(root: Path, dataset: str, split: str) -> tuple[Tensor, Tensor]:
             f"{folder}: {len(images):,} images but {len(labels):,} labels in {image_name} / "
             f"{label_name}; the pair is corrupt or mismatched"
         )
+    if len(images) == 0:
+        raise DataError(f"{folder / image_name} holds no images; replace it with the official file")
     if labels.max(initial=0) > 9:
         raise DataError(f"{folder / label_name} is corrupt: a label is {labels.max()}, not 0-9")
     x = torch.from_numpy(images.astype(np.float32) / 255.0)[:, None]
@@ -276,6 +278,11 @@ class MNIST(UQDataModule):
         self._dev_images, self._dev_labels = x[dev], y[dev]
         self._test_images, self._test_labels = read_split(self.root, "MNIST", "test")
         self.test_set = TensorDataset(self.normalize(self._test_images), self._test_labels)
+        # The evaluation-only files are checked now, before any training, not after it.
+        self._fashion = read_split(self.root, "FashionMNIST", "test")[0]
+        if self.cid == "mnistc":
+            for corruption in self.corruptions:
+                read_mnistc(self.root, corruption, len(self._test_labels))
 
     @staticmethod
     def normalize(x: Tensor) -> Tensor:
@@ -298,5 +305,6 @@ class MNIST(UQDataModule):
     def ood_set(self, name: str) -> Dataset:
         if name not in self.ood_names:
             raise KeyError(f"mnist has no OOD set {name!r}; its sets: {self.ood_names}")
-        x, _ = read_split(self.root, "FashionMNIST", "test")
+        self.setup()
+        x = self._fashion
         return TensorDataset(self.normalize(x), torch.full((len(x),), -1, dtype=torch.long))

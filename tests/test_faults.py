@@ -144,3 +144,125 @@ def test_every_file_a_run_writes_has_the_umasks_permissions(tmp_path, capsys):
         assert stat.S_IMODE((tmp_path / "private.json").stat().st_mode) == 0o600
     finally:
         os.umask(previous)
+
+
+@pytest.fixture
+def never_trains(monkeypatch):
+    """Training is an error: a damaged file must be refused before it."""
+    from uqbench.stages import train
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("training started before the data files were checked")
+
+    monkeypatch.setattr(train, "fit", refuse)
+
+
+def _cifar_damage():
+    import numpy as np
+    from scipy.io import savemat
+
+    def npy_garbage(r):
+        (r / "CIFAR-10-C/fog.npy").write_bytes(b"\x93NUMPY garbage")
+
+    def npy_truncated(r):
+        path = r / "CIFAR-10-C/fog.npy"
+        path.write_bytes(path.read_bytes()[:1000])
+
+    return {
+        "truncated .npy": (npy_truncated, "fog.npy is corrupt"),
+        "garbage .npy": (npy_garbage, "fog.npy is corrupt"),
+        "wrong shape": (
+            lambda r: np.save(r / "CIFAR-10-C/fog.npy", np.zeros((7, 32, 32, 3), np.uint8)),
+            "fog.npy is corrupt or not this test set",
+        ),
+        "wrong dtype": (
+            lambda r: np.save(r / "CIFAR-10-C/fog.npy", np.zeros((200, 32, 32, 3), np.float32)),
+            "fog.npy is corrupt or not this test set",
+        ),
+        "object array": (
+            lambda r: np.save(r / "CIFAR-10-C/fog.npy", np.array([None] * 3), allow_pickle=True),
+            "fog.npy is corrupt",
+        ),
+        "labels": (
+            lambda r: np.save(r / "CIFAR-10-C/labels.npy", np.full(200, 11, np.uint8)),
+            "labels.npy is corrupt",
+        ),
+        "svhn": (
+            lambda r: savemat(r / "test_32x32.mat", {"X": np.zeros((8, 8), np.uint8)}),
+            "test_32x32.mat is corrupt",
+        ),
+        "svhn garbage": (
+            lambda r: (r / "test_32x32.mat").write_bytes(b"MATLAB 5.0" + b"\0" * 200),
+            "test_32x32.mat is corrupt",
+        ),
+        "cifar100": (
+            lambda r: (r / "cifar-100-python/test").write_bytes(b"\x80\x02garbage"),
+            "cifar-100-python/test is corrupt",
+        ),
+    }
+
+
+@pytest.mark.parametrize("damage", list(_cifar_damage()))
+def test_damaged_cifar_evaluation_files_are_refused_before_training(
+    tmp_path, capsys, never_trains, damage
+):
+    from test_cifar10c import make_root
+
+    root = make_root(tmp_path / "data")
+    write, message = _cifar_damage()[damage]
+    write(root)
+    data = ["data=cifar10c", f"data.root={root}", "data.corruptions=[fog,contrast]"]
+    code = main(["fit", *data, f"out={tmp_path / 'runs'}", *FAST])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert not [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]
+
+
+def _truncate(path, keep):
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda r: _truncate(r / "FashionMNIST/raw/t10k-images-idx3-ubyte.gz", 60), "corrupt"),
+        (lambda r: _truncate(r / "FashionMNIST/raw/t10k-labels-idx1-ubyte.gz", 0), "corrupt"),
+        (lambda r: _corrupt_deflate(r / "MNIST/raw/train-images-idx3-ubyte.gz"), "corrupt"),
+        (lambda r: _no_images(r / "MNIST/raw"), "holds no images"),
+        (lambda r: _few_images(r / "MNIST/raw"), "cannot give a stratified"),
+    ],
+)
+def test_damaged_mnist_files_are_refused_before_training(
+    tmp_path, capsys, never_trains, damage, message
+):
+    from test_mnist import make_root
+
+    root = make_root(tmp_path / "data", gz=True)
+    damage(root)
+    code = main(["fit", "data=mnist", f"data.root={root}", f"out={tmp_path / 'runs'}", *FAST])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err, err
+
+
+def _corrupt_deflate(path):
+    import gzip
+
+    raw = bytearray(gzip.compress(gzip.decompress(path.read_bytes())))
+    raw[20:40] = b"\xff" * 20  # inside the deflate stream: zlib.error, not a gzip header error
+    path.write_bytes(bytes(raw))
+
+
+def _no_images(folder):
+    import numpy as np
+    from test_mnist import write_idx
+
+    write_idx(folder / "train-images-idx3-ubyte", np.zeros((0, 28, 28), np.uint8), gz=True)
+    write_idx(folder / "train-labels-idx1-ubyte", np.zeros(0, np.uint8), gz=True)
+
+
+def _few_images(folder):
+    import numpy as np
+    from test_mnist import write_idx
+
+    write_idx(folder / "train-images-idx3-ubyte", np.zeros((3, 28, 28), np.uint8), gz=True)
+    write_idx(folder / "train-labels-idx1-ubyte", np.arange(3, dtype=np.uint8), gz=True)

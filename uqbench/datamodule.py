@@ -34,10 +34,19 @@ def stratified_dev(labels: Tensor, fraction: float, split_seed: int) -> tuple[Te
     fixed by ``split_seed`` (never by the training seed)."""
     from sklearn.model_selection import train_test_split
 
+    from uqbench.errors import DataError
+
     index = torch.arange(len(labels))
-    train, dev = train_test_split(
-        index, test_size=fraction, stratify=labels.numpy(), random_state=split_seed
-    )
+    try:
+        train, dev = train_test_split(
+            index, test_size=fraction, stratify=labels.numpy(), random_state=split_seed
+        )
+    except ValueError as exc:  # too few examples, or a class with a single one
+        raise DataError(
+            f"the training split ({len(labels):,} examples) cannot give a stratified "
+            f"{fraction:.0%} dev split: {exc}. The data files are truncated or not the "
+            "official ones; replace them"
+        ) from None
     return train, dev
 
 
