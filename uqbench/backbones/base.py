@@ -99,6 +99,22 @@ class Backbone(nn.Module):
         return {name: tuple(t.shape[1:]) for name, t in out.taps.items()}
 
 
+MAX_WIDTH = 1 << 16  # channels per layer; far beyond any microcontroller network
+
+
+def check_width(key: str, value: float, minimum: float = 1) -> None:
+    """A size option ``backbone.<key>`` is a finite number in ``[minimum, MAX_WIDTH]``; raises
+    :class:`~uqbench.errors.ConfigError` naming it and the fix otherwise."""
+    from uqbench.errors import ConfigError
+
+    if not (isinstance(value, int | float) and math.isfinite(value) and value >= minimum):
+        raise ConfigError(f"backbone.{key}={value} must be at least {minimum}")
+    if value > MAX_WIDTH:
+        raise ConfigError(
+            f"backbone.{key}={value} is beyond {MAX_WIDTH:,}. Choose smaller backbone.* options."
+        )
+
+
 def check_backbone(backbone: Backbone, name: str) -> None:
     """Raise :class:`~uqbench.errors.ConfigError` naming what ``backbone`` lacks of the contract
     (module docstring): attributes, the ``mid`` and ``penultimate`` taps, tap ranks, head."""

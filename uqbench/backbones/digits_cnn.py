@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from uqbench.backbones.base import Backbone, conv_bn_relu
+from uqbench.backbones.base import Backbone, check_width, conv_bn_relu
 
 
 class DigitsCNN(Backbone):
@@ -41,4 +41,5 @@ class DigitsCNN(Backbone):
 
 def digits_cnn(num_classes: int, input_shape: tuple[int, ...], width: int = 16) -> DigitsCNN:
     """Factory registered as ``digits-cnn``; ``backbone.width`` scales every layer."""
+    check_width("width", width)
     return DigitsCNN(num_classes, input_shape, width)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from uqbench.backbones.base import Backbone, conv_bn_relu
+from uqbench.backbones.base import Backbone, check_width, conv_bn_relu
 
 
 def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -62,4 +62,5 @@ class DSCNN(Backbone):
 
 def ds_cnn(num_classes: int, input_shape: tuple[int, ...], filters: int = 64) -> DSCNN:
     """Factory registered as ``ds-cnn``."""
+    check_width("filters", filters)
     return DSCNN(num_classes, input_shape, filters)

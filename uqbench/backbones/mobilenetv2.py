@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from uqbench.backbones.base import Backbone
+from uqbench.backbones.base import Backbone, check_width
 
 STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
           (6, 160, 3, 1), (6, 320, 1, 1))  # fmt: skip
@@ -109,4 +109,5 @@ class MobileNetV2(Backbone):
 
 def mobilenetv2(num_classes: int, input_shape: tuple[int, ...], width: float = 0.5) -> MobileNetV2:
     """Factory registered as ``mobilenetv2``: width 0.5 at 64x64 by default (paper B.1)."""
+    check_width("width", width, 0.05)
     return MobileNetV2(num_classes, input_shape, width)

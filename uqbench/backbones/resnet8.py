@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from uqbench.backbones.base import Backbone, conv_bn_relu
+from uqbench.backbones.base import Backbone, check_width, conv_bn_relu
 
 
 class _Stage(nn.Module):
@@ -65,4 +65,5 @@ class ResNet8(Backbone):
 
 def resnet8(num_classes: int, input_shape: tuple[int, ...], width: int = 16) -> ResNet8:
     """Factory registered as ``resnet8``."""
+    check_width("width", width)
     return ResNet8(num_classes, input_shape, width)

@@ -198,7 +198,14 @@ def dry_run(group: list[Resolved]) -> None:
 
     first = group[0]
     with torch.device("meta"):
-        backbone = build_backbone(first)
+        try:
+            backbone = build_backbone(first)
+        except (RuntimeError, ValueError, IndexError, OverflowError, TypeError) as exc:
+            # A plugin's backbone that does not check its own options fails in torch.
+            raise ConfigError(
+                f"backbone {first.backbone} cannot be built with {first.backbone_args} "
+                f"({type(exc).__name__}: {str(exc)[:200]}); check the backbone.* options"
+            ) from None
         check_backbone(backbone, first.backbone)
         _check_size(backbone, first)
         _check_batch_norm(backbone, first)
