@@ -42,6 +42,9 @@ CORES = {
 }  # fmt: skip
 
 
+CLOCK_MHZ = (1.0, 2000.0)  # the clocks a microcontroller runs at, with room to spare
+
+
 @dataclass(frozen=True)
 class Board:
     """One target. Sizes in KiB (1024 bytes), clock in MHz."""
@@ -56,9 +59,29 @@ class Board:
     def __post_init__(self) -> None:
         if self.core not in CORES:
             raise ConfigError(f"board {self.name}: core {self.core!r} is not one of {list(CORES)}")
-        for key in ("clock_mhz", "flash_kb", "ram_kb"):
-            if not getattr(self, key) > 0:
-                raise ConfigError(f"board.{key} must be > 0, got {getattr(self, key)}")
+        if not (isinstance(self.clock_mhz, int | float) and CLOCK_MHZ[0] <= self.clock_mhz):
+            raise ConfigError(
+                f"board.clock_mhz must be at least {CLOCK_MHZ[0]}, got {self.clock_mhz}"
+            )
+        if not self.clock_mhz <= CLOCK_MHZ[1]:  # inf and NaN fail here too
+            raise ConfigError(
+                f"board.clock_mhz={self.clock_mhz} is not a microcontroller's clock; give "
+                f"{CLOCK_MHZ[0]:g}-{CLOCK_MHZ[1]:g} MHz"
+            )
+        # Flash lies below RAM and RAM below the peripherals in the core's address map: a size
+        # that would run one region into the next cannot be linked, so it is refused here.
+        core = CORES[self.core]
+        limits = {
+            "flash_kb": (core.ram_origin - core.flash_origin) // 1024,
+            "ram_kb": (core.timer0 - core.ram_origin) // 1024,
+        }
+        for key, limit in limits.items():
+            value = getattr(self, key)
+            if not isinstance(value, int) or not 1 <= value <= limit:
+                raise ConfigError(
+                    f"board.{key}={value} does not fit {self.core}'s address map: give a whole "
+                    f"number of KiB from 1 to {limit:,}"
+                )
 
     @property
     def cflags(self) -> tuple[str, ...]:

@@ -150,7 +150,7 @@ def test_board_overrides_are_checked():
     assert board.clock_mhz == 100 and board.qemu_machine == "mps2-an500"
     with pytest.raises(UQBenchError, match="unknown board option"):
         big_mcu().with_overrides(sram=1)
-    with pytest.raises(UQBenchError, match="board.ram_kb must be > 0"):
+    with pytest.raises(UQBenchError, match="board.ram_kb=0 does not fit"):
         dataclasses.replace(small_mcu(), ram_kb=0)
 
 

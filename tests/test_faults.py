@@ -266,3 +266,31 @@ def _few_images(folder):
 
     write_idx(folder / "train-images-idx3-ubyte", np.zeros((3, 28, 28), np.uint8), gz=True)
     write_idx(folder / "train-labels-idx1-ubyte", np.arange(3, dtype=np.uint8), gz=True)
+
+
+@pytest.mark.parametrize(
+    "option,message",
+    [
+        ("board=", "board= names no board"),
+        ("board=[]", "board= names no board"),
+        ("board.clock_mhz=inf", "not a microcontroller's clock"),
+        ("board.clock_mhz=nan", "board.clock_mhz must be at least 1"),
+        ("board.clock_mhz=0", "board.clock_mhz must be at least 1"),
+        ("board.clock_mhz=1e9", "not a microcontroller's clock"),
+        ("board.flash_kb=99999999999", "does not fit cortex-m4's address map"),
+        ("board.flash_kb=0", "from 1 to 524,288"),
+        ("board.ram_kb=-5", "board.ram_kb=-5 does not fit"),
+        ("board.ram_kb=524289", "from 1 to 524,288"),
+    ],
+)
+def test_every_board_option_is_checked_against_the_address_map(tmp_path, capsys, option, message):
+    board = [] if option.startswith("board=") else ["board=small-mcu"]
+    code = main(["deploy", f"run={tmp_path / 'missing'}", *board, option])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_m33_address_map_bounds_its_board(capsys, tmp_path):
+    code = main(["deploy", f"run={tmp_path}", "board=mid-mcu", "board.ram_kb=400000"])
+    assert code == 2 and "from 1 to 393,216" in capsys.readouterr().err

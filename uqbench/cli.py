@@ -200,6 +200,11 @@ def _deploy(overrides: list[str]) -> int:
         for name in values["board"].strip("[]").split(",")
         if name.strip()
     ]
+    if not boards:
+        raise ConfigError(
+            "uqbench deploy: board= names no board; give one or more of "
+            + ", ".join(registry.names("board"))
+        )
     run = Path(values["run"])
     if not run.is_dir():
         raise ConfigError(f"uqbench deploy: run={run} is not a folder; give a finished run folder")
