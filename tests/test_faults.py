@@ -294,3 +294,80 @@ def test_every_board_option_is_checked_against_the_address_map(tmp_path, capsys,
 def test_the_m33_address_map_bounds_its_board(capsys, tmp_path):
     code = main(["deploy", f"run={tmp_path}", "board=mid-mcu", "board.ram_kb=400000"])
     assert code == 2 and "from 1 to 393,216" in capsys.readouterr().err
+
+
+def test_a_cached_base_model_of_another_backbone_is_set_aside_and_retrained(
+    tmp_path, capsys, monkeypatch
+):
+    import torch
+
+    monkeypatch.setenv("UQBENCH_CACHE", str(tmp_path / "cache"))
+    code = main(["fit", f"out={tmp_path}", "name=a", *FAST])
+    assert code == 0, capsys.readouterr().err
+    key = json.loads((tmp_path / "a" / "metrics.json").read_text())["training"]["base_key"]
+    cached = tmp_path / "cache" / "base" / f"{key}.pt"
+    state = torch.load(cached, weights_only=True)
+    wrong_shapes = {k: v.reshape(-1)[:1] for k, v in state.items()}
+    for damage in ({"other.weight": torch.zeros(3)}, wrong_shapes):
+        torch.save(damage, cached)
+        code = main(["fit", f"out={tmp_path}", *FAST])
+        err = capsys.readouterr().err
+        assert code == 0 and "is unusable" in err and "will train it again" in err, err
+        assert torch.load(cached, weights_only=True).keys() == state.keys()
+
+
+@pytest.mark.parametrize("where", ["a file", "read-only"])
+def test_an_unwritable_cache_is_refused_before_training(
+    tmp_path, capsys, monkeypatch, never_trains, read_only, where
+):
+    cache = tmp_path / "cache"
+    if where == "a file":
+        cache.write_text("x")
+    else:
+        cache.mkdir()
+        read_only(cache)
+    monkeypatch.setenv("UQBENCH_CACHE", str(cache))
+    code = main(["fit", f"out={tmp_path / 'runs'}", *FAST])
+    err = capsys.readouterr().err
+    assert code == 2 and "UQBENCH_CACHE" in err and "cannot be written" in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_test_and_deploy_on_a_read_only_run_folder_are_refused_first(tmp_path, capsys, read_only):
+    code = main(["fit", f"out={tmp_path}", "name=r", *FAST])
+    assert code == 0, capsys.readouterr().err
+    run = read_only(tmp_path / "r")
+    for command in (["test", f"run={run}"], ["deploy", f"run={run}", "board=small-mcu"]):
+        code = main(command)
+        err = capsys.readouterr().err
+        assert code == 2 and "cannot be written" in err and "Traceback" not in err, err
+
+
+def test_download_into_a_read_only_root_is_refused(tmp_path, capsys, read_only):
+    (tmp_path / "data").mkdir()
+    root = read_only(tmp_path / "data")
+    code = main(["fit", "data=mnist", "data.download=true", f"data.root={root}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "data.download=true cannot save" in err and "cannot be written" in err
+
+
+@pytest.mark.parametrize(
+    "command,message",
+    [
+        (lambda t: ["fit", f"out={t}/{'x' * 256}"], "a component of 256 bytes"),
+        (lambda t: ["fit", f"out={t}/{'/'.join(['y' * 200] * 25)}"], "too long a path"),
+        (lambda t: ["fit", f"out={t}/file"], "is a file, not a folder"),
+        (lambda t: ["fit", f"out={t}/file/below"], "is a file, not a folder"),
+        (lambda t: ["bench", "method=msp", "seed=13", f"bench.out={t}/file"], "is a file"),
+        (lambda t: ["corruptions", f"out={t}/folder"], "is a folder; give a file name"),
+        (lambda t: ["leaderboard", f"runs={t}/folder", f"out={t}/file"], "is a file"),
+    ],
+)
+def test_odd_output_locations_are_refused_before_work(tmp_path, capsys, command, message):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    code = main(command(tmp_path))
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"]
+    assert list((tmp_path / "folder").iterdir()) == []

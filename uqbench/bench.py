@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from uqbench.errors import ConfigError
-from uqbench.run_folder import atomic_write_bytes, atomic_write_json
+from uqbench.run_folder import atomic_write_bytes, atomic_write_json, check_writable_folder
 
 MATRIX_KEYS = ("method", "data", "seed")
 BENCH_KEYS = ("bench.jobs", "bench.out", "bench.reference", "bench.resamples", "bench.launcher",
@@ -173,6 +173,7 @@ def parse_matrix(overrides: list[str]) -> Matrix:
         launcher.check()
     if jobs < 1:
         raise ConfigError(f"bench.jobs must be >= 1, got {jobs}")
+    check_writable_folder(Path(options["bench.out"]), "bench.out")
     if resamples < 100:
         raise ConfigError(f"bench.resamples must be >= 100 for a 95% interval, got {resamples}")
     deploy = [f"deploy={','.join(boards)}"] if boards else []

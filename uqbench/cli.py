@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from uqbench.errors import UQBenchError
+from uqbench.run_folder import check_writable_file, check_writable_folder
 
 _OVERRIDES_HELP = """\
 overrides (key=value):
@@ -208,6 +209,7 @@ def _deploy(overrides: list[str]) -> int:
     run = Path(values["run"])
     if not run.is_dir():
         raise ConfigError(f"uqbench deploy: run={run} is not a folder; give a finished run folder")
+    check_writable_folder(run, "run")  # deploy/ is written inside the run folder
     from uqbench.deploy.firmware import check_toolchain
     from uqbench.stages.deploy import deploy_run
 
@@ -276,8 +278,7 @@ def _leaderboard(overrides: list[str]) -> int:
     if not values["resamples"].isdigit() or int(values["resamples"]) < 100:
         raise ConfigError("uqbench leaderboard: resamples must be an integer >= 100")
     out = Path(values["out"])
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"uqbench leaderboard: out={out} is a file; out= names a folder")
+    check_writable_folder(out, "out")
     if values["strict"] not in ("true", "false"):
         raise ConfigError(f"uqbench leaderboard: strict={values['strict']!r}; true or false")
     from uqbench.leaderboards import Options, scan, write_leaderboards
@@ -354,6 +355,7 @@ def _corruption_sheet(overrides: list[str]) -> int:
     out = Path(str(values.get("out", f"corruptions-{size}.png")))
     if not out.parent.is_dir():
         raise ConfigError(f"uqbench corruptions: folder {out.parent} does not exist; create it")
+    check_writable_file(out, "out")
     photos = sample_photos(count, size, channels=1 if size == 28 else 3)
     write_contact_sheet(out, photos, table, int(values.get("seed", 0)))
     print(f"wrote {out}")
@@ -414,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise UQBenchError(
                     "uqbench test needs the run folder: uqbench test run=runs/<name>"
                 )
+            check_writable_folder(Path(config.run), "run")  # test-*.json is written beside
             document = test(Path(config.run))
             print(format_report(document, config.run))
         return 0

@@ -27,8 +27,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from uqbench.errors import DataError
-from uqbench.run_folder import remove_dead_scratch, scratch_path
+from uqbench.errors import ConfigError, DataError
+from uqbench.run_folder import check_writable_folder, remove_dead_scratch, scratch_path
 
 CHUNK = 1 << 20
 
@@ -166,6 +166,10 @@ def _unpack(archive: Path, root: Path, target: str, url: str, flat: bool) -> Non
 def fetch(resource: Resource, root: Path, timeout: float = 60.0) -> Path:
     """Download (and unpack) ``resource`` under ``root``; returns where it landed."""
     root = Path(root)
+    try:
+        check_writable_folder(root, "data.root")
+    except ConfigError as exc:
+        raise DataError(f"data.download=true cannot save {resource.filename}: {exc}") from None
     published = {k: v for k, v in (("md5", resource.md5), ("sha256", resource.sha256)) if v}
     if not resource.unpack:
         dest = root / resource.target

@@ -95,6 +95,47 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+NAME_MAX, PATH_MAX = 255, 4096  # Linux's limits, in bytes
+
+
+def check_writable_folder(path: Path, option: str) -> None:
+    """``path`` can be a folder this process writes into: every component at most 255 bytes,
+    the whole at most 4,096, not an existing file, and its nearest existing ancestor a folder
+    this process may write (a read-only mount included). Raises :class:`ConfigError` naming
+    ``option`` and the fix; nothing is created."""
+    from uqbench.errors import ConfigError
+
+    path = Path(os.path.abspath(path))
+    long = [part for part in path.parts if len(os.fsencode(part)) > NAME_MAX]
+    if long or len(os.fsencode(str(path))) > PATH_MAX:
+        what = f"a component of {len(os.fsencode(long[0]))} bytes" if long else "too long a path"
+        raise ConfigError(
+            f"{option}={str(path)[:80]}... has {what} (limits: {NAME_MAX} bytes a name, "
+            f"{PATH_MAX} in all); choose a shorter path"
+        )
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option}={path} is a file, not a folder; choose a folder")
+    ancestor = path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"{option}={path}: {ancestor} is a file, not a folder; choose a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{option}={path}: {ancestor} cannot be written (read-only or not yours); choose a "
+            "writable folder"
+        )
+
+
+def check_writable_file(path: Path, option: str) -> None:
+    """``path`` can be a file this process writes: not a folder, in a writable folder."""
+    from uqbench.errors import ConfigError
+
+    if Path(path).is_dir():
+        raise ConfigError(f"{option}={path} is a folder; give a file name (e.g. {path}/x.png)")
+    check_writable_folder(Path(os.path.abspath(path)).parent, option)
+
+
 def _this_host() -> str:
     return socket.gethostname()
 

@@ -21,7 +21,13 @@ from uqbench.config import RunConfig
 from uqbench.dev_data import DevData
 from uqbench.errors import ConfigError, RunDirError
 from uqbench.recorded_pass import TapRequest
-from uqbench.run_folder import RunFolder, atomic_write_json, clean_stale, read_run
+from uqbench.run_folder import (
+    RunFolder,
+    atomic_write_json,
+    check_writable_folder,
+    clean_stale,
+    read_run,
+)
 from uqbench.stages import base_model, train
 from uqbench.stages.calibrate import calibrate_method
 from uqbench.stages.evaluate import evaluate
@@ -40,7 +46,10 @@ def fit(config: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
     group = [resolve(dataclasses.replace(config, method=n)) for n in method_names(config.method)]
     _check_group(group)
     dry_run(group)
+    check_writable_folder(Path(config.out), "out")
     boards = deploy_boards(config.deploy)
+    if group[0].needs.base:
+        base_model.check_cache()
     if config.logger == "wandb":
         train.check_wandb_login()
     threads = train.set_threads(config.threads)

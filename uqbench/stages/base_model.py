@@ -15,6 +15,7 @@ import io
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -61,8 +62,25 @@ def base_key(spec: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def load_base(key: str) -> dict[str, torch.Tensor] | None:
-    """The cached state for ``key``; None if absent or unreadable (then set aside, and said)."""
+def check_cache() -> None:
+    """The base-model cache can be written: checked before any training, so a run never trains
+    for minutes and then fails to store what it trained."""
+    folder = cache_root() / "base"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"the base-model cache {folder} cannot be written ({exc.strerror or exc}); point "
+            f"UQBENCH_CACHE at a writable folder"
+        ) from None
+
+
+def load_base(key: str, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """The cached state for ``key``; None if absent, unreadable or not a state of the backbone
+    whose ``state_dict`` is ``expected`` (same keys, same shapes): such an entry is set aside,
+    and said."""
     path = cache_root() / "base" / f"{key}.pt"
     if not path.is_file():
         return None
@@ -70,16 +88,28 @@ def load_base(key: str) -> dict[str, torch.Tensor] | None:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict) or not state:
             raise ValueError("not a state_dict")
+        _check_matches(state, expected)
         return state
-    except Exception as exc:  # noqa: BLE001 - any unreadable entry is handled the same way
+    except Exception as exc:  # noqa: BLE001 - any unusable entry is handled the same way
         aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
         os.replace(path, aside)
         print(
-            f"uqbench: cached base model {path} is unreadable ({type(exc).__name__}); moved it "
-            f"to {aside.name} and will train it again",
+            f"uqbench: cached base model {path} is unusable ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); moved it to {aside.name} and will train it again",
             file=sys.stderr,
         )
         return None
+
+
+def _check_matches(state: dict[str, Any], expected: dict[str, torch.Tensor]) -> None:
+    if set(state) != set(expected):
+        missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        raise ValueError(f"not this backbone's state (missing {missing[:3]}, extra {extra[:3]})")
+    for name, tensor in expected.items():
+        if not isinstance(state[name], torch.Tensor) or state[name].shape != tensor.shape:
+            raise ValueError(
+                f"{name} has shape {getattr(state[name], 'shape', None)}, not {tuple(tensor.shape)}"
+            )
 
 
 def save_base(key: str, state: dict[str, torch.Tensor], spec: dict[str, Any]) -> Path:
@@ -106,7 +136,7 @@ def prepare_base(
 
     spec = base_spec(resolved, device)
     key = base_key(spec)
-    state = load_base(key)
+    state = load_base(key, backbone.state_dict())
     if state is None and not resolved.config.train_base:
         raise ConfigError(
             f"no usable cached base model for this backbone, data, seed and training config "
