@@ -359,24 +359,28 @@ def test_pixelate_and_jpeg_are_pils(photos):
         np.testing.assert_allclose(_np(ours), np.clip(np.stack(channels), 0, 1), atol=1e-6)
 
 
-def test_glass_blur_is_the_generators_swap_loop(photos):
+@pytest.mark.parametrize("sigma,d,iterations", [(0.4, 1, 2), (0.7, 2, 1)])
+def test_glass_blur_is_the_generators_swap_loop(photos, sigma, d, iterations):
+    """The generator's loop, replayed on the same offsets with its own line on a NumPy uint8
+    image [H, W, C]: ``x[h, w], x[h', w'] = x[h', w'], x[h, w]``, which copies the neighbour
+    into (h, w) through views and leaves the neighbour unchanged."""
     x = photos[:2].double()
     rand = Replay()
-    sigma, d, iterations = 0.4, 1, 2
     ours = _np(blur.glass_blur(x, (sigma, d, iterations), rand))
     shifts = rand.draws[0]  # [iterations, positions, 2, B]
     for b in range(2):
-        img = np.floor(ndi.gaussian_filter(_np(x)[b], (0, sigma, sigma), mode="nearest") * 255)
-        k = 0
+        blurred = ndi.gaussian_filter(_np(x)[b], (0, sigma, sigma), mode="nearest")
+        img = np.uint8(blurred * 255).transpose(1, 2, 0).copy()  # [H, W, C], as the generator
         for it in range(iterations):
             k = 0
             for h in range(32 - d, d, -1):
                 for w in range(32 - d, d, -1):
                     dx, dy = int(shifts[it, k, 0, b]), int(shifts[it, k, 1, b])
-                    h2, w2 = h + dy, w + dx
-                    img[:, [h, h2], [w, w2]] = img[:, [h2, h], [w2, w]]
+                    h_prime, w_prime = h + dy, w + dx
+                    img[h, w], img[h_prime, w_prime] = img[h_prime, w_prime], img[h, w]
                     k += 1
-        ref = np.clip(ndi.gaussian_filter(img / 255, (0, sigma, sigma), mode="nearest"), 0, 1)
+        chw = img.transpose(2, 0, 1) / 255
+        ref = np.clip(ndi.gaussian_filter(chw, (0, sigma, sigma), mode="nearest"), 0, 1)
         np.testing.assert_allclose(ours[b], ref, atol=1e-9)
     assert shifts.min() == -d and shifts.max() == d - 1  # numpy randint's [-d, d)
 
