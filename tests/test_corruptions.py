@@ -350,13 +350,32 @@ def test_pixelate_and_jpeg_are_pils(photos):
         ref = np.asarray(Image.open(buffer))
         ours = digital.jpeg_compression(photos[b : b + 1], 58, None)[0].permute(1, 2, 0)
         np.testing.assert_array_equal(torch.round(ours * 255).byte().numpy(), ref)  # bit for bit
+        # Off the 8-bit lattice (no 8-bit original): PIL's float resize, mode F.
+        off = photos[b : b + 1].double() * 0.9 + 0.0371
         channels = []
         for c in range(3):
-            f = Image.fromarray(photos[b, c].numpy().astype(np.float32), mode="F")
+            f = Image.fromarray(off[0, c].numpy().astype(np.float32), mode="F")
             f = f.resize((27, 27), Image.BOX).resize((32, 32), Image.BOX)
             channels.append(np.asarray(f, dtype=np.float64))
-        ours = digital.pixelate(photos[b : b + 1].double(), 0.85, None)[0]
+        ours = digital.pixelate(off, 0.85, None)[0]
         np.testing.assert_allclose(_np(ours), np.clip(np.stack(channels), 0, 1), atol=1e-6)
+
+
+@pytest.mark.parametrize("side,table", [(32, "cifar"), (64, "tinyimagenet"), (28, "cifar")])
+def test_pixelate_on_8_bit_images_is_pils_bit_for_bit(side, table):
+    """The generator pixelates 8-bit PIL images: PIL rounds each pass to 8 bits in fixed point.
+    On images of the 8-bit lattice the engine's output equals PIL's at every severity."""
+    gen = torch.Generator().manual_seed(side)
+    px = torch.randint(0, 256, (6, 3, side, side), generator=gen, dtype=torch.uint8)
+    px[:2] = px[:2, :, :1, :1]  # flat images too: ties everywhere
+    for severity, fraction in enumerate(TABLES[table]["pixelate"], start=1):
+        ours = corrupt(px.float() / 255, "pixelate", severity, 0, table)
+        for b in range(len(px)):
+            image = Image.fromarray(px[b].permute(1, 2, 0).numpy())
+            small = (int(side * fraction), int(side * fraction))
+            ref = np.asarray(image.resize(small, Image.BOX).resize((side, side), Image.BOX))
+            got = torch.round(ours[b] * 255).byte().permute(1, 2, 0).numpy()
+            np.testing.assert_array_equal(got, ref)
 
 
 @pytest.mark.parametrize("sigma,d,iterations", [(0.4, 1, 2), (0.7, 2, 1)])

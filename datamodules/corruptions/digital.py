@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .ops import Rand, gaussian_filter, resize_box, warp
+from .ops import Rand, gaussian_filter, resize_box, resize_box_8bit, warp
+from .poisson import lattice_levels
 
 
 def contrast(x: Tensor, factor: float, rand: Rand) -> Tensor:
@@ -57,10 +58,20 @@ def jpeg_compression(x: Tensor, quality: int, rand: Rand) -> Tensor:
 
 
 def pixelate(x: Tensor, fraction: float, rand: Rand) -> Tensor:
-    """PIL BOX resize to ``int(side * fraction)`` and back."""
+    """PIL BOX resize to ``int(side * fraction)`` and back.
+
+    The generator resizes 8-bit PIL images, which PIL rounds to 8 bits after each pass; images
+    on the 8-bit lattice take that path bit for bit (:func:`resize_box_8bit`). Other images
+    (resized digits, say) have no 8-bit original to round to: they are resized in floating
+    point by the same weights.
+    """
     h, w = x.shape[-2:]
-    small = resize_box(x, (int(h * fraction), int(w * fraction)))
-    return resize_box(small, (h, w)).clamp(0, 1)
+    small_size = (int(h * fraction), int(w * fraction))
+    levels = lattice_levels(x)
+    if levels is not None:
+        small = resize_box_8bit(levels.to(x.dtype), small_size)
+        return resize_box_8bit(small, (h, w)).div_(255)
+    return resize_box(resize_box(x, small_size), (h, w)).clamp(0, 1)
 
 
 def elastic_transform(x: Tensor, params: tuple[float, float, float], rand: Rand) -> Tensor:

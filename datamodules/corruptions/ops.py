@@ -176,6 +176,29 @@ def resize_box(x: Tensor, size: tuple[int, int]) -> Tensor:
     return rows @ x @ cols.T
 
 
+PIL_PRECISION_BITS = 22  # PIL's fixed point for 8-bit resampling: 32 - 8 - 2 bits
+
+
+def resize_box_8bit(levels: Tensor, size: tuple[int, int]) -> Tensor:
+    """PIL's BOX resize of 8-bit images to ``size`` (H, W), bit for bit: ``levels`` and the
+    result are whole levels 0-255 (any float dtype).
+
+    PIL resamples 8-bit images in fixed point: each weight of :func:`pil_box_weights` becomes
+    ``int(w * 2**22 + 0.5)``, an output is ``(2**21 + sum(k * p)) >> 22`` clipped to 0-255, and
+    the horizontal pass is rounded to 8 bits before the vertical one. Every product and sum
+    stays below 2**53, so float64 computes them exactly.
+    """
+    one = float(1 << PIL_PRECISION_BITS)
+    device = levels.device
+
+    def fixed(size_in: int, size_out: int) -> Tensor:
+        return torch.floor(pil_box_weights(size_in, size_out) * one + 0.5).to(device)
+
+    rows, cols = fixed(levels.shape[-2], size[0]), fixed(levels.shape[-1], size[1])
+    wide = torch.floor((levels.double() @ cols.T + one / 2) / one).clamp_(0, 255)
+    return torch.floor((rows @ wide + one / 2) / one).clamp_(0, 255).to(levels.dtype)
+
+
 def clipped_zoom(x: Tensor, factor: float) -> Tensor:
     """Zoom into the centre by ``factor`` >= 1 and crop back to the input size.
 
