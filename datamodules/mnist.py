@@ -47,7 +47,8 @@ from uqbench.datamodule import UQDataModule, check_corruptions, stratified_dev
 from uqbench.download import Resource, fetch, provenance
 from uqbench.errors import ConfigError, DataError
 
-# Snow is not defined for MNIST (paper A.3) and saturation does nothing to gray images.
+# Snow is not defined for MNIST (paper A.3); saturation leaves gray images unchanged at
+# severities 1-3 and only darkens them at 4-5 (the generator's tint seen as luma), so not a CID.
 ENGINE_CORRUPTIONS = tuple(c for c in CORRUPTIONS if c not in ("snow", "saturate"))
 # The 15 corruptions of the official MNIST-C archive (its ``identity`` folder is clean MNIST).
 MNISTC_CORRUPTIONS = (

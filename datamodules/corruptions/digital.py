@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .ops import Rand, gaussian_filter, resize_box, resize_box_8bit, warp
+from .ops import Rand, gaussian_filter, gray, resize_box, resize_box_8bit, warp
 from .poisson import lattice_levels
 
 
@@ -32,12 +32,15 @@ def saturate(x: Tensor, params: tuple[float, float], rand: Rand) -> Tensor:
     """HSV saturation * scale + shift.
 
     With hue and value fixed each channel is V - (V - x) * S' / S. A gray pixel (S = 0) has hue
-    0 in the HSV convention, red: it becomes (V, V (1 - S'), V (1 - S')). A 1-channel image goes
-    through RGB and back to its red channel, which keeps the value: gray images are unchanged.
+    0 in the HSV convention, red: it becomes (V, V (1 - S'), V (1 - S')), which is how the
+    generator tints gray images (its HSV round trip on three equal channels). A 1-channel image
+    takes that same round trip on three copies of itself and comes back as the luma of the
+    result (:func:`~.ops.gray`): unchanged where S' = 0 (the shift-free severities), darkened
+    by 1 - 0.701 S' where the shift tints it.
     """
     scale, shift = params
     if x.shape[1] == 1:
-        return x.clone()
+        return gray(saturate(x.expand(-1, 3, -1, -1), params, rand))
     value = x.amax(1, keepdim=True)
     sat = torch.where(value > 0, (value - x.amin(1, keepdim=True)) / value.clamp_min(1e-12), 0)
     new = (sat * scale + shift).clamp(0, 1)

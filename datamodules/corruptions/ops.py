@@ -137,12 +137,6 @@ def gaussian_filter(
     return separable(x, g, g, mode)
 
 
-def box_blur3(x: Tensor) -> Tensor:
-    """3x3 mean, OpenCV's ``cv2.blur(x, (3, 3))`` (border REFLECT_101)."""
-    third = torch.full((3,), 1 / 3, dtype=torch.float64)
-    return separable(x, third, third, "mirror")
-
-
 # -- resampling --------------------------------------------------------------------------------
 
 

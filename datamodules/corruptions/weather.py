@@ -4,21 +4,21 @@
   crops one of six frost photographs that ship with it; those photographs are not part of this
   project, so the texture is procedural: ridged diamond-square noise (thin bright veins on a
   mottled ground) tinted blue-white, scaled to a mean of 0.45.
-- **spatter**'s water drops are shaded by an emboss of the smoothed drop mask, where the
-  generator used OpenCV's Canny edges, distance transform and histogram equalization (OpenCV is
-  not a dependency). The mud variant and every parameter are the generator's.
+- **spatter** follows the generator step by step: its water drops are shaded by OpenCV's Canny
+  edges, distance transform, truncation, box blurs, histogram equalization and emboss filter
+  (OpenCV's own functions, image by image), its mud by the smoothed drop mask.
 """
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import torch
 from torch import Tensor
 
 from .ops import (
     Rand,
-    box_blur3,
     clipped_zoom,
-    correlate2d,
     gaussian_filter,
     gray,
     motion_shifts,
@@ -30,7 +30,7 @@ from .ops import (
 WATER = torch.tensor([175, 238, 238]) / 255  # pale turquoise, RGB
 MUD = torch.tensor([63, 42, 20]) / 255
 ICE = torch.tensor([0.82, 0.91, 1.0])
-EMBOSS = torch.tensor([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]], dtype=torch.float64)
+EMBOSS = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])  # the generator's shading kernel
 GRAY_WEIGHTS = torch.tensor([0.2989, 0.5870, 0.1140])  # the generator's rgb2gray for colour layers
 
 
@@ -84,6 +84,18 @@ def snow(x: Tensor, params: tuple, rand: Rand) -> Tensor:
     return whitened.add_(flakes).add_(flakes.flip(-1, -2)).clamp_(0, 1)
 
 
+def water_shading(layer: np.ndarray) -> np.ndarray:
+    """The generator's shading of one 8-bit drop layer [H, W] (uint8): float32 [H, W], the
+    layer times its shading (Canny edges at 50/150, L2 distance to them with a 5x5 mask,
+    truncated at 20, 3x3 box blur to 8 bits, histogram equalized, embossed to 8 bits with
+    saturation, 3x3 box blur)."""
+    dist = cv2.distanceTransform(255 - cv2.Canny(layer, 50, 150), cv2.DIST_L2, 5)
+    _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
+    dist = cv2.equalizeHist(cv2.blur(dist, (3, 3)).astype(np.uint8))
+    dist = cv2.blur(cv2.filter2D(dist, cv2.CV_8U, EMBOSS), (3, 3)).astype(np.float32)
+    return layer * dist
+
+
 def spatter(x: Tensor, params: tuple, rand: Rand) -> Tensor:
     """Drops of water (severities with kind 0) or mud (kind 1) from a thresholded, smoothed
     Gaussian field."""
@@ -92,11 +104,12 @@ def spatter(x: Tensor, params: tuple, rand: Rand) -> Tensor:
     liquid = gaussian_filter(rand.normal((b, 1, h, w), mean, std), sigma, "nearest")
     liquid = liquid.masked_fill(liquid < threshold, 0)
     if kind == 0:
-        mask = gaussian_filter((liquid > 0).to(x.dtype), 1.0, "nearest")
-        shade = box_blur3(correlate2d(mask, EMBOSS, "mirror").clamp_min(0))
-        m = liquid * (1 + shade)
-        m = m / m.amax((1, 2, 3), keepdim=True).clamp_min(1e-12) * strength
-        return (x + (m * _colour(WATER, c, x.device)).clamp(0, 1)).clamp_(0, 1)
+        layers = (liquid[:, 0] * 255).cpu().numpy().astype(np.uint8)  # [B, H, W], as there
+        m = torch.from_numpy(np.stack([water_shading(layer) for layer in layers]))[:, None]
+        peak = m.amax((1, 2, 3), keepdim=True)
+        # The generator divides by the peak; with no drop at all (peak 0) it made NaN: no water.
+        m = torch.where(peak > 0, m / peak.clamp_min(1e-12), 0).mul_(strength).to(x.device)
+        return (x + m * _colour(WATER, c, x.device)).clamp_(0, 1)
     m = gaussian_filter((liquid > threshold).to(x.dtype), strength, "nearest")
     m = m.masked_fill(m < 0.8, 0)
     return (x * (1 - m) + m * _colour(MUD, c, x.device)).clamp_(0, 1)
