@@ -381,7 +381,7 @@ class SNAPUQ(UQMethod):
         conf = torch.cat(self._dev_stats.pop("conf"))
         self.diagnostics = self._diagnose(ebar, conf)
         for tap, stats in self.diagnostics.items():
-            self.log_dict({f"dev/{key}/{tap}": value for key, value in stats.items()})
+            self.log_dict({f"provisional/dev/{key}/{tap}": v for key, v in stats.items()})
         self._set_tap_weights(ebar)
 
     def _diagnose(self, ebar: Tensor, conf: Tensor) -> dict[str, dict[str, float]]:

@@ -294,3 +294,25 @@ def test_metric_table_tasks_against_scikit_learn():
     # Directions and keys come from the table.
     assert spec("id_vs_ood/near/auroc").higher_is_better
     assert not spec("selective/id/aurc").higher_is_better
+
+
+def test_dev_metrics_are_the_test_tables_metrics_on_the_dev_group():
+    from sklearn.metrics import roc_auc_score
+
+    from uqbench.metric_table import dev_metrics
+    from uqbench.predictions import Predictions
+
+    rng = np.random.default_rng(3)
+    n = 400
+    logits = rng.normal(size=(n, 3))
+    probs = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
+    label = rng.integers(0, 3, n).astype(np.int32)
+    group = np.repeat([0, 1], n // 2).astype(np.int32)  # dev, then id
+    score = rng.random(n) + (probs.argmax(1) != label)
+    p = Predictions(probs, score, label, group, ["dev", "id"])
+    dev = dev_metrics(p)
+    errors = probs.argmax(1) != label
+    assert dev["id_vs_error"]["auroc"] == pytest.approx(roc_auc_score(errors[:200], score[:200]))
+    assert dev["accuracy"]["id"] == pytest.approx(1 - errors[:200].mean())
+    assert set(dev) == {"id_vs_error", "selective/id", "calibration", "accuracy"}
+    assert dev_metrics(Predictions(probs, score, label, np.ones(n, np.int32), ["dev", "id"])) == {}

@@ -43,7 +43,9 @@ def test_every_sweep_file_is_valid_and_expands(path):
     [
         (("parameters", "method.rnk", {"values": [8, 16]}), "rnk"),
         (("parameters", "optimiser", {"value": "sgd"}), "unknown key 'optimiser'"),
-        (("metric", "name", "final/id_vs_error/aurox"), "metric 'final/id_vs_error/aurox'"),
+        (("metric", "name", "dev/id_vs_error/aurox"), "metric 'dev/id_vs_error/aurox'"),
+        (("metric", "name", "dev/id_vs_ood/mean/auroc"), "not a dev metric"),
+        (("metric", "name", "final/id_vs_error/auroc"), "is a test metric.*dev/id_vs_error/auroc"),
         (("command", None, ["${env}", "python", "train.py", "${args}"]), "command must be"),
     ],
 )
@@ -66,9 +68,20 @@ def test_uqbench_sweep_prints_the_agents_commands(capsys, tmp_path):
         "/usr/bin/env uqbench fit data=digits logger=wandb method=msp seed=17",
     ]
     broken = tmp_path / "broken.yaml"
-    broken.write_text(FILES[0].read_text().replace("final/id_vs_error/auroc", "final/nope"))
+    broken.write_text(FILES[0].read_text().replace("dev/id_vs_error/auroc", "dev/nope"))
     assert main(["sweep", str(broken)]) == 2
-    assert "final/nope" in capsys.readouterr().err
+    assert "dev/nope" in capsys.readouterr().err
+    on_test = tmp_path / "on-test.yaml"
+    on_test.write_text(
+        FILES[0].read_text().replace("dev/id_vs_error/auroc", "final/id_vs_error/auroc")
+    )
+    assert main(["sweep", str(on_test)]) == 2
+    assert "tunes on the test set" in capsys.readouterr().err
+
+
+def test_every_sweep_file_optimizes_a_dev_metric():
+    for path in FILES:
+        assert sweeps.load(path)["metric"]["name"].startswith("dev/"), path
 
 
 def _logged_keys(run_file: Path) -> set[str]:

@@ -255,17 +255,20 @@ class UQMethod(LightningModule):
 
     def log_dev(self, out: UQOutput, y: Tensor) -> None:
         """Dev NLL, accuracy and the failure-detection AUROC (ID ok | ID err on clean dev),
-        logged once per validation epoch through Lightning (so W&B plots them as it trains)."""
+        logged once per validation epoch through Lightning (so W&B plots them as it trains),
+        under ``provisional/dev/``: during training the score is not calibrated yet (no maps,
+        no tuned values), so these are not the final method's; ``dev/...`` is logged once
+        calibration is done."""
         from uqbench.metrics import AUROC
 
         if not hasattr(self, "dev_auroc"):
             self.dev_auroc = AUROC().to(self.device)  # a child module: Lightning computes it
         probs = out.probs.clamp_min(1e-12)
-        self.log("dev/nll", F.nll_loss(probs.log(), y), prog_bar=True)
+        self.log("provisional/dev/nll", F.nll_loss(probs.log(), y), prog_bar=True)
         errors = out.probs.argmax(-1) != y
-        self.log("dev/accuracy", 1.0 - errors.float().mean(), prog_bar=True)
+        self.log("provisional/dev/accuracy", 1.0 - errors.float().mean(), prog_bar=True)
         self.dev_auroc.update(out.score.detach(), errors)
-        self.log("dev/auroc_id_vs_error", self.dev_auroc, on_step=False, on_epoch=True)
+        self.log("provisional/dev/auroc_id_vs_error", self.dev_auroc, on_step=False, on_epoch=True)
 
     def check_finite(self, value: Tensor, what: str) -> None:
         """Stop training with the epoch and step named when ``value`` is NaN or infinite."""

@@ -259,3 +259,33 @@ def compute_metrics(p: Predictions) -> dict[str, Any]:
             **_compute(rows("calibration_ts"), _Arrays(scaled), is_id, "probs"),
         }
     return result
+
+
+DEV_TASKS = ("id_vs_error", "selective/id", "calibration", "accuracy")
+
+
+def dev_metrics(p: Predictions) -> dict[str, dict[str, float]]:
+    """The final (calibrated) method's metrics on the clean ``dev`` group, task by task with
+    the test table's metric names (``accuracy`` under ``id``): what a sweep may optimize, since
+    test metrics must never choose hyperparameters. Empty when ``p`` has no dev group. The
+    post-training fits read dev, so these are in-sample for what was fitted there."""
+    g, a = EvalGroups.of(p), _Arrays(p)
+    is_dev = g.kind == "dev"
+    if not is_dev.any():
+        return {}
+    specs = [s for s in TABLE if s.task in DEV_TASKS]
+    errors = ~g.correct
+    result = {}
+    for task in DEV_TASKS:
+        rows = [s for s in specs if s.task == task]
+        target = "probs" if task in ("calibration", "accuracy") else errors
+        result[task] = _compute(rows, a, is_dev, target)
+    return result
+
+
+def dev_spec(key: str) -> MetricSpec:
+    """The spec of a dev metric key (``id_vs_error/auroc``); KeyError if there is none."""
+    found = spec(key)
+    if found.task not in DEV_TASKS:
+        raise KeyError(key)
+    return found

@@ -250,7 +250,9 @@ def _close_logger(
 def _finish_logger(
     logger: Any, config: RunConfig, document: dict[str, Any], folder: RunFolder
 ) -> None:
-    logger.log_metrics(_flatten({"final": document["metrics"]}))
+    # Test metrics under final/, the calibrated method's dev metrics under dev/ (a sweep's
+    # target); the provisional dev AUROC logged while training is provisional/dev/...
+    logger.log_metrics(_flatten({"final": document["metrics"], "dev": document["dev_metrics"]}))
     logger.finalize("success")
     if config.logger == "wandb":
         import wandb

@@ -4,8 +4,9 @@ A sweep file (``sweeps/*.yaml``) is a W&B sweep configuration whose command is t
 ``[${env}, uqbench, fit, ${args_no_hyphens}]``: each run becomes ``uqbench fit key=value ...``
 with the sweep's parameters as overrides. :func:`check` validates a file before anyone runs it:
 the W&B schema (with the ``sweeps`` package, the controller's own library), the command's
-shape, the metric (``final/<key>``, the name ``uqbench fit`` logs each metric of the metric table
-under) and every parameter (a run drawn from the sweep is resolved as ``uqbench fit`` would, so
+shape, the metric (``dev/<key>``, the calibrated method's dev metric ``uqbench fit`` logs; a
+test metric ``final/<key>`` is refused, since a sweep that optimizes it tunes on the test set)
+and every parameter (a run drawn from the sweep is resolved as ``uqbench fit`` would, so
 an unknown or ill-typed parameter is named; every grid point is checked, three draws of a
 search). :func:`runs` expands it (every grid point, or draws
 from a random or Bayesian search) and :func:`command_line` builds a run's command exactly as
@@ -22,7 +23,8 @@ from typing import Any
 from uqbench.errors import ConfigError
 
 COMMAND = ["${env}", "uqbench", "fit", "${args_no_hyphens}"]
-METRIC_PREFIX = "final/"  # uqbench fit logs metrics.json's metrics under final/<key>
+METRIC_PREFIX = "dev/"  # uqbench fit logs the calibrated method's dev metrics under dev/<key>
+TEST_PREFIX = "final/"  # and the test metrics under final/<key>: never a sweep's target
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -84,11 +86,17 @@ def command_line(config: dict[str, Any], params: dict[str, Any]) -> list[str]:
     return out
 
 
+def _dev_keys() -> list[str]:
+    from uqbench.metric_table import DEV_TASKS, TABLE
+
+    return [s.key for s in TABLE if s.task in DEV_TASKS]
+
+
 def check(config: dict[str, Any], where: str = "sweep") -> None:
     """Raise :class:`ConfigError` naming what is wrong with a sweep for ``uqbench fit``."""
     sweeps = _sweeps()
     from uqbench.config import parse_overrides
-    from uqbench.metric_table import spec
+    from uqbench.metric_table import dev_spec
     from uqbench.stages.resolve import dry_run, method_names, resolve
 
     violations = sweeps.schema_violations_from_proposed_config(config)
@@ -101,14 +109,21 @@ def check(config: dict[str, Any], where: str = "sweep") -> None:
             f"${{args_no_hyphens}}] (uqbench takes key=value overrides), got {command}"
         )
     metric = config["metric"]["name"]
+    if metric.startswith(TEST_PREFIX):
+        key = metric[len(TEST_PREFIX) :]
+        raise ConfigError(
+            f"{where}: metric {metric!r} is a test metric: a sweep that optimizes it tunes on "
+            f"the test set. Optimize the dev metric instead: {METRIC_PREFIX}{key} (the "
+            f"calibrated method on the dev split; dev metrics: {', '.join(_dev_keys())})"
+        )
     try:
         if not metric.startswith(METRIC_PREFIX):
             raise KeyError(metric)
-        spec(metric[len(METRIC_PREFIX) :])
+        dev_spec(metric[len(METRIC_PREFIX) :])
     except KeyError:
         raise ConfigError(
-            f"{where}: metric {metric!r} is not one uqbench fit logs; it logs each key of the "
-            f"metric table as {METRIC_PREFIX}<key>, e.g. {METRIC_PREFIX}id_vs_error/auroc"
+            f"{where}: metric {metric!r} is not a dev metric uqbench fit logs; it logs "
+            f"{', '.join(METRIC_PREFIX + k for k in _dev_keys())}"
         ) from None
     for params in runs(config):  # every grid point; three draws of a search
         overrides = [f"{k}={v}" for k, v in params.items()]

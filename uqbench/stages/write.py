@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from uqbench.method import UQMethod
-from uqbench.metric_table import compute_metrics
+from uqbench.metric_table import compute_metrics, dev_metrics
 from uqbench.predictions import Predictions
 from uqbench.run_folder import (
     CHECKPOINT,
@@ -37,7 +37,8 @@ def config_document(resolved: Resolved, run: dict[str, Any]) -> dict[str, Any]:
 def metrics_document(
     resolved: Resolved, method: UQMethod, predictions: Predictions, **extra: Any
 ) -> dict[str, Any]:
-    """``metrics.json``: every metric, what was fitted and tuned on dev, cost facts, extras."""
+    """``metrics.json``: every test metric, the final method's dev metrics (what sweeps
+    optimize), what was fitted and tuned on dev, cost facts, extras."""
     extra = {k: v for k, v in extra.items() if v is not None}
     return {
         "schema_version": SCHEMA_VERSION,
@@ -46,6 +47,7 @@ def metrics_document(
         "backbone": resolved.backbone,
         "seed": resolved.config.seed,
         "metrics": compute_metrics(predictions),
+        "dev_metrics": dev_metrics(predictions),
         "tuned": method.tuned(),
         "cost": method.cost_facts().to_dict(),
         **extra,
