@@ -364,3 +364,22 @@ def test_a_killed_downloads_partial_file_is_cleaned_by_the_next(server, tmp_path
     assert len(left) == 1 and left[0].startswith(".big.bin.partial@")
     fetch(Resource(f"{url}/big.bin", None, "big.bin"), root)
     assert [p.name for p in root.iterdir()] == ["big.bin"]
+
+
+def test_extracted_mnist_files_are_checked_against_the_official_contents_sha256(
+    tmp_path, monkeypatch
+):
+    """An extracted IDX file is official when its content's SHA-256 is the official one (the
+    published MD5s are of the .gz), and named not official otherwise."""
+    import hashlib
+
+    root = make_mnist_root(tmp_path / "data")
+    raw = root / "MNIST/raw/train-images-idx3-ubyte"
+    digest = hashlib.sha256(raw.read_bytes()).hexdigest()
+    monkeypatch.setitem(mnist.RAW_SHA256, ("MNIST", "train-images-idx3-ubyte"), digest)
+    files = mnist.MNIST(root=str(root)).data_files()
+    assert files["MNIST/raw/train-images-idx3-ubyte"] == "official"
+    fixture = files["MNIST/raw/t10k-images-idx3-ubyte"]
+    official = mnist.RAW_SHA256[("MNIST", "t10k-images-idx3-ubyte")]
+    assert fixture.startswith("not the official file (sha256 ") and official in fixture
+    assert len(mnist.RAW_SHA256) == 6 and all(len(d) == 64 for d in mnist.RAW_SHA256.values())

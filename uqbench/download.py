@@ -185,9 +185,25 @@ def fetch(resource: Resource, root: Path, timeout: float = 60.0) -> Path:
     return root / resource.target
 
 
-def provenance(path: Path, md5: str | None) -> str:
-    """What a run records about one data file (see the module docstring)."""
-    if md5 is None:
-        return "no published checksum"
-    actual = md5sum(path)
-    return "official" if actual == md5 else f"not the official file (md5 {actual}, published {md5})"
+def sha256sum(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def provenance(path: Path, md5: str | None, sha256: str | None = None) -> str:
+    """What a run records about one data file (see the module docstring): checked against its
+    published MD5, else against the known SHA-256 of its official content."""
+    if md5 is not None:
+        actual = md5sum(path)
+        if actual == md5:
+            return "official"
+        return f"not the official file (md5 {actual}, published {md5})"
+    if sha256 is not None:
+        actual = sha256sum(path)
+        if actual == sha256:
+            return "official"
+        return f"not the official file (sha256 {actual}, official {sha256})"
+    return "no published checksum"
