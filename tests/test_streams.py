@@ -14,6 +14,7 @@ from uqbench.streams import (
     OOD,
     Stream,
     StreamSpec,
+    alarm,
     best_f1_threshold,
     build,
     delays,
@@ -22,6 +23,7 @@ from uqbench.streams import (
     events,
     recall_threshold,
     split_halves,
+    true_onsets,
     windowed_accuracy,
 )
 
@@ -109,10 +111,84 @@ def test_operating_points_against_brute_force():
 
 
 def test_detection_delay_and_misses():
-    scores = np.zeros(100)
-    scores[[15, 18, 60]] = 1.0
-    found = delays(scores, [(10, 30), (40, 55), (58, 80)], 0.5)
-    np.testing.assert_array_equal(found, [5, np.nan, 2])
+    """Delays count from each event's true onset; a crossing before it does not count, and an
+    event with no crossing within it is missed."""
+    alarms = np.zeros(100)
+    alarms[[5, 15, 18, 60]] = 1.0
+    onsets = np.array([8, 40, 58])
+    found = delays(alarms, [(10, 30), (40, 55), (58, 80)], onsets, 0.5)
+    np.testing.assert_array_equal(found, [7, np.nan, 2])
+
+
+def test_the_alarm_is_a_causal_trailing_mean():
+    scores = np.random.default_rng(0).random(300)
+    got = alarm(scores, 50)
+    naive = [scores[max(t - 49, 0) : t + 1].mean() for t in range(300)]
+    np.testing.assert_allclose(got, naive)
+    changed = scores.copy()
+    changed[200:] += 5  # the future never moves the past
+    np.testing.assert_array_equal(alarm(changed, 50)[:200], got[:200])
+
+
+def test_true_onsets_are_the_shift_starts_before_each_labelled_onset():
+    stream = Stream(np.arange(500), np.zeros(500), np.ones(500, bool), np.array([100, 300, 400]))
+    found = true_onsets(stream, [(160, 250), (300, 320), (420, 499), (30, 60)])
+    np.testing.assert_array_equal(found, [100, 300, 400, 30])
+
+
+def _constructed(late: int, seed: int = 0) -> tuple[Predictions, StreamSpec]:
+    """A run made to a known answer: ID and dev examples are right with score 0; every CID
+    example is wrong; OOD too. A CID or OOD example's score is 1, except that ``late`` marks
+    the examples that will fill the first ``late`` frames of each shift with score 0. The
+    stream has one severity (ID 400 frames, CID 400 frames), so it has one shift, at 400."""
+    spec = StreamSpec(id_frames=400, cid_frames=400, cycle=400, severities=(1,), window=50,
+                      alarm_window=1, band_frames=2000, test_streams=2, seed=seed)  # fmt: skip
+    names = ["dev", "id", "cid/fog/1", "ood/far"]
+    n = 2000
+    group = np.repeat(np.arange(4), n).astype(np.int32)
+    label = np.zeros(len(group), np.int32)
+    predicted = np.where(group >= 2, 1, 0)
+    label[group == 3] = -1
+    probs = np.full((len(group), 2), 0.0, np.float32)
+    probs[np.arange(len(group)), predicted] = 1.0
+    score = (group >= 2).astype(np.float64)
+    return Predictions(probs, score, label, group, names), spec
+
+
+@pytest.mark.parametrize("late", [0, 30])
+def test_a_score_that_rises_late_shows_that_delay(late, monkeypatch):
+    """Constructed streams with a known answer: every CID frame is an error, so the accuracy
+    drop starts at the shift (frame 400); the labelled event starts later, once the window has
+    gathered errors. A score that rises ``late`` frames after the shift has a delay of exactly
+    ``late`` frames, measured from the shift, not from the labelled onset."""
+    import uqbench.streams as S
+
+    p, spec = _constructed(late)
+    real_build = S.build
+
+    def build_with_a_late_score(p, pools, spec, seed):
+        stream = real_build(p, pools, spec, seed)
+        shifted = stream.index[stream.kind == CID][:late]
+        p.score[shifted] = 0.0  # the first `late` frames of the shift: not yet risen
+        return stream
+
+    monkeypatch.setattr(S, "build", build_with_a_late_score)
+    result = evaluate(p, spec, resamples=100)
+    assert result.median_delay == late and result.miss_rate == 0
+    assert result.events == spec.test_streams  # one event per test stream
+    assert result.id_fpr == 0.0  # clean ID frames never reach the threshold
+
+
+def test_a_score_that_never_rises_on_test_misses_every_event():
+    """The dev stream's shift raises the score (so the dev threshold is 1); on the test
+    streams' examples (the other half) it never rises: every test event is missed."""
+    p, spec = _constructed(0)
+    _, test_pools = split_halves(p, spec.seed)
+    p.score[test_pools["cid/fog/1"]] = 0.0
+    p.score[test_pools["ood/far"]] = 0.0
+    result = evaluate(p, spec, resamples=100)
+    assert result.threshold == 1.0
+    assert result.miss_rate == 1.0 and np.isnan(result.median_delay) and result.events == 2
 
 
 def test_a_score_that_knows_the_errors_monitors_better_than_a_random_one():
@@ -130,8 +206,10 @@ def test_a_score_that_knows_the_errors_monitors_better_than_a_random_one():
 
     p = _predictions(knows_errors=1.0)
     _, tests, band = streams(p, spec)
-    per_stream = [M.auprc(p.score[t.index], event_labels(len(t.index), events(t, band, 100)))
-                  for t in tests]  # fmt: skip
+    per_stream = [
+        M.auprc(alarm(p.score[t.index], 100), event_labels(len(t.index), events(t, band, 100)))
+        for t in tests
+    ]
     assert good.auprc == pytest.approx(np.mean(per_stream))
     assert band == id_band(p, spec)
 

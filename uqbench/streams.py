@@ -14,10 +14,23 @@ frame is never correct) below the ID band ``mean - 3 sd`` of the windowed accura
 ID-only run over the separate ID dev split. Events closer than ``window`` frames are merged and
 events shorter than ``window`` dropped (D.4).
 
-**Per method** (:func:`evaluate`): frame-level event AUPRC on each test stream; the threshold
-that maximizes event-frame F1 on the dev stream, frozen, and at it the median detection delay
-and the miss rate over the test streams' events; the false-positive rate on the test streams'
-ID frames at the threshold that reaches 90% event recall on the dev stream; and the budgeted
+**The monitor** never sees labels. Its alarm statistic at frame t is the trailing mean of the
+method's per-example score over the last ``alarm_window`` frames (those there are, at the start
+of a stream): causal, and on the same time scale as the event rule. The paper leaves the
+statistic open; thresholding a single example's score instead would flag clean ID frames at the
+rate the score ranks correct ones high, and "detect" any shift on its first frame.
+
+**Onsets.** A shift starts where a CID severity segment or an OOD burst begins. An event's true
+onset is the start of the latest shift at or before its labelled onset (the labelled onset lags:
+the windowed accuracy needs errors to gather), so a delay counts from when the data changed.
+
+**Per method** (:func:`evaluate`): frame-level event AUPRC of the alarm statistic on each test
+stream; the threshold that maximizes event-frame F1 on the dev stream, frozen, and at it the
+median detection delay (first frame at or after the true onset, within the event, whose alarm
+reaches the threshold, minus the onset; crossings before the onset do not count) and the miss
+rate (events with no such frame, those the stream ends in included) over the test streams'
+events; the false-positive rate on the test streams' clean ID frames (ID segment, no event) at
+the threshold whose event recall on the dev stream reaches 90%; and the budgeted
 abstention controller (:mod:`uqbench.controller`) run over each test stream on the score
 mapped through the dev stream's empirical CDF (a monotone map that leaves every ranking metric
 unchanged and puts every method's score on [0, 1], so one controller gain fits all), with its
@@ -27,6 +40,7 @@ resampling frames, delay by resampling events (E, F.5), 1,000 resamples each.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 
@@ -52,6 +66,7 @@ class StreamSpec:
     cycle: int = 200  # a CID segment changes corruption type every `cycle` frames
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     window: int = 100  # sliding-window accuracy (m)
+    alarm_window: int = 100  # frames in the monitor's trailing mean of the score
     band_frames: int = 10_000  # the ID-only run that sets the band
     test_streams: int = 3
     recall: float = 0.9  # the dev-matched recall of the clean-ID false-positive rate
@@ -59,14 +74,19 @@ class StreamSpec:
     seed: int = 0
 
 
+PROTOCOL = 2  # the events/alarm/delay definitions' version: cached results of another are stale
+
+
 @dataclass
 class Stream:
-    """Frames as example indices into the run's :class:`Predictions`, with their segment kind
-    and the labelled copy's per-frame correctness."""
+    """Frames as example indices into the run's :class:`Predictions`, with their segment kind,
+    the labelled copy's per-frame correctness and the frames where a shift starts (a CID
+    severity segment or an OOD burst begins)."""
 
     index: np.ndarray
     kind: np.ndarray
     correct: np.ndarray
+    shift_starts: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 # --------------------------------------------------------------------------- building
@@ -102,8 +122,10 @@ def build(p: Predictions, pools: dict[str, np.ndarray], spec: StreamSpec, seed: 
         return rng.choice(pool, frames, replace=len(pool) < frames)
 
     parts = [(draw("id", spec.id_frames), ID)]
+    starts = []  # the part index where each shift starts
     block = 0
     for i, severity in enumerate(spec.severities):
+        starts.append(len(parts))
         for start in range(0, spec.cid_frames, spec.cycle):
             name = f"cid/{corruptions[block % len(corruptions)]}/{severity}"
             block += 1
@@ -111,10 +133,12 @@ def build(p: Predictions, pools: dict[str, np.ndarray], spec: StreamSpec, seed: 
                 raise ValueError(f"the stream needs {name}, which this run did not evaluate")
             parts.append((draw(name, min(spec.cycle, spec.cid_frames - start)), CID))
         if oods and i < len(spec.severities) - 1:
+            starts.append(len(parts))
             parts.append((draw(oods[i % len(oods)], spec.ood_frames), OOD))
     index = np.concatenate([frames for frames, _ in parts])
     kind = np.concatenate([np.full(len(f), k) for f, k in parts])
-    return Stream(index, kind, EvalGroups.of(p).correct[index])
+    first_frame = np.cumsum([0] + [len(f) for f, _ in parts])
+    return Stream(index, kind, EvalGroups.of(p).correct[index], first_frame[starts])
 
 
 # --------------------------------------------------------------------------- events
@@ -179,11 +203,34 @@ def recall_threshold(scores: np.ndarray, labels: np.ndarray, recall: float) -> f
     return float(event_scores[max(needed, 1) - 1])
 
 
-def delays(scores: np.ndarray, intervals: list[tuple[int, int]], threshold: float) -> np.ndarray:
-    """Frames from each event's onset to its first score >= threshold (NaN: missed, E.4)."""
+def alarm(scores: np.ndarray, window: int) -> np.ndarray:
+    """The monitor's alarm statistic: at each frame the mean score of the last ``window`` frames
+    (of the frames so far, before the first ``window``). Causal: frame t sees frames <= t."""
+    c = np.concatenate([[0.0], np.cumsum(scores, dtype=np.float64)])
+    t = np.arange(1, len(scores) + 1)
+    first = np.maximum(t - window, 0)
+    return (c[t] - c[first]) / (t - first)
+
+
+def true_onsets(stream: Stream, intervals: list[tuple[int, int]]) -> np.ndarray:
+    """Each event's true onset: the latest shift start at or before its labelled onset (the
+    labelled onset itself for an event before any shift, in the ID segment)."""
+    out = np.empty(len(intervals), dtype=np.int64)
+    for k, (on, _) in enumerate(intervals):
+        before = stream.shift_starts[stream.shift_starts <= on]
+        out[k] = before.max() if len(before) else on
+    return out
+
+
+def delays(
+    alarms: np.ndarray, intervals: list[tuple[int, int]], onsets: np.ndarray, threshold: float
+) -> np.ndarray:
+    """Frames from each event's true onset to the first frame of [onset, event end] whose alarm
+    reaches ``threshold``; NaN where there is none (missed, E.4; an event the stream ends in
+    without an alarm included)."""
     out = np.full(len(intervals), np.nan)
-    for k, (on, off) in enumerate(intervals):
-        hit = np.flatnonzero(scores[on : off + 1] >= threshold)
+    for k, ((_, off), onset) in enumerate(zip(intervals, onsets, strict=True)):
+        hit = np.flatnonzero(alarms[onset : off + 1] >= threshold)
         if len(hit):
             out[k] = hit[0]
     return out
@@ -225,28 +272,28 @@ def evaluate(p: Predictions, spec: StreamSpec | None = None,
     """Every stream metric of the run whose predictions are ``p``."""
     spec = spec or StreamSpec()
     dev, tests, band = streams(p, spec)
-    dev_scores = p.score[dev.index]
+    dev_scores = alarm(p.score[dev.index], spec.alarm_window)
     dev_labels = event_labels(len(dev.index), events(dev, band, spec.window))
     if not dev_labels.any():
         raise ValueError("the dev stream has no accuracy-drop event: nothing to set a threshold")
     threshold = best_f1_threshold(dev_scores, dev_labels)
     at_recall = recall_threshold(dev_scores, dev_labels, spec.recall)
-    dev_sorted = np.sort(dev_scores)
+    dev_sorted = np.sort(p.score[dev.index])  # the controller maps per-example scores
     auprcs, lows, highs, all_delays, id_fprs, abstentions, accepted = [], [], [], [], [], [], []
     for test in tests:
         intervals = events(test, band, spec.window)
         labels = event_labels(len(test.index), intervals)
-        scores = p.score[test.index]
+        scores = alarm(p.score[test.index], spec.alarm_window)
         if labels.any() and not labels.all():
             auprcs.append(M.auprc(scores, labels))
             counts = resample_counts(np.zeros(len(scores), dtype=np.int32), resamples, spec.seed)
             frames = ranking_on_counts(torch.from_numpy(scores), torch.from_numpy(labels), counts)
             low, high = interval(frames["auprc"].numpy())
             lows.append(low), highs.append(high)
-        all_delays.append(delays(scores, intervals, threshold))
+        all_delays.append(delays(scores, intervals, true_onsets(test, intervals), threshold))
         clean = (test.kind == ID) & ~labels
         id_fprs.append(float((scores[clean] >= at_recall).mean()))
-        mapped = dev_cdf(dev_sorted, scores)
+        mapped = dev_cdf(dev_sorted, p.score[test.index])
         controller = AbstentionController(spec.budget, threshold=1 - spec.budget)
         abstain = controller.run(torch.from_numpy(mapped)).numpy()
         abstentions.append(float(abstain.mean()))

@@ -118,11 +118,18 @@ def _write_one(methods: dict[str, list[Run]], folder: Path, data: str, command: 
                   f"(corruption type cycled every {spec.cycle}) with {spec.ood_frames}-frame OOD "
                   f"bursts between severities; a dev stream and {spec.test_streams} test streams "
                   "from disjoint halves of the examples. Events: windowed accuracy (window "
-                  f"{spec.window}) below the ID band's mean - 3 sd. Threshold: best event-frame "
-                  "F1 on the dev stream, frozen, for the delay and miss rate; the clean-ID FPR "
-                  "at the threshold reaching 90% event recall on dev; the abstention controller "
-                  "on the score mapped through the dev stream's CDF. Mean over seeds and test "
-                  "streams; intervals: frames resampled (AUPRC), events resampled (delay).", "",
+                  f"{spec.window}) below the ID band's mean - 3 sd, gaps under {spec.window} "
+                  "frames merged, shorter events dropped. The monitor's alarm: the trailing mean "
+                  f"of the method's score over {spec.alarm_window} frames (no labels). AUPRC: "
+                  "the alarm against event frames. Threshold: best event-frame F1 of the alarm "
+                  "on the dev stream, frozen. Delay: frames from each event's true onset (the "
+                  "start of the latest CID severity segment or OOD burst at or before the "
+                  "labelled onset) to the first alarm at or above the threshold within the "
+                  "event; an event with none is missed (miss rate). Clean-ID FPR: the share of "
+                  "test ID-segment frames outside events alarmed at the threshold whose dev "
+                  f"event recall reaches {spec.recall:.0%}. The abstention controller runs on the "
+                  "score mapped through the dev stream's CDF. Mean over seeds and test streams; "
+                  "intervals: frames resampled (AUPRC), events resampled (delay).", "",
                   *stream_rows]  # fmt: skip
     if reference in methods and len(methods) > 1:
         lines += ["", f"## Paired differences against {reference}", "",

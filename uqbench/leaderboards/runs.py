@@ -140,7 +140,8 @@ def _samples(p: Predictions, key: str, resamples: int) -> dict[str, np.ndarray]:
 def _stream(p: Predictions, key: str, options: Options) -> StreamResult | str:
     """The stream metrics of ``p`` (cached like the samples, by the stream layout too), or why
     it has none."""
-    layout = hashlib.sha256(repr(options.stream).encode()).hexdigest()[:8]
+    layout = f"{streams.PROTOCOL}/{options.stream!r}"
+    layout = hashlib.sha256(layout.encode()).hexdigest()[:8]
     cached = _cache(f"{key}-{options.resamples}-stream-{layout}.json")
     if cached.is_file():
         doc = json.loads(cached.read_text())
