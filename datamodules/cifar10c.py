@@ -44,7 +44,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 from uqbench.datamodules.augment import crop_flip_jitter
 from uqbench.datamodules.corruptions import CORRUPTIONS as ENGINE
-from uqbench.datamodules.corruptions import corrupt, shift_each
+from uqbench.datamodules.corruptions import corrupt, frost_photos, shift_each
 from uqbench.datamodules.files import check_labels, data_root, load_npy, load_pickle
 
 from uqbench.datamodule import (
@@ -234,6 +234,7 @@ class CIFAR10C(UQDataModule):
             for source in dict.fromkeys(src for _, src in self._missing()):
                 if not (self.root / RESOURCES[source].target).exists():
                     fetch(RESOURCES[source], self.root)
+            frost_photos.fetch_missing(self.root)
         missing = self._missing()
         if missing:
             lines = "\n".join(
@@ -255,11 +256,12 @@ class CIFAR10C(UQDataModule):
 
     def data_files(self) -> dict[str, str]:
         """Each file read, relative to the root: official (the published MD5) or not."""
-        return {
+        files = {
             str(f): provenance(self.root / f, FILE_MD5.get(str(f)))
             for f, _ in self._needed()
             if (self.root / f).is_file()
         }
+        return files | frost_photos.provenance(self.root)
 
     def setup(self, stage: str | None = None) -> None:
         if self._test is not None:
@@ -276,6 +278,7 @@ class CIFAR10C(UQDataModule):
         images, labels = _unpickle(folder / "test_batch", b"labels", 10)
         self._test = (_to_uint8(images), torch.from_numpy(labels))
         self.test_set = _images(*self._test)
+        self._frost = frost_photos.find(self.root)
         self._check_evaluation_files()
 
     def _check_evaluation_files(self) -> None:
@@ -291,7 +294,8 @@ class CIFAR10C(UQDataModule):
         self.setup()
         if self.cid == "engine":
             # The whole test split in one batch: the engine's draws depend on the batch.
-            x = corrupt(self._test[0].float() / 255, corruption, severity, self.split_seed)
+            x = self._test[0].float() / 255
+            x = corrupt(x, corruption, severity, self.split_seed, frost_photos=self._frost)
             return _images((x * 255).round().to(torch.uint8), self._test[1])
         images, labels = self._cid_arrays(corruption)
         n = len(self._test[1])
@@ -314,7 +318,8 @@ class CIFAR10C(UQDataModule):
 
     def dev_shift_set(self) -> Dataset:
         self.setup()
-        x = shift_each(self._dev_images.float() / 255, tuple(ENGINE), self.split_seed + 1)
+        x = self._dev_images.float() / 255
+        x = shift_each(x, tuple(ENGINE), self.split_seed + 1, frost_photos=self._frost)
         return TensorDataset(normalize(x), self._dev_labels)
 
     def ood_set(self, name: str) -> Dataset:

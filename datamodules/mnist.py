@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 from uqbench.datamodules.augment import rotate_translate
-from uqbench.datamodules.corruptions import CORRUPTIONS, corrupt, shift_each
+from uqbench.datamodules.corruptions import CORRUPTIONS, corrupt, frost_photos, shift_each
 from uqbench.datamodules.files import check_labels, data_root, load_npy
 from uqbench.datamodules.idx import find, read_idx
 
@@ -246,6 +246,7 @@ class MNIST(UQDataModule):
                         f"reads; move it aside so data.download=true can fetch the archive"
                     )
                 fetch(MNISTC, self.root)
+            frost_photos.fetch_missing(self.root)
         missing = self._missing()
         if missing:
             lines = "\n".join(
@@ -282,7 +283,7 @@ class MNIST(UQDataModule):
                     record[f"mnist_c/{corruption}/{name}"] = (
                         "no published checksum (the published MD5 is of mnist_c.zip)"
                     )
-        return record
+        return record | frost_photos.provenance(self.root)
 
     def setup(self, stage: str | None = None) -> None:
         if self._test_images is not None:
@@ -295,6 +296,7 @@ class MNIST(UQDataModule):
         self._dev_images, self._dev_labels = x[dev], y[dev]
         self._test_images, self._test_labels = read_split(self.root, "MNIST", "test")
         self.test_set = TensorDataset(self.normalize(self._test_images), self._test_labels)
+        self._frost = frost_photos.find(self.root)
         # The evaluation-only files are checked now, before any training, not after it.
         self._fashion = read_split(self.root, "FashionMNIST", "test")[0]
         if self.cid == "mnistc":
@@ -310,13 +312,17 @@ class MNIST(UQDataModule):
         if self.cid == "mnistc":
             x, y = read_mnistc(self.root, corruption, len(self._test_labels))
             return TensorDataset(self.normalize(x), y)
-        x = corrupt(self._test_images, corruption, severity, self.split_seed)
+        x = corrupt(
+            self._test_images, corruption, severity, self.split_seed, frost_photos=self._frost
+        )
         return TensorDataset(self.normalize(x), self._test_labels)
 
     def dev_shift_set(self) -> Dataset:
         # Always the engine's corruptions: MNIST-C's files are corrupted test images.
         self.setup()
-        x = shift_each(self._dev_images, ENGINE_CORRUPTIONS, self.split_seed + 1)
+        x = shift_each(
+            self._dev_images, ENGINE_CORRUPTIONS, self.split_seed + 1, frost_photos=self._frost
+        )
         return TensorDataset(self.normalize(x), self._dev_labels)
 
     def ood_set(self, name: str) -> Dataset:

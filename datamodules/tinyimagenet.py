@@ -40,7 +40,7 @@ from uqbench.datamodules.augment import (
     random_grayscale,
     random_resized_crop,
 )
-from uqbench.datamodules.corruptions import BENCHMARK, shift_each
+from uqbench.datamodules.corruptions import BENCHMARK, frost_photos, shift_each
 from uqbench.datamodules.files import data_root
 
 from uqbench.datamodule import (
@@ -194,6 +194,7 @@ class TinyImageNet(UQDataModule):
             for source in dict.fromkeys(s for _, s in self._missing()):
                 if not (self.root / RESOURCES[source].target).exists():
                     fetch(RESOURCES[source], self.root)
+            frost_photos.fetch_missing(self.root)
         missing = self._missing()
         if missing:
             lines = "\n".join(
@@ -234,10 +235,15 @@ class TinyImageNet(UQDataModule):
             )
         return decode(paths), torch.tensor([index[w] for _, w in chosen], dtype=torch.long)
 
+    def data_files(self) -> dict[str, str]:
+        """The frost the engine's shifted dev copy uses: the generator's photographs or not."""
+        return frost_photos.provenance(self.root)
+
     def setup(self, stage: str | None = None) -> None:
         if self._test is not None:
             return
         self.check_files()
+        self._frost = frost_photos.find(self.root)
         ids, _ = self.class_split()
         paths, labels = [], []
         for label, wnid in enumerate(ids):
@@ -275,7 +281,9 @@ class TinyImageNet(UQDataModule):
     def dev_shift_set(self) -> Dataset:
         self.setup()
         images, labels = self._dev
-        shifted = shift_each(images.float() / 255, BENCHMARK, self.split_seed + 1, "tinyimagenet")
+        shifted = shift_each(
+            images.float() / 255, BENCHMARK, self.split_seed + 1, "tinyimagenet", self._frost
+        )
         return Images(torch.round(shifted * 255).to(torch.uint8), labels)
 
     def ood_set(self, name: str) -> Dataset:

@@ -580,3 +580,56 @@ def test_cli_writes_a_sheet_and_refuses_bad_keys(tmp_path, capsys):
         assert main(["corruptions", *bad]) == 2
         assert "uqbench corruptions:" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sheet.png"]
+
+
+def _frost_folder(root, side=420):
+    """Six stand-in photographs in the generator's names and formats (the real ones are
+    fetched with data.download=true; none may be downloaded in the tests)."""
+    import cv2
+    from uqbench.datamodules.corruptions import frost_photos
+
+    folder = root / frost_photos.FOLDER
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(frost_photos.FILES):
+        image = rng.integers(0, 256, (side + 10 * k, side + 20 * k, 3), dtype=np.uint8)
+        cv2.imwrite(str(folder / name), image)
+    return root
+
+
+@pytest.mark.parametrize("side", [32, 64])
+def test_frost_with_the_generators_photographs_is_its_crop_and_blend(tmp_path, photos, side):
+    import cv2
+    from uqbench.datamodules.corruptions import frost_photos
+
+    root = _frost_folder(tmp_path)
+    found = frost_photos.find(root)
+    x = torch.nn.functional.interpolate(photos.double(), size=(side, side))
+    rand = Replay()
+    ours = _np(weather.frost(x, (0.85, 0.4), rand, photos=found))
+    picks, *offsets = rand.draws
+    for b in range(len(x)):
+        image = cv2.imread(str(root / "frost" / frost_photos.FILES[int(picks[b])]))
+        factor = 0.2 if side <= 32 else 0.3
+        image = cv2.resize(image, (0, 0), fx=factor, fy=factor)
+        top, left = int(offsets[2 * b][0]), int(offsets[2 * b + 1][0])
+        assert 0 <= top < image.shape[0] - side and 0 <= left < image.shape[1] - side
+        crop = image[top : top + side, left : left + side][..., [2, 1, 0]]
+        ref = np.clip(0.85 * _np(x)[b] + 0.4 * crop.transpose(2, 0, 1) / 255, 0, 1)
+        np.testing.assert_allclose(ours[b], ref, atol=1e-6)
+    assert set(picks.ravel().tolist()) <= {0, 1, 2, 3, 4}  # frost6.jpg is never drawn
+
+
+def test_a_run_records_which_frost_it_used(tmp_path):
+    from uqbench.datamodules.corruptions import frost_photos
+
+    from uqbench.errors import UQBenchError
+
+    record = frost_photos.provenance(tmp_path)
+    assert list(record) == ["frost"] and record["frost"].startswith("procedural texture")
+    _frost_folder(tmp_path)
+    record = frost_photos.provenance(tmp_path)
+    assert sorted(record) == sorted(f"frost/{name}" for name in frost_photos.FILES)
+    (tmp_path / "frost" / "frost3.png").write_bytes(b"not a png")
+    with pytest.raises(UQBenchError, match="frost3.png is not a readable frost photograph"):
+        frost_photos.find(tmp_path)

@@ -14,8 +14,10 @@ spatter, saturate) that CIFAR-10-C also publishes.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -57,10 +59,17 @@ __all__ = ["BENCHMARK", "CORRUPTIONS", "EXTRA", "TABLES", "corrupt", "shift_each
 
 
 def corrupt(
-    x: Tensor, corruption: str, severity: int, seed: int, table: str | None = None
+    x: Tensor,
+    corruption: str,
+    severity: int,
+    seed: int,
+    table: str | None = None,
+    frost_photos: Any = None,
 ) -> Tensor:
     """One corruption at one severity on a batch in [0, 1], deterministic for (seed, name,
-    severity). ``table``: a key of ``TABLES``; by default the one for the image size."""
+    severity). ``table``: a key of ``TABLES``; by default the one for the image size.
+    ``frost_photos``: the generator's frost photographs (:mod:`.frost_photos`) for frost; the
+    procedural texture without them."""
     table = table or table_for(min(x.shape[-2:]))
     if table not in TABLES:
         raise ValueError(f"unknown severity table {table!r}; known: {', '.join(TABLES)}")
@@ -77,7 +86,10 @@ def corrupt(
         return x.float().clone()
     gen = torch.Generator().manual_seed(zlib.crc32(f"{seed}/{corruption}/{severity}".encode()))
     params = TABLES[table][corruption][severity - 1]
-    y = CORRUPTIONS[corruption](x.float(), params, Rand(gen, x.device))
+    function = CORRUPTIONS[corruption]
+    if corruption == "frost" and frost_photos is not None:
+        function = functools.partial(frost, photos=frost_photos)
+    y = function(x.float(), params, Rand(gen, x.device))
     if y.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
         y = y.clone()  # never round the caller's images in place
     # 8-bit levels like the published files; the epsilon keeps k/255 at k in float32. In place:
@@ -85,7 +97,9 @@ def corrupt(
     return y.clamp_(0, 1).mul_(255).add_(1e-3).floor_().div_(255)
 
 
-def shift_each(x: Tensor, names: tuple[str, ...], seed: int, table: str | None = None) -> Tensor:
+def shift_each(
+    x: Tensor, names: tuple[str, ...], seed: int, table: str | None = None, frost_photos: Any = None
+) -> Tensor:
     """Each image of ``x`` once under a corruption and severity drawn uniformly at random
     (generator seeded by ``seed``): a shifted copy, e.g. the CID half of a dev mix."""
     gen = torch.Generator().manual_seed(seed)
@@ -96,5 +110,6 @@ def shift_each(x: Tensor, names: tuple[str, ...], seed: int, table: str | None =
         for severity in range(1, 6):
             chosen = ((kinds == k) & (levels == severity)).to(x.device)
             if chosen.any():
-                out[chosen] = corrupt(out[chosen], name, severity, seed, table).to(x.dtype)
+                y = corrupt(out[chosen], name, severity, seed, table, frost_photos)
+                out[chosen] = y.to(x.dtype)
     return out

@@ -1,15 +1,17 @@
 """Weather: snow, frost, fog and spatter (CIFAR-10-C's formulas, batched; two departures named).
 
-- **frost** blends the image with a frost texture at the published weights. The generator
-  crops one of six frost photographs that ship with it; those photographs are not part of this
-  project, so the texture is procedural: ridged diamond-square noise (thin bright veins on a
-  mottled ground) tinted blue-white, scaled to a mean of 0.45.
+- **frost** blends the image with a frost layer at the published weights: crops of the
+  generator's own frost photographs where a data set has them (:mod:`.frost_photos`), else a
+  procedural texture, a labelled fallback that the run record names: ridged diamond-square
+  noise (thin bright veins on a mottled ground) tinted blue-white, scaled to a mean of 0.45.
 - **spatter** follows the generator step by step: its water drops are shaded by OpenCV's Canny
   edges, distance transform, truncation, box blurs, histogram equalization and emboss filter
   (OpenCV's own functions, image by image), its mud by the smoothed drop mask.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import cv2
 import numpy as np
@@ -58,11 +60,15 @@ def frost_texture(b: int, h: int, w: int, rand: Rand) -> Tensor:
     return layer * ICE.to(layer.device)[None, :, None, None]
 
 
-def frost(x: Tensor, params: tuple[float, float], rand: Rand) -> Tensor:
-    """image_weight * x + frost_weight * frost texture."""
+def frost(x: Tensor, params: tuple[float, float], rand: Rand, photos: Any = None) -> Tensor:
+    """image_weight * x + frost_weight * frost layer: crops of the generator's photographs
+    (``photos``, a :class:`.frost_photos.FrostPhotos`), else the procedural texture."""
     image_weight, frost_weight = params
     b, c, h, w = x.shape
-    layer = frost_texture(b, h, w, rand)
+    if photos is not None:
+        layer = photos.layer(b, h, w, rand).to(x.device, x.dtype)
+    else:
+        layer = frost_texture(b, h, w, rand)
     if c == 1:
         layer = (layer * GRAY_WEIGHTS.to(x.device)[None, :, None, None]).sum(1, keepdim=True)
     return (image_weight * x).add_(frost_weight * layer).clamp_(0, 1)
