@@ -68,6 +68,13 @@ class Digits(UQDataModule):
     input_shape = (1, 28, 28)
     default_backbone = "digits-cnn"
     default_max_epochs = 20
+    # 20 epochs of ~1,150 images at batch 64 are ~420 Adam steps; at the method default lr of
+    # 1e-3 under a cosine schedule the base classifier stopped while its logits were still
+    # small: 98.6% accurate but underconfident (ECE 0.161, NLL 0.219, dev temperature 0.36;
+    # train loss 0.19 at the end). Weight decay is not the cause (0: ECE 0.161); a constant lr
+    # halves it (0.076); 60 epochs (0.030) or lr 3e-3 (0.036, accuracy 99.7%) fix it. lr 3e-3
+    # keeps the quick start's time.
+    recipe = {"lr": 3e-3}
     corruptions = tuple(TABLES["digits"])
     ood_names = ("photos",)
 
