@@ -151,8 +151,8 @@ overrides (key=value):
   strict=BOOL       refuse (exit 2) when a run folder is damaged; by default a damaged run is
                     named with the reason and left out
   stream.FIELD=V    the stream layout (uqbench.streams.StreamSpec): id_frames, cid_frames,
-                    ood_frames, cycle, severities=[1,2,3], window, band_frames, test_streams,
-                    recall, budget, seed
+                    ood_frames, cycle, severities=[1,2,3], window, alarm_window, band_frames,
+                    test_streams, recall, budget, seed
 
 example:
   uqbench leaderboard runs=runs/bench out=leaderboards
