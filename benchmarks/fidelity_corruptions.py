@@ -9,7 +9,7 @@ generator's round trip on three equal channels seen as luma). The photos are cro
 photographs scikit-learn ships, at 32x32 and in 8 bits. Frost needs the generator's own
 photographs, which cannot be fetched here: not measured.
 
-    python benchmarks/fidelity_corruptions.py [--images 200]
+    python benchmarks/fidelity_corruptions.py [--images 200] [--only spatter ...]
 """
 
 from __future__ import annotations
@@ -107,9 +107,10 @@ def _engine_change(name: str, batch: torch.Tensor, severity: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--only", nargs="*", default=list(PORTS), help="corruptions to measure")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rows = [(name, False) for name in PORTS] + [("saturate", True)]
+    rows = [(name, False) for name in args.only] + [("saturate", True)] * ("saturate" in args.only)
     print(f"{args.images} photo crops {SIDE}x{SIDE}, 8-bit; mean |change| in levels")
     print(f"{'corruption':<16}{'sev':>4}{'engine':>9}{'generator':>11}{'ratio':>8}")
     worst = 0.0

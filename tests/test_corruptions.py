@@ -566,8 +566,14 @@ def test_contact_sheet_has_a_row_per_corruption(tmp_path):
     sheet = contact_sheet(images, zoom=1)
     assert sheet.shape == (3, 19 * 34, 2 * 6 * 34)
     path = write_contact_sheet(tmp_path / "sheet.png", images)
-    assert Image.open(path).size == (2 * 6 * 34 * 4, 19 * 34 * 4)
+    width, height = Image.open(path).size
+    margin = width - 2 * 6 * 34 * 4  # the rows' labels
+    assert height == 19 * 34 * 4 and 8 * len("frost (procedural)") <= margin < 300
     assert [p.name for p in tmp_path.iterdir()] == ["sheet.png"]
+    from uqbench.datamodules.corruptions.sheet import row_names
+
+    assert "frost (procedural)" in row_names("cifar")  # the sheet says which frost it shows
+    assert "frost (generator's photos)" in row_names("cifar", frost_photos=object())
 
 
 def test_cli_writes_a_sheet_and_refuses_bad_keys(tmp_path, capsys):
@@ -575,7 +581,9 @@ def test_cli_writes_a_sheet_and_refuses_bad_keys(tmp_path, capsys):
 
     out = tmp_path / "sheet.png"
     assert main(["corruptions", f"out={out}", "size=28", "images=1"]) == 0
-    assert Image.open(out).size == (6 * 30 * 4, 19 * 30 * 4)  # MNIST-sized: gray, CIFAR table
+    assert "frost: procedural (fallback)" in capsys.readouterr().out
+    width, height = Image.open(out).size
+    assert height == 19 * 30 * 4 and width > 6 * 30 * 4  # MNIST-sized: gray, CIFAR table
     for bad in (["colour=1"], ["size=x"], ["table=imagenet"], [f"out={tmp_path}/no/such.png"]):
         assert main(["corruptions", *bad]) == 2
         assert "uqbench corruptions:" in capsys.readouterr().err

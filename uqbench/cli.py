@@ -160,7 +160,9 @@ example:
 
 _SHEET_HELP = """\
 overrides (key=value):
-  out=PATH      the PNG to write (default corruptions-<size>.png)
+  out=PATH      the PNG to write (default corruptions-<size>.png); rows are labelled, and
+                frost uses the generator's photographs under $UQBENCH_DATA/frost when they
+                are there (the label says which)
   size=INT      image side: 32 (CIFAR-10-C table), 28 (MNIST: gray, CIFAR table), 64
                 (Tiny-ImageNet-C table); default 32
   table=NAME    severity table: cifar, tinyimagenet or digits (default: by size)
@@ -356,9 +358,14 @@ def _corruption_sheet(overrides: list[str]) -> int:
     if not out.parent.is_dir():
         raise ConfigError(f"uqbench corruptions: folder {out.parent} does not exist; create it")
     check_writable_file(out, "out")
+    from uqbench.datamodules.corruptions import frost_photos
+    from uqbench.datamodules.files import data_root
+
+    frost = frost_photos.find(data_root(None))
     photos = sample_photos(count, size, channels=1 if size == 28 else 3)
-    write_contact_sheet(out, photos, table, int(values.get("seed", 0)))
-    print(f"wrote {out}")
+    write_contact_sheet(out, photos, table, int(values.get("seed", 0)), frost)
+    which = f"the generator's photographs in {frost.folder}" if frost else "procedural (fallback)"
+    print(f"wrote {out} (frost: {which})")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,19 @@ def sample_photos(count: int, side: int, channels: int = 3) -> Tensor:
     return torch.round(images * 255) / 255
 
 
-def contact_sheet(images: Tensor, table: str | None = None, seed: int = 0, zoom: int = 4) -> Tensor:
+def row_names(table: str, frost_photos: Any = None) -> list[str]:
+    """The sheet's row labels: each corruption of ``table``; frost says which frost it is."""
+    frost = "frost (generator's photos)" if frost_photos is not None else "frost (procedural)"
+    return [frost if n == "frost" else n for n in CORRUPTIONS if n in TABLES[table]]
+
+
+def contact_sheet(
+    images: Tensor,
+    table: str | None = None,
+    seed: int = 0,
+    zoom: int = 4,
+    frost_photos: Any = None,
+) -> Tensor:
     """[3, H', W'] grid: one row per corruption of ``table``, and per image the clean image
     followed by severities 1-5; every pixel enlarged ``zoom`` times (nearest)."""
     table = table or table_for(min(images.shape[-2:]))
@@ -40,7 +53,9 @@ def contact_sheet(images: Tensor, table: str | None = None, seed: int = 0, zoom:
         cells = []
         for image in images:
             cells.append(image)
-            cells += [corrupt(image[None], name, s, seed, table)[0] for s in range(1, 6)]
+            cells += [
+                corrupt(image[None], name, s, seed, table, frost_photos)[0] for s in range(1, 6)
+            ]
         rows.append(torch.cat([F.pad(c, (1, 1, 1, 1), value=1.0) for c in cells], -1))
     sheet = torch.cat(rows, -2)
     sheet = sheet.expand(3, -1, -1) if sheet.shape[0] == 1 else sheet
@@ -48,13 +63,28 @@ def contact_sheet(images: Tensor, table: str | None = None, seed: int = 0, zoom:
 
 
 def write_contact_sheet(
-    path: Path, images: Tensor, table: str | None = None, seed: int = 0
+    path: Path,
+    images: Tensor,
+    table: str | None = None,
+    seed: int = 0,
+    frost_photos: Any = None,
 ) -> Path:
-    """Write :func:`contact_sheet` as a PNG at ``path`` (through a temporary name)."""
-    from torchvision.utils import save_image
+    """Write :func:`contact_sheet` as a PNG at ``path`` (through a temporary name), each row
+    labelled in a left margin (:func:`row_names`: frost says whether it is the generator's)."""
+    from PIL import Image, ImageDraw
 
     path = Path(path)
+    table = table or table_for(min(images.shape[-2:]))
+    sheet = contact_sheet(images, table, seed, frost_photos=frost_photos)
+    pixels = (sheet.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    names = row_names(table, frost_photos)
+    margin, row_height = 8 * max(len(n) for n in names) + 8, pixels.shape[0] // len(names)
+    canvas = Image.new("RGB", (pixels.shape[1] + margin, pixels.shape[0]), "white")
+    canvas.paste(Image.fromarray(pixels), (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    for k, name in enumerate(names):
+        draw.text((4, k * row_height + row_height // 2 - 5), name, fill="black")
     partial = path.with_name(path.name + ".partial.png")
-    save_image(contact_sheet(images, table, seed), partial)
+    canvas.save(partial, format="PNG")
     partial.replace(path)
     return path
