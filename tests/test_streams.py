@@ -223,3 +223,23 @@ def test_a_run_without_corruptions_has_no_stream():
                     np.array([remap[g] for g in p.group[keep]], dtype=np.int32), names)  # fmt: skip
     with pytest.raises(ValueError, match="no corruptions"):
         evaluate(q)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"window": 0},
+        {"alarm_window": -1},
+        {"severities": (9,)},
+        {"severities": ()},
+        {"recall": 2.0},
+        {"budget": 0.0},
+        {"test_streams": 0},
+        {"window": 20_000},
+    ],
+)
+def test_a_nonsense_stream_layout_is_refused(change):
+    from uqbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="invalid stream layout"):
+        StreamSpec(**change)

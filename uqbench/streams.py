@@ -73,6 +73,23 @@ class StreamSpec:
     budget: float = 0.2  # the abstention controller's budget
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        from uqbench.errors import ConfigError
+
+        counts = ["id_frames", "cid_frames", "cycle", "window", "alarm_window"]
+        counts += ["band_frames", "test_streams"]
+        bad = [f"stream.{k}={getattr(self, k)} (>= 1)" for k in counts if getattr(self, k) < 1]
+        if self.ood_frames < 0 or self.seed < 0:
+            bad.append("stream.ood_frames and stream.seed (>= 0)")
+        if not self.severities or not set(self.severities) <= {1, 2, 3, 4, 5}:
+            bad.append(f"stream.severities={list(self.severities)} (a non-empty subset of 1-5)")
+        if not 0 < self.recall <= 1 or not 0 < self.budget < 1:
+            bad.append("stream.recall in (0, 1] and stream.budget in (0, 1)")
+        if self.window > self.band_frames:
+            bad.append("stream.window <= stream.band_frames")
+        if bad:
+            raise ConfigError(f"invalid stream layout: {'; '.join(bad)}")
+
 
 PROTOCOL = 2  # the events/alarm/delay definitions' version: cached results of another are stale
 
