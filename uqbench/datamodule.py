@@ -129,12 +129,12 @@ class UQDataModule(LightningDataModule):
         super().__init__()
         from uqbench.errors import ConfigError
 
-        if batch_size < 1:
-            raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
+        if not 1 <= batch_size <= 1 << 20:
+            raise ConfigError(f"data.batch_size must be in 1..{1 << 20:,}, got {batch_size}")
         if num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
-        if split_seed < 0:
-            raise ConfigError(f"data.split_seed must be >= 0, got {split_seed}")
+        if not 0 <= split_seed < 1 << 32:  # a NumPy / scikit-learn seed
+            raise ConfigError(f"data.split_seed must be in 0..{(1 << 32) - 1}, got {split_seed}")
         self.batch_size, self.num_workers, self.split_seed = batch_size, num_workers, split_seed
         self.train_set: Dataset
         self.dev_set: Dataset

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 # Trainer arguments the runner owns; the user cannot override them with trainer.*.
 RUNNER_OWNED = ("logger", "default_root_dir", "enable_checkpointing", "callbacks")
 SEED_MAX = 2**32 - 1  # numpy's and Lightning's bound
+MAX_THREADS = 1024  # torch takes an int; far beyond any machine this runs on
+MAX_EPOCHS = 1_000_000
 NAME_MAX = 120  # leaves room for "-<method>.partial" within a 255-byte file name
 _FORBIDDEN_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
 TRAIN_BYTES_PER_PARAM = 16  # float32 weights, gradients and two Adam moments
@@ -93,9 +95,10 @@ def check_name(name: str | None) -> None:
 def _check_top_level(config: RunConfig) -> None:
     if not 0 <= config.seed <= SEED_MAX:
         raise ConfigError(f"seed must be in 0..{SEED_MAX}, got {shorten(str(config.seed))}")
-    if config.threads is not None and config.threads < 1:
+    if config.threads is not None and not 1 <= config.threads <= MAX_THREADS:
         raise ConfigError(
-            f"threads must be >= 1 (or omitted for the default), got {config.threads}"
+            f"threads must be in 1..{MAX_THREADS} (or omitted for the default), got "
+            f"{shorten(str(config.threads))}"
         )
     if config.run is not None:
         raise ConfigError("run= belongs to `uqbench test run=<folder>`; `uqbench fit` trains anew")
@@ -126,10 +129,11 @@ def trainer_args(data_cls: Any, overrides: dict[str, Any]) -> dict[str, Any]:
     args = {"max_epochs": data_cls.default_max_epochs, **data_cls.trainer_defaults}
     args.update(bind(Trainer, overrides, "trainer", fill_defaults=False))
     epochs = args.get("max_epochs")
-    if not isinstance(epochs, int) or epochs < 1:
+    if not isinstance(epochs, int) or not 1 <= epochs <= MAX_EPOCHS:
         raise ConfigError(
-            f"trainer.max_epochs must be a whole number >= 1, got {epochs!r} (0 would write an "
-            f"untrained network as a result; -1 or none would train without end)"
+            f"trainer.max_epochs must be a whole number in 1..{MAX_EPOCHS:,}, got "
+            f"{shorten(repr(epochs))} (0 would write an untrained network as a result; -1 or "
+            f"none would train without end)"
         )
     try:
         Trainer(**trial_trainer_options(args))
