@@ -360,3 +360,13 @@ def test_bad_baseline_options(build, message):
         ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
     ):
         build(_backbone())
+
+
+def test_temperature_on_a_dev_split_without_errors_stays_1():
+    """With every dev example right, NLL falls without end as T -> 0: no finite T to fit."""
+    from uqbench.methods.temperature import fit_temperature
+
+    logits = torch.tensor([[3.0, 0.0], [0.0, 2.0], [1.0, 0.5]])
+    assert fit_temperature(logits, torch.tensor([0, 1, 0])) == 1.0
+    fitted = fit_temperature(logits, torch.tensor([0, 1, 1]))  # one error: a finite optimum
+    assert fitted != 1.0 and fitted > 0.1

@@ -24,6 +24,9 @@ from uqbench.stages.base_model import cache_root
 from uqbench.streams import StreamResult
 
 REFERENCE = "msp"
+# Bumped when what is cached is computed differently (2: calibration_ts keeps T = 1 on a dev
+# split without errors), so a leaderboard never mixes samples of two definitions.
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ def _cache(name: str) -> Path:
 
 def _samples(p: Predictions, key: str, resamples: int) -> dict[str, np.ndarray]:
     """The bootstrap samples of ``p``, from the cache when these scores were bootstrapped."""
-    cached = _cache(f"{key}-{resamples}.npz")
+    cached = _cache(f"{key}-{resamples}-v{CACHE_VERSION}.npz")
     if cached.is_file():
         with np.load(cached, allow_pickle=False) as data:
             return {name.replace("|", "/"): data[name] for name in data.files}
