@@ -383,3 +383,27 @@ def test_extracted_mnist_files_are_checked_against_the_official_contents_sha256(
     official = mnist.RAW_SHA256[("MNIST", "t10k-images-idx3-ubyte")]
     assert fixture.startswith("not the official file (sha256 ") and official in fixture
     assert len(mnist.RAW_SHA256) == 6 and all(len(d) == 64 for d in mnist.RAW_SHA256.values())
+
+
+def test_frost_photographs_are_fetched_with_the_data_or_the_run_says_why_not(server, tmp_path):
+    import cv2
+    import numpy as np
+    from uqbench.datamodules.corruptions import frost_photos
+
+    served, url = server
+    root = tmp_path / "data"
+    resources = [dataclasses.replace(r, url=f"{url}/{r.target}") for r in frost_photos.RESOURCES]
+    original = frost_photos.RESOURCES
+    frost_photos.RESOURCES = tuple(resources)
+    try:
+        frost_photos.fetch_missing(root)  # the server has none: a warning, no files
+        assert not (root / "frost").exists()
+        assert frost_photos.provenance(root)["frost"].startswith("procedural texture")
+        (served / "frost").mkdir()
+        for name in frost_photos.FILES:
+            cv2.imwrite(str(served / "frost" / name), np.full((300, 300, 3), 200, np.uint8))
+        frost_photos.fetch_missing(root)
+    finally:
+        frost_photos.RESOURCES = original
+    assert frost_photos.find(root) is not None
+    assert set(frost_photos.provenance(root).values()) == {"no published checksum"}

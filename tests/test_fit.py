@@ -53,7 +53,7 @@ def test_fit_writes_a_complete_run_folder_and_prints_the_report(capsys, tmp_path
     np.testing.assert_allclose(record.probs.sum(1), 1, atol=1e-5)
 
     config = json.loads((folder / "config.json").read_text())
-    assert config["method_args"]["lr"] == 1e-3 and config["trainer_args"]["max_epochs"] == 3
+    assert config["method_args"]["lr"] == 3e-3 and config["trainer_args"]["max_epochs"] == 3
     from uqbench.stages.resolve import default_threads
 
     assert config["run"] == {

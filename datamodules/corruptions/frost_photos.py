@@ -89,9 +89,22 @@ def provenance(root: Path) -> dict[str, str]:
 
 
 def fetch_missing(root: Path) -> None:
-    """Download the photographs missing under ``root/frost`` (``data.download=true``)."""
+    """Download the photographs missing under ``root/frost`` (``data.download=true``). They
+    refine one corruption and have a fallback, so a failed download is a warning, not the end
+    of the run: frost then stays procedural, and the run record says so."""
+    import sys
+
     from uqbench.download import fetch
 
     for resource in RESOURCES:
-        if not (Path(root) / resource.target).is_file():
+        if (Path(root) / resource.target).is_file():
+            continue
+        try:
             fetch(resource, Path(root))
+        except DataError as exc:
+            print(f"uqbench: warning: frost stays procedural: {exc}", file=sys.stderr)
+            try:
+                (Path(root) / FOLDER).rmdir()  # the download made it; leave no empty folder
+            except OSError:
+                pass  # not empty (the user's files), or never made
+            return
