@@ -181,6 +181,7 @@ class CIFAR10C(UQDataModule):
     input_shape = (3, 32, 32)
     default_backbone = "resnet8"
     default_max_epochs = 200  # paper B.2
+    recipe_steps = 352 * 200  # 45,000 training images at batch 128, 200 epochs
     ood_names = ("cifar100", "svhn")
     # Paper B.2: SGD momentum 0.9, weight decay 5e-4, cosine 0.2 -> 5e-4, label smoothing 0.1,
     # gradient clipping at global L2 norm 1.0 (batch 128 is the constructor's default).

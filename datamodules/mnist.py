@@ -185,6 +185,7 @@ class MNIST(UQDataModule):
     input_shape = (1, 28, 28)
     default_backbone = "digits-cnn"
     default_max_epochs = 50  # paper B.2: Adam, cosine 1e-3 -> 1e-5 over 50 epochs, batch 256
+    recipe_steps = 211 * 50  # 54,000 training digits at batch 256, 50 epochs
     recipe = {
         "optimizer": "adam",
         "lr": 1e-3,

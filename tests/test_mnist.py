@@ -1,6 +1,7 @@
 """``mnist`` on tiny files written in the official IDX format: splits, OOD, errors."""
 
 import gzip
+import json
 import struct
 
 import numpy as np
@@ -116,6 +117,10 @@ def test_fit_runs_end_to_end_on_official_format_files(capsys, tmp_path, monkeypa
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "OOD fashion 60" in out and "data=mnist" in out
+    # 180 training digits at batch 256 for 2 epochs: 2 steps, far from the recipe's 10,550.
+    assert "takes 2 optimizer steps, under a tenth of the 10,550" in err
+    training = json.loads((tmp_path / "m" / "metrics.json").read_text())["training"]
+    assert training["optimizer_steps"] == 2
 
 
 def write_mnistc(root, corruptions=("fog", "zigzag"), n_test=60, dtype=np.uint8):

