@@ -119,7 +119,7 @@ def test_qat_rounds_heads_to_int8_and_inverse_variance_weights(capsys, tmp_path)
     state = torch.load(folder / "checkpoint.pt", weights_only=True)["state_dict"]
     assert state["heads.mid.fake_quant"].item() is True
     # What QAT trained through is what the deploy stage exports: the same int8 weights.
-    from uqbench.runner import load_run
+    from uqbench.stages.rebuild import load_run
 
     _, method, _, _ = load_run(folder)
     export = method.device_export()

@@ -21,16 +21,11 @@ from uqbench.config import RunConfig
 from uqbench.dev_data import DevData
 from uqbench.errors import ConfigError, RunDirError
 from uqbench.recorded_pass import TapRequest
-from uqbench.run_folder import (
-    RunFolder,
-    atomic_write_json,
-    check_writable_folder,
-    clean_stale,
-    read_run,
-)
+from uqbench.run_folder import RunFolder, atomic_write_json, check_writable_folder, clean_stale
 from uqbench.stages import base_model, train
 from uqbench.stages.calibrate import calibrate_method
 from uqbench.stages.evaluate import evaluate
+from uqbench.stages.rebuild import load_run
 from uqbench.stages.resolve import Resolved, dry_run, method_names, resolve
 from uqbench.stages.write import config_document, metrics_document, write_run
 
@@ -291,45 +286,6 @@ def _finish_logger(
             target = os.readlink(link)
             link.unlink()
             link.symlink_to(Path(target).name)
-
-
-def load_run(run: Path) -> tuple[Any, Any, Any, dict[str, Any]]:
-    """(resolved, method with its checkpoint loaded safely, datamodule set up for test, the
-    fit's record) of a finished run folder; a damaged, edited or half-written one is refused."""
-    saved, fitted, checkpoint = read_run(run)
-    config = RunConfig(
-        method=saved["method"],
-        data=saved["data"],
-        backbone=saved["backbone"],
-        seed=saved["seed"],
-        threads=saved.get("threads"),
-        logger="none",
-        method_args=saved["method_args"],
-        data_args=saved["data_args"],
-        backbone_args=saved["backbone_args"],
-        trainer_args=saved["trainer_args"],
-    )
-    resolved = resolve(config)
-    dry_run([resolved])
-    train.set_threads(config.threads)
-    from uqbench.stages.resolve import build_backbone
-
-    datamodule = resolved.data_cls(**resolved.data_args)
-    datamodule.setup("test")
-    method = resolved.method_cls(backbone=build_backbone(resolved), **resolved.method_args)
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-        keys = method.load_state_dict(state, strict=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets the same message
-        raise RunDirError(f"cannot load checkpoint {checkpoint}: {exc}") from exc
-    if keys.missing_keys or keys.unexpected_keys:
-        raise RunDirError(
-            f"the checkpoint {checkpoint} does not hold what this version of method "
-            f"{config.method!r} has (missing: {', '.join(keys.missing_keys) or 'none'}; "
-            f"unexpected: {', '.join(keys.unexpected_keys) or 'none'}): it was written by "
-            f"another version of uqbench or of the plugin. Fit the run again with this version"
-        )
-    return resolved, method, datamodule, fitted
 
 
 def test(run: Path) -> dict[str, Any]:

@@ -80,7 +80,7 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
     from uqbench.deploy.tflite import run_tflite_micro, to_tflite
     from uqbench.deploy.timing import MODEL, estimate, profile
     from uqbench.run_folder import atomic_write_json
-    from uqbench.runner import load_run
+    from uqbench.stages.rebuild import load_run
 
     check_toolchain()
     resolved, method, datamodule, _ = load_run(run)

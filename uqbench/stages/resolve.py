@@ -118,7 +118,7 @@ def trainer_args(data_cls: Any, overrides: dict[str, Any]) -> dict[str, Any]:
     a Trainer with them (so a bad value fails now, not after the data loaded)."""
     from lightning.pytorch import Trainer
 
-    from uqbench.stages.train import quiet_lightning
+    from uqbench.stages.lightning_output import quiet_lightning
 
     quiet_lightning()
     owned = [k for k in overrides if k in RUNNER_OWNED]

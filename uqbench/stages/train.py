@@ -7,32 +7,22 @@ its progress bar shows only when a terminal is attached (never in CI or in logs)
 
 from __future__ import annotations
 
-import logging
 import netrc
 import os
 import socket
 import sys
 import urllib.parse
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from uqbench.errors import ConfigError
+from uqbench.stages.lightning_output import quiet_lightning
 from uqbench.stages.resolve import Resolved, trial_trainer_options
 
 OFFLINE_MODES = ("offline", "disabled", "dryrun")
 WANDB_CONNECT_S = 5.0  # how long the server may take to accept a connection before training
-
-
-def quiet_lightning() -> None:
-    """Keep the run's output to the report: Lightning's info lines and tips go to debug."""
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*number of training batches.*")
 
 
 def check_wandb_login() -> None:
