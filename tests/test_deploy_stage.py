@@ -71,6 +71,15 @@ def test_deploy_writes_checked_firmware_and_its_record(runs, capsys):
     assert q["examples"] == 360 and q["prediction_agreement"] > 0.8
     ood = q["auroc_id_ok_vs_ood"]["photos"]
     assert ood["examples"] == 360 and abs(ood["int8"] - ood["float"]) < 0.1
+    assert abs(ood["auprc"]["int8"] - ood["auprc"]["float"]) < 0.1
+    assert q["score_rank_agreement"] > 0.8 and ood["score_rank_agreement"] > 0.8
+    # Every CID severity, pooled over digits' 8 corruptions (125 each, the first ones).
+    assert sorted(q["cid"]) == ["1", "2", "3", "4", "5"]
+    for severity in q["cid"].values():
+        assert severity["examples"] == 1000 and severity["score_rank_agreement"] > 0.8
+        assert abs(severity["accuracy"]["int8"] - severity["accuracy"]["float"]) < 0.05
+        auroc = severity["auroc_id_vs_error"]
+        assert abs(auroc["int8"] - auroc["float"]) < 0.05
     for name in ("model.c", "model.h", "uq_kernels.c", "uq_score.c", "Makefile", "README.md"):
         assert (folder / "project" / name).is_file()
     assert (folder / "model.tflite").read_bytes()[4:8] == b"TFL3"

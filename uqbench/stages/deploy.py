@@ -33,6 +33,7 @@ from uqbench.errors import UQBenchError
 CALIBRATION_EXAMPLES = 512
 EMULATED_EXAMPLES = 8
 OOD_EXAMPLES = 2000  # per OOD set, for the int8 vs float comparison
+CID_EXAMPLES = 1000  # per severity, pooled over the corruptions, for the same comparison
 SCORE_TOLERANCE = 1e-5  # relative: newlib's expf/logf against NumPy's
 TAP_SCORE_TOLERANCE = 1e-4  # relative: long float32 sums in another order than NumPy's
 
@@ -57,6 +58,35 @@ def _auroc(scores: np.ndarray, errors: np.ndarray) -> float | None:
     if errors.all() or not errors.any():
         return None  # one class only: undefined
     return float(roc_auc_score(errors, scores))
+
+
+def _auprc(scores: np.ndarray, positives: np.ndarray) -> float | None:
+    from sklearn.metrics import average_precision_score
+
+    if positives.all() or not positives.any():
+        return None
+    return float(average_precision_score(positives, scores))
+
+
+def _rank_agreement(float_score: np.ndarray, int8_score: np.ndarray) -> float | None:
+    """Spearman's rank correlation of the int8 score with the float score (1: same order)."""
+    from scipy.stats import spearmanr
+
+    if len(float_score) < 2 or np.ptp(float_score) == 0 or np.ptp(int8_score) == 0:
+        return None
+    return float(spearmanr(float_score, int8_score).statistic)
+
+
+def _batches_with_labels(dataset, limit: int) -> tuple[torch.Tensor, np.ndarray]:
+    """The first ``limit`` examples of ``dataset`` and their labels."""
+    xs, ys, seen = [], [], 0
+    for x, y in DataLoader(dataset, batch_size=256):
+        xs.append(x)
+        ys.append(np.asarray(y))
+        seen += len(x)
+        if seen >= limit:
+            break
+    return torch.cat(xs)[:limit], np.concatenate(ys)[:limit]
 
 
 def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
@@ -153,6 +183,10 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
             "float": _auroc(float_score, float_pred != y_test),
             "int8": _auroc(int8_score.astype(np.float64), int8_probs.argmax(1) != y_test),
         },
+        "auprc_id_vs_error": {
+            "float": _auprc(float_score, float_pred != y_test),
+            "int8": _auprc(int8_score.astype(np.float64), int8_probs.argmax(1) != y_test),
+        },
         "prediction_agreement": float((int8_probs.argmax(1) == float_pred).mean()),
         "auroc_id_ok_vs_ood": {},
     }
@@ -164,13 +198,51 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
         _, ood_int8 = device_scores(run_all(quantize_input(graph, x_ood)))
         with torch.no_grad():
             ood_float = method(x_ood).score.double().numpy()
+        positives = np.r_[np.zeros(ok_float.sum()), np.ones(len(ood_float))]
+        positives_int8 = np.r_[np.zeros(ok_int8.sum()), np.ones(len(ood_int8))]
+        float_both = np.r_[float_score[ok_float], ood_float]
+        int8_both = np.r_[int8_score[ok_int8].astype(np.float64), ood_int8]
         quality["auroc_id_ok_vs_ood"][name] = {
             "examples": int(len(x_ood)),
-            "float": _auroc(np.r_[float_score[ok_float], ood_float],
-                            np.r_[np.zeros(ok_float.sum()), np.ones(len(ood_float))]),
-            "int8": _auroc(np.r_[int8_score[ok_int8].astype(np.float64), ood_int8],
-                           np.r_[np.zeros(ok_int8.sum()), np.ones(len(ood_int8))]),
-        }  # fmt: skip
+            "float": _auroc(float_both, positives),
+            "int8": _auroc(int8_both, positives_int8),
+            "auprc": {
+                "float": _auprc(float_both, positives),
+                "int8": _auprc(int8_both, positives_int8),
+            },
+            "score_rank_agreement": _rank_agreement(ood_float, ood_int8),
+        }
+    quality["score_rank_agreement"] = _rank_agreement(float_score, int8_score)
+    # Each CID severity, pooled over the corruptions (up to CID_EXAMPLES, the same number of
+    # each corruption's first examples): what quantization does to failure detection under shift.
+    quality["cid"] = {}
+    corruptions = tuple(datamodule.corruptions)
+    for severity in datamodule.severities if corruptions else ():
+        per = -(-CID_EXAMPLES // len(corruptions))
+        parts = [_batches_with_labels(datamodule.cid_set(c, severity), per) for c in corruptions]
+        x_cid = torch.cat([x for x, _ in parts])
+        y_cid = np.concatenate([y for _, y in parts])
+        probs_cid, score_cid = device_scores(run_all(quantize_input(graph, x_cid)))
+        with torch.no_grad():
+            out_cid = method(x_cid)
+        pred_f, score_f = out_cid.probs.argmax(1).numpy(), out_cid.score.double().numpy()
+        pred_q, score_q = probs_cid.argmax(1), score_cid.astype(np.float64)
+        quality["cid"][str(severity)] = {
+            "examples": int(len(y_cid)),
+            "accuracy": {
+                "float": float((pred_f == y_cid).mean()),
+                "int8": float((pred_q == y_cid).mean()),
+            },
+            "auroc_id_vs_error": {
+                "float": _auroc(score_f, pred_f != y_cid),
+                "int8": _auroc(score_q, pred_q != y_cid),
+            },
+            "auprc_id_vs_error": {
+                "float": _auprc(score_f, pred_f != y_cid),
+                "int8": _auprc(score_q, pred_q != y_cid),
+            },
+            "score_rank_agreement": _rank_agreement(score_f, score_q),
+        }
     # The host reference against TFLite Micro on the emulated examples.
     sample = q_test[:EMULATED_EXAMPLES]
     expected = int8_outputs[: len(sample)]
