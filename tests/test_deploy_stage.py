@@ -288,3 +288,21 @@ def test_the_standalone_project_builds_with_its_makefile(runs, tmp_path):
     symbols = subprocess.run(["arm-none-eabi-nm", "libuqmodel.a"], cwd=project,
                              capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert " T uq_infer" in symbols and " T uq_score" in symbols
+
+
+@pytest.mark.slow
+def test_base_is_the_same_plain_backbone_for_every_method(runs, capsys):
+    """BASE is the backbone without taps or score, whatever the method: msp and mahalanobis
+    (which reads the pooled penultimate tap) start from the same cached base classifier, so
+    their BASE builds are the same program; the tap and its pooling are mahalanobis's extras."""
+    docs = {}
+    for method in ("msp", "mahalanobis"):
+        code = main(["deploy", f"run={runs / method}", "board=small-mcu"])
+        assert code == 0, capsys.readouterr().err
+        docs[method] = json.loads((runs / method / "deploy/small-mcu/deploy.json").read_text())
+    msp, maha = docs["msp"], docs["mahalanobis"]
+    assert msp["instructions"]["backbone"] == maha["instructions"]["backbone"]
+    assert msp["flash_bytes"]["backbone"] == maha["flash_bytes"]["backbone"]
+    assert msp["ram_bytes"]["backbone"] == maha["ram_bytes"]["backbone"]
+    assert msp["latency"]["backbone_ms"] == maha["latency"]["backbone_ms"]
+    assert maha["instructions"]["uncertainty_extras"] > msp["instructions"]["uncertainty_extras"]

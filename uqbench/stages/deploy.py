@@ -252,12 +252,15 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
         raise BitExactMismatch(
             _first_difference("host int8 reference", "tflite-micro", expected, tflm)
         )
-    # BASE: the backbone alone, no score (an ensemble's first member is one; MC dropout's
-    # first pass carries masks, so its plain backbone is converted on its own).
-    base_graph = graph if members[0] is backbone else to_graph(backbone, calibration)
+    # BASE: the plain backbone, no tap outputs and no score, the same network for every method
+    # of a run, so a method's taps and their pooling, its other members or passes and its
+    # score all count as its extras (MC dropout's passes carry masks, an ensemble's first
+    # member is another network, a tap method's graph outputs its taps: each converts the
+    # plain backbone on its own).
+    base_graph = graph if members[0] is backbone and not taps else to_graph(backbone, calibration)
     base_files, base_plan = generate(base_graph)
     if len(graphs) == 1:
-        files, plan = base_files, base_plan
+        files, plan = (base_files, base_plan) if base_graph is graph else generate(graph)
         arena, bound = plan.size, plan.lower_bound
     else:
         files, plans = ensemble(graphs)
