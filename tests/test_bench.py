@@ -28,7 +28,9 @@ def test_unknown_names_are_all_listed_before_anything_runs(tmp_path, capsys):
         ("method.no_such_option=1", "no_such_option"),
         ("bench.workers=2", "unknown bench option 'bench.workers'"),
         ("name=x", "names its cells itself"),
-        ("bench.jobs=0", "bench.jobs must be >= 1"),
+        ("bench.jobs=0", "bench.jobs must be in 1..256"),
+        ("bench.jobs=99999999999999999999", "bench.jobs must be in 1..256"),
+        ("bench.resamples=99999999999999999999", "bench.resamples must be in 100..100,000"),
     ],
 )
 def test_a_cell_uqbench_fit_would_refuse_stops_the_bench_first(tmp_path, capsys, option, message):

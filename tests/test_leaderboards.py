@@ -155,7 +155,7 @@ def test_two_runs_of_one_method_and_seed_are_refused(runs, tmp_path):
         ([], "needs runs="),
         (["runs=/no/such/folder"], "is not a folder"),
         (["runs=.", "colour=red"], "is not key=value with a key among"),
-        (["runs=.", "resamples=10"], "resamples must be an integer >= 100"),
+        (["runs=.", "resamples=10"], "resamples must be an integer in 100..100,000"),
         (["runs=.", "stream.id_frames=many"], "stream.id_frames='many' is not a number"),
     ],
 )
@@ -229,3 +229,6 @@ def test_an_unknown_reference_names_the_methods_present(runs, tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     code = main(["leaderboard", f"runs={runs}", f"out={tmp_path / 'file'}"])
     assert code == 2 and "is a file" in capsys.readouterr().err
+    # Resamples past 100,000 would take gigabytes per run (one took 17 GB before the bound).
+    code = main(["leaderboard", f"runs={runs}", f"out={tmp_path / 'b'}", "resamples=" + "9" * 23])
+    assert code == 2 and "resamples must be an integer in 100..100,000" in capsys.readouterr().err

@@ -37,6 +37,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from uqbench.bootstrap import MAX_RESAMPLES
 from uqbench.errors import ConfigError
 from uqbench.run_folder import atomic_write_bytes, atomic_write_json, check_writable_folder
 
@@ -46,6 +47,7 @@ BENCH_KEYS = ("bench.jobs", "bench.out", "bench.reference", "bench.resamples", "
 LAUNCHERS = ("local", "slurm", "submitit-local")
 LOG_TAIL = 1500  # characters of a failed cell's log kept in bench.json
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+MAX_JOBS = 256  # processes at once; each imports torch
 
 
 def _digest(parts: tuple[str, ...]) -> str:
@@ -171,11 +173,14 @@ def parse_matrix(overrides: list[str]) -> Matrix:
     if options["bench.launcher"] != "local":
         launcher = Launcher(options["bench.launcher"], options["bench.partition"], gpus, time_min)
         launcher.check()
-    if jobs < 1:
-        raise ConfigError(f"bench.jobs must be >= 1, got {jobs}")
+    if not 1 <= jobs <= MAX_JOBS:
+        raise ConfigError(f"bench.jobs must be in 1..{MAX_JOBS}, got {str(jobs)[:30]}")
     check_writable_folder(Path(options["bench.out"]), "bench.out")
-    if resamples < 100:
-        raise ConfigError(f"bench.resamples must be >= 100 for a 95% interval, got {resamples}")
+    if not 100 <= resamples <= MAX_RESAMPLES:
+        raise ConfigError(
+            f"bench.resamples must be in 100..{MAX_RESAMPLES:,} (at least 100 for a 95% "
+            f"interval), got {str(resamples)[:30]}"
+        )
     deploy = [f"deploy={','.join(boards)}"] if boards else []
     cells = [
         Cell(

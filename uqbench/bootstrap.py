@@ -31,6 +31,7 @@ from uqbench.metric_table import COVERAGES, EvalGroups, temperature_scaled
 from uqbench.predictions import Predictions
 
 RESAMPLES = 1000
+MAX_RESAMPLES = 100_000  # beyond it the samples of one run take gigabytes, for no gain
 LEVEL = 0.95
 CHUNK = 125  # resamples per pass: [CHUNK, N] float64 arrays stay small
 

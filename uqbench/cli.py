@@ -277,8 +277,12 @@ def _leaderboard(overrides: list[str]) -> int:
     runs = Path(values["runs"])
     if not runs.is_dir():
         raise ConfigError(f"uqbench leaderboard: runs={runs} is not a folder")
-    if not values["resamples"].isdigit() or int(values["resamples"]) < 100:
-        raise ConfigError("uqbench leaderboard: resamples must be an integer >= 100")
+    from uqbench.bootstrap import MAX_RESAMPLES
+
+    if not values["resamples"].isdigit() or not 100 <= int(values["resamples"]) <= MAX_RESAMPLES:
+        raise ConfigError(
+            f"uqbench leaderboard: resamples must be an integer in 100..{MAX_RESAMPLES:,}"
+        )
     out = Path(values["out"])
     check_writable_folder(out, "out")
     if values["strict"] not in ("true", "false"):
