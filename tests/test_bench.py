@@ -197,3 +197,19 @@ def test_a_rerun_waits_for_a_live_cell_instead_of_failing_it(tmp_path, capsys):
     live.wait()
     waiter.join(5)
     assert not waiter.is_alive() and "waiting for a live run" in capsys.readouterr().out
+
+
+def test_a_damaged_cell_folder_is_recorded_failed_and_left_alone(tmp_path, capsys):
+    from uqbench.bench import Matrix, run
+
+    cell = parse_matrix(["method=msp", "seed=13", f"bench.out={tmp_path}"]).cells[0]
+    folder = tmp_path / cell.name
+    folder.mkdir()
+    (folder / "metrics.json").write_text('{"method": "ms')  # truncated
+    (folder / "scores.npz").write_bytes(b"garbage")
+    record = run(Matrix([cell], 1, tmp_path))
+    entry = record["cells"][cell.name]
+    assert entry["status"] == "failed" and "metrics.json is unreadable" in entry["error"]
+    assert "is damaged" in capsys.readouterr().err
+    assert (folder / "scores.npz").read_bytes() == b"garbage"  # never run over
+    assert not (tmp_path / "logs").exists()  # no cell process was started

@@ -37,7 +37,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from uqbench.bootstrap import MAX_RESAMPLES
 from uqbench.errors import ConfigError
 from uqbench.run_folder import atomic_write_bytes, atomic_write_json, check_writable_folder
 
@@ -176,6 +175,8 @@ def parse_matrix(overrides: list[str]) -> Matrix:
     if not 1 <= jobs <= MAX_JOBS:
         raise ConfigError(f"bench.jobs must be in 1..{MAX_JOBS}, got {str(jobs)[:30]}")
     check_writable_folder(Path(options["bench.out"]), "bench.out")
+    from uqbench.bootstrap import MAX_RESAMPLES  # lazily: it imports torch
+
     if not 100 <= resamples <= MAX_RESAMPLES:
         raise ConfigError(
             f"bench.resamples must be in 100..{MAX_RESAMPLES:,} (at least 100 for a 95% "
@@ -235,14 +236,15 @@ def jobs_for(cells: list[Cell]) -> list[Job]:
 
 
 def is_complete(cell: Cell, out: Path, boards: list[str]) -> bool:
-    """The cell's run folder is finished and readable (a damaged one is run again) and holds
-    a deploy record per board."""
+    """The cell's run folder is finished and readable and holds a deploy record per board."""
     from uqbench.leaderboards.runs import check_run
 
     folder = out / cell.name
-    return check_run(folder) is None and all(
-        (folder / "deploy" / b / "deploy.json").is_file() for b in boards
-    )
+    return check_run(folder) is None and _deployed(folder, boards)
+
+
+def _deployed(folder: Path, boards: list[str]) -> bool:
+    return all((folder / "deploy" / b / "deploy.json").is_file() for b in boards)
 
 
 def _die_with_parent() -> None:
@@ -267,16 +269,6 @@ def wait_for_live_cells(job: Job, out: Path, poll_s: float = 1.0) -> None:
             print(f"uqbench bench: waiting for a live run writing {job.name}", flush=True)
             announced = True
         time.sleep(poll_s)
-
-
-def _damage(folder: Path) -> str | None:
-    """Why a cell's existing run folder is damaged (never rerun over: it is left for the user
-    to look at), or ``None`` where there is no folder or it is readable."""
-    from uqbench.leaderboards.runs import check_run
-
-    if not folder.is_dir() or (reason := check_run(folder)) is None:
-        return None
-    return f"{folder} is damaged ({reason}); remove it to run the cell again"
 
 
 def _run_job(job: Job, out: Path) -> tuple[int, float, str]:
@@ -351,18 +343,23 @@ def _progress(done: int, failed: int, running: int, total: int, durations: list[
 def run(matrix: Matrix) -> dict[str, Any]:
     """Run every missing cell, ``matrix.jobs`` processes at a time (a post-hoc group's missing
     cells in one process); return the bench record."""
+    from uqbench.leaderboards.runs import check_run
+
     matrix.out.mkdir(parents=True, exist_ok=True)
     record: dict[str, dict[str, Any]] = {}
     todo = []
     for job in jobs_for(matrix.cells):
         wait_for_live_cells(job, matrix.out)
     for cell in matrix.cells:
-        damage = _damage(matrix.out / cell.name)
+        folder = matrix.out / cell.name
+        # A damaged folder is never run over: it is recorded and left for the user to look at.
+        damage = check_run(folder) if folder.is_dir() else None
         if damage:
-            print(f"uqbench bench: warning: {damage}", file=sys.stderr)
-            entry = {"status": "failed", "exit_status": None, "error": damage, "log": ""}
+            error = f"{folder} is damaged ({damage}); remove it to run the cell again"
+            print(f"uqbench bench: warning: {error}", file=sys.stderr)
+            entry = {"status": "failed", "exit_status": None, "error": error, "log": ""}
             record[cell.name] = entry | {"cell": _coordinates(cell), "reproduce": ""}
-        elif is_complete(cell, matrix.out, matrix.boards):
+        elif folder.is_dir() and _deployed(folder, matrix.boards):
             record[cell.name] = {"status": "reused", "cell": _coordinates(cell)}
         else:
             todo.append(cell)

@@ -67,12 +67,17 @@ class Resource:
         return f"{mirror.rstrip('/')}/{self.filename if self.unpack else self.target}"
 
 
-def md5sum(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
+def file_digest(path: Path, algorithm: str) -> str:
+    """The hex digest of ``path``'s bytes by ``algorithm`` (``md5``, ``sha256``), read in chunks."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
     with open(path, "rb") as handle:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def md5sum(path: Path) -> str:
+    return file_digest(path, "md5")
 
 
 def _download(url: str, dest: Path, published: dict[str, str], timeout: float) -> None:
@@ -185,25 +190,15 @@ def fetch(resource: Resource, root: Path, timeout: float = 60.0) -> Path:
     return root / resource.target
 
 
-def sha256sum(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def provenance(path: Path, md5: str | None, sha256: str | None = None) -> str:
     """What a run records about one data file (see the module docstring): checked against its
     published MD5, else against the known SHA-256 of its official content."""
-    if md5 is not None:
-        actual = md5sum(path)
-        if actual == md5:
+    for algorithm, expected in (("md5", md5), ("sha256", sha256)):
+        if expected is None:
+            continue
+        actual = file_digest(path, algorithm)
+        if actual == expected:
             return "official"
-        return f"not the official file (md5 {actual}, published {md5})"
-    if sha256 is not None:
-        actual = sha256sum(path)
-        if actual == sha256:
-            return "official"
-        return f"not the official file (sha256 {actual}, official {sha256})"
+        label = "published" if algorithm == "md5" else "official"
+        return f"not the official file ({algorithm} {actual}, {label} {expected})"
     return "no published checksum"

@@ -273,11 +273,10 @@ def dev_metrics(p: Predictions) -> dict[str, dict[str, float]]:
     is_dev = g.kind == "dev"
     if not is_dev.any():
         return {}
-    specs = [s for s in TABLE if s.task in DEV_TASKS]
     errors = ~g.correct
     result = {}
     for task in DEV_TASKS:
-        rows = [s for s in specs if s.task == task]
+        rows = [s for s in TABLE if s.task == task]
         target = "probs" if task in ("calibration", "accuracy") else errors
         result[task] = _compute(rows, a, is_dev, target)
     return result

@@ -166,15 +166,18 @@ def owner_alive(partial: Path) -> bool:
     """Whether the run that owns ``partial`` may still be writing it (alive on this host, or on
     another host, where we cannot tell)."""
     owner = _owner(partial)
-    if owner is None:
-        return False
+    return owner is not None and _alive(owner)
+
+
+def _alive(owner: dict[str, Any]) -> bool:
     return owner.get("host") != _this_host() or _pid_alive(owner["pid"])
 
 
 def _remove_stale(partial: Path) -> bool:
     """Remove ``partial`` if a run of this project made it and its process is gone; rename
     first, so one cleaner wins a race. A folder without an owner record is never touched."""
-    if _owner(partial) is None or owner_alive(partial):
+    owner = _owner(partial)
+    if owner is None or _alive(owner):
         return False
     trash = partial.with_name(f"{partial.name}.stale-{os.getpid()}")
     try:

@@ -7,6 +7,7 @@ written, so a typo costs a second, not a training run.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import secrets
 import sys
@@ -91,7 +92,7 @@ def fit(config: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
 
 def _commit_all(folders: list[RunFolder]) -> None:
     """Commit every complete folder; one whose name was taken meanwhile keeps its results in
-    place (never aborted: they are complete), and the first such error is raised at the end."""
+    place (never aborted: they are complete), and every such error is raised at the end."""
     errors = []
     for folder in folders:
         try:
@@ -181,8 +182,6 @@ def _check_training_length(datamodule: Any, resolved: Resolved) -> int | None:
     the paper's recipe: 150 steps reach 77% accuracy and ECE 0.44, and a plain constant-lr run
     without augmentation 87% and 0.29: the logits have not grown yet, so the model is
     underconfident, whatever the method."""
-    import math
-
     try:
         batches = math.ceil(len(datamodule.train_set) / datamodule.batch_size)
     except (AttributeError, TypeError):  # a plugin's datamodule without a sized train_set

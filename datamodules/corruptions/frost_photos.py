@@ -61,13 +61,17 @@ class FrostPhotos:
         return torch.from_numpy(np.stack(crops).transpose(0, 3, 1, 2).copy()).float() / 255
 
 
+def _present(root: Path) -> bool:
+    return all((Path(root) / FOLDER / name).is_file() for name in FILES)
+
+
 def find(root: Path) -> FrostPhotos | None:
     """The photographs under ``root/frost``, or None if any is missing; a file OpenCV cannot
     read is named corrupt."""
+    if not _present(root):
+        return None
     folder = Path(root) / FOLDER
     paths = [folder / name for name in FILES]
-    if not all(p.is_file() for p in paths):
-        return None
     images = []
     for path in paths:
         image = cv2.imread(str(path))
@@ -78,9 +82,10 @@ def find(root: Path) -> FrostPhotos | None:
 
 
 def provenance(root: Path) -> dict[str, str]:
-    """What a run records about its frost: each photograph, or the procedural fallback."""
+    """What a run records about its frost: each photograph, or the procedural fallback (by the
+    files' presence; :func:`find` reads them and refuses an unreadable one)."""
     folder = Path(root) / FOLDER
-    if find(root) is None:
+    if not _present(root):
         return {
             FOLDER: f"procedural texture: the generator's photographs are not all under "
             f"{folder} (data.download=true fetches them from {SOURCE})"

@@ -43,6 +43,8 @@ class BitExactMismatch(UQBenchError):
 
 
 def _batches(dataset, limit: int) -> list[torch.Tensor]:
+    """The first batches of 128 inputs of ``dataset`` holding ``limit`` examples (the
+    calibration set: its batching fixes the ranges' float sums)."""
     out, seen = [], 0
     for x, _ in DataLoader(dataset, batch_size=128):
         out.append(x)
@@ -77,7 +79,7 @@ def _rank_agreement(float_score: np.ndarray, int8_score: np.ndarray) -> float | 
     return float(spearmanr(float_score, int8_score).statistic)
 
 
-def _batches_with_labels(dataset, limit: int) -> tuple[torch.Tensor, np.ndarray]:
+def _first(dataset, limit: int) -> tuple[torch.Tensor, np.ndarray]:
     """The first ``limit`` examples of ``dataset`` and their labels."""
     xs, ys, seen = [], [], 0
     for x, y in DataLoader(dataset, batch_size=256):
@@ -194,7 +196,7 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
     ok_float, ok_int8 = float_pred == y_test, int8_probs.argmax(1) == y_test
     for name in datamodule.ood_names:
         dataset = datamodule.ood_set(name)
-        x_ood = torch.cat(_batches(dataset, OOD_EXAMPLES))[:OOD_EXAMPLES]
+        x_ood, _ = _first(dataset, OOD_EXAMPLES)
         _, ood_int8 = device_scores(run_all(quantize_input(graph, x_ood)))
         with torch.no_grad():
             ood_float = method(x_ood).score.double().numpy()
@@ -219,7 +221,7 @@ def deploy_run(run: Path, boards: list[Any]) -> dict[str, Any]:
     corruptions = tuple(datamodule.corruptions)
     for severity in datamodule.severities if corruptions else ():
         per = -(-CID_EXAMPLES // len(corruptions))
-        parts = [_batches_with_labels(datamodule.cid_set(c, severity), per) for c in corruptions]
+        parts = [_first(datamodule.cid_set(c, severity), per) for c in corruptions]
         x_cid = torch.cat([x for x, _ in parts])
         y_cid = np.concatenate([y for _, y in parts])
         probs_cid, score_cid = device_scores(run_all(quantize_input(graph, x_cid)))
