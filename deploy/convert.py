@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from uqbench.deploy.device_score import MAP
 from uqbench.deploy.graph import Graph, Op, QTensor
 from uqbench.deploy.int8 import QParams, activation_qparams, quantize_bias, quantize_weights
 
@@ -47,9 +48,6 @@ DROPOUT = torch.ops.uqbench.dropout.default  # registered by uqbench.dropout_mas
 
 class NotDeployable(UQBenchError):
     """The network uses something the int8 export cannot express; the message says what."""
-
-
-MAP = ":map"  # a tap name ending so is output unpooled (its whole int8 map, NHWC order)
 
 
 class _Outputs(nn.Module):

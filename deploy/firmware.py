@@ -239,6 +239,40 @@ def elf_sizes(path: Path, ram_origin: int = RAM_ORIGIN) -> tuple[int, int]:
     return flash, ram
 
 
+def symbol_sizes(elf: Path) -> dict[str, int]:
+    """Bytes of every named function and data object in ``elf`` (local symbols included)."""
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+
+    sizes: dict[str, int] = {}
+    with open(elf, "rb") as handle:
+        for section in ELFFile(handle).iter_sections():
+            if isinstance(section, SymbolTableSection):
+                for symbol in section.iter_symbols():
+                    if symbol["st_info"]["type"] in ("STT_FUNC", "STT_OBJECT") and symbol.name:
+                        sizes[symbol.name] = sizes.get(symbol.name, 0) + symbol["st_size"]
+    return sizes
+
+
+def harness_bytes(elf: Path, ram_origin: int) -> tuple[int, int]:
+    """(flash, RAM) bytes of the test harness (``main`` and ``uqh_*`` symbols) in ``elf``;
+    RAM is at ``ram_origin`` and above."""
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+
+    flash = ram = 0
+    with open(elf, "rb") as handle:
+        for section in ELFFile(handle).iter_sections():
+            if isinstance(section, SymbolTableSection):
+                for symbol in section.iter_symbols():
+                    if symbol.name == "main" or symbol.name.startswith("uqh_"):
+                        if symbol["st_value"] >= ram_origin:
+                            ram += symbol["st_size"]
+                        else:
+                            flash += symbol["st_size"]
+    return flash, ram
+
+
 @dataclass
 class Emulation:
     outputs: np.ndarray  # int8 [N, output bytes]

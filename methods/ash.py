@@ -78,8 +78,10 @@ class ASH(PostHocMethod):
         """ASH with the classifier in float32: on the pooled vector (``on=pooled``), or on the
         whole int8 penultimate map (``on=maps``: the graph outputs the map, the device shapes
         it and pools it)."""
-        from uqbench.deploy.convert import MAP
-        from uqbench.deploy.score import TapScore, linear_head
+        from uqbench.deploy.device_score import MAP
+        from uqbench.deploy.scores.ash import ASH as DeviceASH
+        from uqbench.deploy.scores.ash import ASHMaps
+        from uqbench.deploy.scores.classifier import linear_head
 
         constants = linear_head(self.backbone)
         if constants is None:
@@ -87,12 +89,11 @@ class ASH(PostHocMethod):
         if self.on == "maps":
             c, h, w = self.backbone.tap_shapes()["penultimate"]
             n = c * h * w
-            params = {"k": max(n - round(n * self.percentile / 100.0), 1), "mode": self.mode,
-                      "channels": c}  # fmt: skip
-            return TapScore("ash_maps", ("penultimate" + MAP,), constants, params)
+            k = max(n - round(n * self.percentile / 100.0), 1)
+            return ASHMaps(("penultimate" + MAP,), constants, k=k, mode=self.mode, channels=c)
         n = constants["classifier_w"].shape[1]
-        params = {"k": max(n - round(n * self.percentile / 100.0), 1), "mode": self.mode}
-        return TapScore("ash", ("penultimate",), constants, params)
+        k = max(n - round(n * self.percentile / 100.0), 1)
+        return DeviceASH(("penultimate",), constants, k=k, mode=self.mode)
 
     def device_export_reason(self) -> str:
         return "ASH is exported with a linear classifier (backbone.classifier) only"

@@ -104,6 +104,7 @@ class DeepEnsemble(UQMethod):
         )
 
     def device_export(self):
-        from uqbench.deploy.score import Ensemble
+        from uqbench.deploy.device_score import Ensemble
+        from uqbench.deploy.scores.predictive import EnsembleEntropy
 
-        return Ensemble(tuple(self.members[: int(self.active)]))
+        return Ensemble(tuple(self.members[: int(self.active)]), EnsembleEntropy())

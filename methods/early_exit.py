@@ -73,11 +73,11 @@ class EarlyExit(UQMethod):
         )
 
     def device_export(self):
-        from uqbench.deploy.score import TapScore
+        from uqbench.deploy.scores.early_exit import EarlyExit as DeviceEarlyExit
 
         constants = {}
         for i, head in enumerate(self.exits.values()):
             constants[f"exit_w_{i}"] = head.weight.detach().float().numpy()
             constants[f"exit_b_{i}"] = head.bias.detach().float().numpy()
-        params = {"entropy": self.score_type == "entropy"}
-        return TapScore("early_exit", tuple(self.exits), constants, params)
+        entropy = self.score_type == "entropy"
+        return DeviceEarlyExit(tuple(self.exits), constants, entropy=entropy)

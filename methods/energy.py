@@ -57,6 +57,6 @@ class Energy(PostHocMethod):
         return CostFacts(extra_params=1, exports=("temperature T", "logsumexp"))
 
     def device_export(self):
-        from uqbench.deploy.score import LogitScore
+        from uqbench.deploy.scores.logits import Energy as DeviceEnergy
 
-        return LogitScore("energy", float(self.temperature))
+        return DeviceEnergy(temperature=float(self.temperature))

@@ -20,6 +20,6 @@ class Entropy(PostHocMethod):
         return entropy(out.logits.softmax(-1))
 
     def device_export(self):
-        from uqbench.deploy.score import LogitScore
+        from uqbench.deploy.scores.logits import Entropy as DeviceEntropy
 
-        return LogitScore("entropy")
+        return DeviceEntropy()

@@ -88,7 +88,6 @@ class Evidential(UQMethod):
         return UQOutput(logits, score, probs)
 
     def device_export(self):
-        from uqbench.deploy.score import TapScore
+        from uqbench.deploy.scores.evidential import Evidential as DeviceEvidential
 
-        params = {"eta": float(self.eta), "vacuity": self.score_type == "vacuity"}
-        return TapScore("evidential", (), {}, params)
+        return DeviceEvidential(eta=float(self.eta), vacuity=self.score_type == "vacuity")

@@ -192,7 +192,8 @@ class Mahalanobis(PostHocMethod):
         )
 
     def device_export(self):
-        from uqbench.deploy.score import TapScore
+        from uqbench.deploy.scores.mahalanobis import Mahalanobis as DeviceMahalanobis
+        from uqbench.deploy.scores.mahalanobis import MahalanobisMDS
 
         if self.variant == "mds":
             # P = V diag(l) V^T (P is a pseudo-inverse: l >= 0 up to rounding), W = diag(sqrt l)
@@ -203,12 +204,11 @@ class Mahalanobis(PostHocMethod):
                 "whiten": whiten.float().numpy(),
                 "whitened_means": (self.means_0.double() @ whiten.T).float().numpy(),
             }
-            return TapScore("mahalanobis_mds", ("penultimate",), constants, {})
+            return MahalanobisMDS(("penultimate",), constants)
 
         constants = {"tap_weights": self.tap_weights.float().numpy()}
         for i in range(len(self.taps)):
             constants[f"means_{i}"] = getattr(self, f"means_{i}").float().numpy()
             constants[f"variance_{i}"] = getattr(self, f"variance_{i}").float().numpy()
-        return TapScore(
-            "mahalanobis", tuple(self.taps), constants, {"shrinkage": float(self.shrinkage_used)}
-        )
+        shrinkage = float(self.shrinkage_used)
+        return DeviceMahalanobis(tuple(self.taps), constants, shrinkage=shrinkage)

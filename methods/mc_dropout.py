@@ -193,21 +193,23 @@ class MCDropout(UQMethod):
         another like an ensemble's members. ``placement=head``: the classifier N times on the
         pooled vector, the N masks as constants (keep / (1 - p)). The score: the same entropy
         or mutual information."""
-        from uqbench.deploy.score import Ensemble, TapScore, linear_head
+        from uqbench.deploy.device_score import Ensemble
+        from uqbench.deploy.scores.classifier import linear_head
+        from uqbench.deploy.scores.predictive import DropoutHead, EnsembleEntropy
 
         n = int(self.samples_used)
         mutual = bool(self.use_mutual_information)
         if self.placement == "taps":
             passes = tuple(_FixedPass(self, k) for k in range(n))
-            return Ensemble(passes, mutual_information=mutual, what="MC dropout passes")
+            score = EnsembleEntropy(mutual_information=mutual)
+            return Ensemble(passes, score, what="MC dropout passes")
         constants = linear_head(self.backbone)
         if constants is None:
             return None
         d, head = constants["classifier_w"].shape[1], self._sites.index("head")
         masks = [dropout_masks.keep((d,), head, k, self.p) / (1.0 - self.p) for k in range(n)]
         constants["masks"] = torch.stack(masks).float().numpy()
-        return TapScore("mc_dropout_head", ("penultimate",), constants,
-                        {"mutual_information": mutual})  # fmt: skip
+        return DropoutHead(("penultimate",), constants, mutual_information=mutual)
 
     def device_export_reason(self) -> str:
         return (

@@ -18,6 +18,6 @@ class MSP(PostHocMethod):
         return 1.0 - out.logits.softmax(dim=-1).amax(dim=-1)
 
     def device_export(self):
-        from uqbench.deploy.score import LogitScore
+        from uqbench.deploy.scores.logits import MSP as DeviceMSP
 
-        return LogitScore("msp")
+        return DeviceMSP()

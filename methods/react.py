@@ -42,12 +42,13 @@ class ReAct(PostHocMethod):
 
     def device_export(self):
         """The clip and the classifier in float32 on the pooled penultimate vector."""
-        from uqbench.deploy.score import TapScore, linear_head
+        from uqbench.deploy.scores.classifier import linear_head
+        from uqbench.deploy.scores.react import ReAct as DeviceReAct
 
         constants = linear_head(self.backbone)
         if constants is None:
             return None
-        return TapScore("react", ("penultimate",), constants, {"threshold": float(self.threshold)})
+        return DeviceReAct(("penultimate",), constants, threshold=float(self.threshold))
 
     def device_export_reason(self) -> str:
         return "the backbone's head is not one linear classifier (backbone.classifier)"

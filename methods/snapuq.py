@@ -537,7 +537,7 @@ class SNAPUQ(UQMethod):
         if self.options["variant"] != "gaussian" or self.options["mapping"] != "logistic":
             return None
         from uqbench.deploy.int8 import quantize_weights
-        from uqbench.deploy.score import TapScore
+        from uqbench.deploy.scores.snapuq import SNAPUQ as DeviceSNAPUQ
         from uqbench.methods.snap_heads import (
             EPS,
             LOGVAR_MAX,
@@ -559,9 +559,16 @@ class SNAPUQ(UQMethod):
         step = (LOGVAR_MAX - LOGVAR_MIN) / (LUT_LEVELS - 1)
         levels = LOGVAR_MIN + step * np.arange(LUT_LEVELS)
         constants["lut"] = np.exp(-levels).astype(np.float32)  # exp(-log sigma^2) per level
-        params = {"heads": len(self.taps), "alpha": float(self.options["alpha"]), "eps2": EPS**2,
-                  "logvar_min": LOGVAR_MIN, "logvar_max": LOGVAR_MAX, "step": step}  # fmt: skip
-        return TapScore("snapuq", tuple(taps), constants, params)
+        return DeviceSNAPUQ(
+            tuple(taps),
+            constants,
+            heads=len(self.taps),
+            alpha=float(self.options["alpha"]),
+            eps2=EPS**2,
+            logvar_min=LOGVAR_MIN,
+            logvar_max=LOGVAR_MAX,
+            step=step,
+        )
 
     def device_export_reason(self) -> str:
         return (

@@ -105,6 +105,6 @@ class Temperature(PostHocMethod):
         return CostFacts(extra_params=1, exports=("temperature T",))
 
     def device_export(self):
-        from uqbench.deploy.score import LogitScore
+        from uqbench.deploy.scores.logits import MSP as DeviceMSP
 
-        return LogitScore("msp", float(self.temperature))
+        return DeviceMSP(temperature=float(self.temperature))

@@ -121,8 +121,8 @@ def test_mahalanobis_statistics_match_scikit_learn():
     np.testing.assert_allclose(score.numpy(), expected, rtol=1e-8)
     # The device form: whitened features against whitened means, the same distances (float32).
     export = method.device_export()
-    whitened = f.float().numpy() @ export.constants["whiten"].T
-    diff = whitened[:, None, :] - export.constants["whitened_means"][None]
+    whitened = f.float().numpy() @ export.fitted["whiten"].T
+    diff = whitened[:, None, :] - export.fitted["whitened_means"][None]
     device = (diff * diff).sum(-1).min(1)
     np.testing.assert_allclose(device, method.score(test.out).numpy(), rtol=1e-3)
     # The paper's variant: diagonal variance, dimension-normalized, class minimum of the sum.
@@ -179,14 +179,14 @@ def test_mc_dropout_passes_with_fixed_masks_are_the_method(mutual):
     """What the device runs for MC dropout at the taps: each pass the network with that pass's
     fixed masks. Together they give the method's probabilities and score (the same masks
     inference uses, the same entropy / information)."""
-    from uqbench.deploy.score import Ensemble, host_tap_score
+    from uqbench.deploy.device_score import Ensemble, Output
 
     backbone = _backbone()
     score_type = "mutual_information" if mutual else "entropy"
     method = _ready(MCDropout(backbone, p=0.3, samples=4, score_type=score_type))
     export = method.device_export()
     assert isinstance(export, Ensemble) and len(export.members) == 4
-    assert export.mutual_information is mutual
+    assert export.score.mutual_information is mutual
     x = next(iter(_loader()))[0]
     with torch.no_grad():
         expected = method(x)
@@ -195,8 +195,9 @@ def test_mc_dropout_passes_with_fixed_masks_are_the_method(mutual):
     # The host score reads integer codes: the logits at a fine scale (1e-5), so it computes in
     # float32 what the method computes (its error ~1e-5).
     codes = torch.round(torch.cat(logits, 1) * 1e5).numpy()
-    sizes = [logits[0].shape[1]] * 4
-    probs, score = host_tap_score(codes, sizes, [(1e-5, 0)] * 4, export.score())
+    c = logits[0].shape[1]
+    layout = [Output(f"member {k} logits", (c,), k * c, 1e-5, 0) for k in range(4)]
+    probs, score = export.score.host(codes, layout)
     torch.testing.assert_close(torch.from_numpy(probs), expected.probs, atol=1e-4, rtol=1e-3)
     torch.testing.assert_close(torch.from_numpy(score).double(), expected.score.double(),
                                atol=1e-4, rtol=1e-3)  # fmt: skip

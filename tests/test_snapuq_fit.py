@@ -125,7 +125,7 @@ def test_qat_rounds_heads_to_int8_and_inverse_variance_weights(capsys, tmp_path)
     export = method.device_export()
     head = method.heads["mid"]
     trained = fake_quantize_weights(head.project.weight).detach().numpy()
-    exported = export.constants["project_q_0"] * export.constants["project_scale_0"][:, None]
+    exported = export.fitted["project_q_0"] * export.fitted["project_scale_0"][:, None]
     np.testing.assert_array_equal(trained, exported.astype(np.float32))
     weights = doc["tuned"]["tap_weights"]
     assert sum(weights.values()) == pytest.approx(1.0) and weights["mid"] != 0.5

@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="run=PATH",
     )
     commands.add_parser(
-        "list", help="every installed method, datamodule, backbone and board plugin"
+        "list", help="every installed method, datamodule, backbone, board and device-score plugin"
     )
     with_overrides(
         "deploy",
@@ -377,9 +377,14 @@ def _list() -> int:
     from uqbench.registry import entries
 
     rows = entries()
-    for kind in ("method", "data", "backbone", "board"):
-        title = {"method": "methods", "data": "datamodules", "backbone": "backbones",
-                 "board": "boards"}[kind]  # fmt: skip
+    titles = {
+        "method": "methods",
+        "data": "datamodules",
+        "backbone": "backbones",
+        "board": "boards",
+        "device_score": "device scores",
+    }
+    for kind, title in titles.items():
         print(f"{title}:")
         for e in (r for r in rows if r.kind == kind):
             status = f"BROKEN  {e.error}" if e.broken else ""

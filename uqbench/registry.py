@@ -6,6 +6,10 @@ Groups (see the README for how to add a plugin):
 - ``uqbench.datamodules``: ``name = "pkg.module:UQDataModuleSubclass"``
 - ``uqbench.backbones``: ``name = "pkg.module:factory"`` where
   ``factory(num_classes, input_shape, **kwargs) -> Backbone``.
+- ``uqbench.boards``: ``name = "pkg.module:factory"`` returning a
+  :class:`~uqbench.deploy.boards.Board`.
+- ``uqbench.device_scores``: ``kind = "pkg.module:DeviceScoreSubclass"`` (what a method runs on
+  the device after its network, :mod:`uqbench.deploy.device_score`).
 
 First-party plugins register through the same groups (``pyproject.toml``), so a third-party
 package plugs in exactly the way the suite's own code does. ``timm/<model>`` is the one name
@@ -33,6 +37,7 @@ GROUPS: dict[str, str] = {
     "data": "uqbench.datamodules",
     "backbone": "uqbench.backbones",
     "board": "uqbench.boards",
+    "device_score": "uqbench.device_scores",
 }
 TIMM_PREFIX = "timm/"
 
