@@ -31,7 +31,10 @@ def ash(x: Tensor, percentile: float, mode: Literal["b", "p", "s"]) -> Tensor:
     flat = x.flatten(1)
     n = flat.shape[1]
     k = max(n - round(n * percentile / 100.0), 1)
-    values, index = flat.topk(k, dim=1)
+    # The k largest, ties to the lower index (a stable sort), as the device keeps them: with
+    # int8 activations ties are common, and topk breaks them in no stated order.
+    values, index = flat.sort(dim=1, descending=True, stable=True)
+    values, index = values[:, :k], index[:, :k]
     if mode == "b":
         values = (flat.sum(1, keepdim=True) / k).expand_as(values)
     elif mode == "s":

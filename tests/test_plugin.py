@@ -198,4 +198,38 @@ def test_the_example_plugins_own_tests_run_the_contract_suite(site):
         cwd=EXAMPLE,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "7 passed" in done.stdout
+    assert "12 passed" in done.stdout  # 7 method checks, 5 device-score checks
+
+
+@pytest.mark.slow
+def test_the_example_plugin_deploys_to_two_boards(site, tmp_path):
+    """The README's plugin ships its own device score: `uqbench deploy` runs it on both boards,
+    the logits bit-exact and the score within the plugin's stated tolerance."""
+    cache = tmp_path / "cache"
+    fit = _uqbench(
+        site,
+        "fit",
+        "method=margin",
+        "trainer.max_epochs=1",
+        f"out={tmp_path}",
+        "name=m",
+        cache=cache,
+    )
+    assert fit.returncode == 0, fit.stderr
+    done = _uqbench(site, "deploy", f"run={tmp_path / 'm'}", "board=small-mcu,big-mcu", cache=cache)
+    assert done.returncode == 0, done.stderr
+    for board in ("small-mcu", "big-mcu"):
+        doc = json.loads((tmp_path / "m" / "deploy" / board / "deploy.json").read_text())
+        assert doc["export"] == {
+            "kind": "margin",
+            "taps": [],
+            "params": {"temperature": 1.0},
+            "constants": {},
+        }
+        checks = doc["checks"]
+        assert checks["firmware_logits_equal_host_reference"] and checks["score_within_tolerance"]
+        assert checks["score_tolerance"] == 1e-5
+        score = doc["extras_by_component"]["score"]
+        assert score["instructions"] > 0 and score["scratch_ram_bytes"] == 4 * 10
+    listed = _uqbench(site, "list", cache=cache).stdout
+    assert "uqbench_margin:MarginScore" in listed

@@ -277,3 +277,160 @@ def _train_briefly(method: UQMethod, data: SyntheticData, steps: int = 60) -> No
             optimizer.step()
             step += 1
     module.eval()
+
+
+HOST_TOLERANCE = 1e-3  # relative: the host reference against the method's float32 score
+RANK_TOLERANCE = 0.9  # Spearman, for methods that score from their own forward pass
+
+
+def device_score_checks(
+    method_cls: type[UQMethod],
+    backbone: str | Callable[..., Any] = "digits-cnn",
+    board: str = "small-mcu",
+    input_shape: tuple[int, ...] | None = None,
+    **options: Any,
+) -> list[Check]:
+    """Every device-score check for ``method_cls`` built with ``options`` on ``backbone``, its
+    firmware built for ``board`` (a registered name; the ARM toolchain and QEMU are needed):
+
+    - ``registered``: the score's class is the one registered under its ``kind`` in the
+      ``uqbench.device_scores`` entry-point group;
+    - ``host_equals_method``: the host reference equals the method's own float score on the
+      int8 outputs (dequantized, the pooled taps as 1 x 1 maps) within ``HOST_TOLERANCE``
+      relative, for methods that score a recorded pass (``PostHocMethod``); for methods that
+      score from their own forward pass, the host reference on int8 inputs ranks examples as
+      the float method does (Spearman at least ``RANK_TOLERANCE``);
+    - ``firmware_equals_host``: the C source built for ``board`` and run under QEMU gives the
+      host reference's int8 outputs bit for bit and its scores within the score's
+      ``tolerance``;
+    - ``declared_scratch_and_constants``: ``uq_scratch`` and each ``uq_<constant>`` in the
+      firmware have the declared sizes;
+    - ``serializable``: ``to_dict()`` survives a JSON round trip and names the constants'
+      shapes.
+    """
+    import functools
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from uqbench.deploy import pipeline
+
+    @functools.cache
+    def prepared() -> tuple[UQMethod, pipeline.DeviceModel, torch.Tensor, np.ndarray]:
+        method, data = build(method_cls, backbone, 0, input_shape, **options)
+        _train_briefly(method, data)
+        calibrated(method, data)
+        export, reason = pipeline.device_form(method)
+        assert export is not None, f"{method_cls.__name__} has no device form: {reason}"
+        model = pipeline.convert(method, export, [data.dev_set.tensors[0]])
+        x = _inputs(data)
+        return method, model, x, model.outputs(model.quantize(x))
+
+    @functools.cache
+    def firmware() -> tuple[Any, Path]:
+        from uqbench import registry
+        from uqbench.deploy.firmware import build as build_firmware
+        from uqbench.deploy.firmware import emulate, harness
+
+        _, model, x, outputs = prepared()
+        sample = model.quantize(x[:4])
+        rows = sample.reshape(len(sample), -1)
+        files = {**pipeline.sources(model).files, "main.c": harness(rows, model.layout[0].size)}
+        target = registry.load("board", board)()
+        folder = Path(tempfile.mkdtemp(prefix="uqbench-device-score-"))
+        built = build_firmware(files, target, folder)
+        assert built.elf is not None, f"the firmware does not fit {board}: {built.oom}"
+        return emulate(built.elf, target, len(sample)), built.elf
+
+    def registered() -> None:
+        from uqbench import registry
+
+        score = prepared()[1].score
+        found = registry.load("device_score", score.kind)
+        assert found is type(score), (
+            f"{type(score).__name__} is not what uqbench.device_scores registers as "
+            f"{score.kind!r} ({found.__name__}): add it to your package's entry points"
+        )
+
+    def host_equals_method() -> None:
+        method, model, x, outputs = prepared()
+        _, host = model.host_scores(outputs)
+        if method.needs.scores_from == "record":
+            with torch.no_grad():
+                float_score = method.output(_device_record(method, model, outputs)).score
+            float_score = float_score.double().numpy()
+            worst = np.abs(host - float_score) / np.maximum(np.abs(float_score), 1e-6)
+            assert worst.max() <= HOST_TOLERANCE, (
+                f"the host reference differs from the method's score on the same int8 outputs "
+                f"by {worst.max():.2e} relative (at most {HOST_TOLERANCE:g})"
+            )
+            return
+        from scipy.stats import spearmanr
+
+        with torch.no_grad():
+            float_score = method(x).score.double().numpy()
+        rho = spearmanr(host, float_score).statistic
+        assert rho >= RANK_TOLERANCE, (
+            f"the host reference on int8 inputs ranks examples unlike the float method "
+            f"(Spearman {rho:.3f} < {RANK_TOLERANCE})"
+        )
+
+    def firmware_equals_host() -> None:
+        _, model, _, outputs = prepared()
+        emulation, _ = firmware()
+        expected = outputs[: len(emulation.outputs)]
+        assert np.array_equal(emulation.outputs, expected), pipeline.first_difference(
+            "host int8 reference", "firmware", expected, emulation.outputs
+        )
+        _, host = model.host_scores(expected)
+        worst = np.abs(emulation.scores - host) / np.maximum(np.abs(host), 1e-6)
+        assert worst.max() <= model.score.tolerance, (
+            f"the firmware's score differs from the host reference by {worst.max():.2e} "
+            f"relative (the score's tolerance: {model.score.tolerance:g})"
+        )
+
+    def declared_scratch_and_constants() -> None:
+        _, model, _, _ = prepared()
+        pipeline.check_score_symbols(firmware()[1], model.score, model.layout)
+
+    def serializable() -> None:
+        _, model, _, _ = prepared()
+        doc = model.export.to_dict()
+        assert json.loads(json.dumps(doc, allow_nan=False)) == doc
+        score_doc = model.score.to_dict()
+        shapes = {n: list(np.shape(v)) for n, v in model.score.fitted.items()}
+        assert score_doc["kind"] == model.score.kind and score_doc["constants"] == shapes
+
+    checks = [
+        registered,
+        host_equals_method,
+        firmware_equals_host,
+        declared_scratch_and_constants,
+        serializable,
+    ]
+    where = backbone if isinstance(backbone, str) else getattr(backbone, "__name__", "backbone")
+    return [Check(f"{method_cls.__name__}[{where}]:device:{c.__name__}", c) for c in checks]
+
+
+def _device_record(method: UQMethod, model: Any, outputs: Any) -> Any:
+    """The :class:`BackboneOutput` the device's int8 outputs describe: the dequantized logits,
+    each pooled tap as a 1 x 1 map, a whole map back in NCHW; the pooled vector is the
+    ``penultimate`` tap's (NaN where the score does not export it, so a method that reads it
+    fails the check instead of passing on numbers the device does not have)."""
+    from uqbench.backbones.base import BackboneOutput
+    from uqbench.deploy.device_score import MAP
+
+    values = {o.name: torch.from_numpy(o.dequantize(outputs)) for o in model.layout}
+    taps = {}
+    for o in model.layout[1:]:
+        if o.name.endswith(MAP):
+            h, w, c = o.shape
+            taps[o.name.removesuffix(MAP)] = values[o.name].view(-1, h, w, c).permute(0, 3, 1, 2)
+        else:
+            taps[o.name] = values[o.name][:, :, None, None]
+    if "penultimate" in taps:
+        pooled = taps["penultimate"].flatten(2).mean(-1)
+    else:
+        pooled = torch.full((len(outputs), method.backbone.num_features), float("nan"))
+    return BackboneOutput(values["logits"], taps, pooled)

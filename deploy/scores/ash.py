@@ -3,7 +3,8 @@
 
 :class:`ASH` shapes the pooled penultimate vector; :class:`ASHMaps` the whole int8 penultimate
 map, which the graph outputs unpooled: the k largest codes are found with a 256-bin count and
-read in place (no float copy of the map), then the shaped map is pooled."""
+read in place (no float copy of the map), ties to the lower index in NCHW order (the float
+method's), then the shaped map is pooled."""
 
 from __future__ import annotations
 
@@ -76,9 +77,10 @@ class ASHMaps(DeviceScore):
         return self.channels + 256  # the pooled shaped map, then a 256-bin count (int32)
 
     def host(self, outputs, layout):
-        shaped = shape(layout[1].dequantize(outputs), self.k, self.mode)
-        grid = shaped.reshape(len(shaped), -1, self.channels)  # NHWC: pool over H * W
-        pooled = (grid.sum(1, dtype=f32) / f32(grid.shape[1])).astype(f32)
+        h = layout[1].dequantize(outputs)  # NHWC
+        planes = h.reshape(len(h), -1, self.channels).transpose(0, 2, 1)  # [B, C, H * W]
+        shaped = shape(planes.reshape(len(h), -1), self.k, self.mode).reshape(planes.shape)
+        pooled = (shaped.sum(2, dtype=f32) / f32(planes.shape[2])).astype(f32)
         return classifier_energy(pooled, self.fitted)
 
     def c_body(self, outputs):
@@ -93,27 +95,30 @@ class ASHMaps(DeviceScore):
     sum += (float)(map[j] - uq_zero1) * uq_scale1;
   }}
   /* the threshold code v: fewer than k codes above it, at least k at or above it; of the
-   * codes equal to v the first `ties` (in index order) are kept */
+   * codes equal to v the first `ties` in NCHW order (the float method's) are kept */
   int v = 255, above = 0;
   while (above + count[v] < {k}) above += count[v--];
   int ties = {k} - above, seen = 0;
   float kept_sum = 0.0f;
-  for (int j = 0; j < {n}; j++) {{
-    int code = map[j] + 128;
-    if (code > v || (code == v && seen++ < ties))
-      kept_sum += (float)(map[j] - uq_zero1) * uq_scale1;
-  }}
+  for (int c = 0; c < {channels}; c++)
+    for (int j = c; j < {n}; j += {channels}) {{
+      int code = map[j] + 128;
+      if (code > v || (code == v && seen++ < ties))
+        kept_sum += (float)(map[j] - uq_zero1) * uq_scale1;
+    }}
   float factor = expf(sum / (kept_sum > 1e-12f ? kept_sum : 1e-12f));
   (void)factor;
   float *pooled = uq_work;
-  for (int i = 0; i < {channels}; i++) pooled[i] = 0.0f;
   seen = 0;
-  for (int j = 0; j < {n}; j++) {{
-    int code = map[j] + 128;
-    if (code > v || (code == v && seen++ < ties)) {{
-      float x = (float)(map[j] - uq_zero1) * uq_scale1;
-      pooled[j % {channels}] += {value};
+  for (int c = 0; c < {channels}; c++) {{
+    pooled[c] = 0.0f;
+    for (int j = c; j < {n}; j += {channels}) {{
+      int code = map[j] + 128;
+      if (code > v || (code == v && seen++ < ties)) {{
+        float x = (float)(map[j] - uq_zero1) * uq_scale1;
+        pooled[c] += {value};
+      }}
     }}
+    pooled[c] = pooled[c] / {n // channels}.0f;
   }}
-  for (int i = 0; i < {channels}; i++) pooled[i] = pooled[i] / {n // channels}.0f;
 """ + classifier_energy_c(channels, "pooled[j]")
