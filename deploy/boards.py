@@ -10,7 +10,9 @@ any of them.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
+from typing import Any
 
 from uqbench.errors import ConfigError
 
@@ -96,7 +98,7 @@ class Board:
         """The emulated machine's memory map (origins and the timer's address)."""
         return CORES[self.core]
 
-    def with_overrides(self, **overrides: float) -> Board:
+    def with_overrides(self, **overrides: Any) -> Board:
         """This board with ``flash_kb``, ``ram_kb`` or ``clock_mhz`` replaced."""
         unknown = set(overrides) - {"flash_kb", "ram_kb", "clock_mhz"}
         if unknown:
@@ -153,3 +155,27 @@ def mid_mcu() -> Board:
         768,
         "Cortex-M33 160 MHz, 2 MB flash, 768 KB SRAM (STM32U575 class)",
     )
+
+
+def select(names: Any, options: dict[str, Any] | None = None) -> list[Board]:
+    """The registered boards ``names`` (``a,b``, ``[a,b]`` or a list), each with ``options``
+    (``flash_kb``, ``ram_kb``, ``clock_mhz``: command-line strings or values, typed by
+    :class:`Board`'s fields with the same grammar as ``fit``'s options) applied and checked.
+    Raises :class:`ConfigError` naming the problem before any work."""
+    from uqbench import registry
+    from uqbench.config import coerce, split_list
+
+    hints = typing.get_type_hints(Board)
+    typed = {
+        key: coerce(value, hints[key], f"board.{key}") if key in hints else value
+        for key, value in (options or {}).items()
+    }
+    boards = [
+        registry.load("board", name)().with_overrides(**typed)
+        for name in split_list(names, "board")
+    ]
+    if not boards:
+        raise ConfigError(
+            "board= names no board; give one or more of " + ", ".join(registry.names("board"))
+        )
+    return boards

@@ -109,7 +109,7 @@ def test_odin_is_recorded_as_not_deployable(runs, capsys):
     "args,message",
     [
         (["board=tiny-mcu"], "unknown board 'tiny-mcu'"),
-        (["board=small-mcu", "board.ram_kb=x"], "board.ram_kb='x' is not a number"),
+        (["board=small-mcu", "board.ram_kb=x"], "board.ram_kb: expected int, got 'x'"),
         ([], "needs run=<run folder> and board=<names>"),
         (["board=small-mcu", "flash=1"], "is not key=value with a key among"),
     ],
@@ -306,3 +306,25 @@ def test_base_is_the_same_plain_backbone_for_every_method(runs, capsys):
     assert msp["ram_bytes"]["backbone"] == maha["ram_bytes"]["backbone"]
     assert msp["latency"]["backbone_ms"] == maha["latency"]["backbone_ms"]
     assert maha["instructions"]["uncertainty_extras"] > msp["instructions"]["uncertainty_extras"]
+    # The extras by component: msp adds no network work, only its score; mahalanobis's graph
+    # adds its two taps' pooling, and its score's constants are its means and variances.
+    for doc in (msp, maha):
+        parts = doc["extras_by_component"]
+        flash = parts["networks"]["flash_bytes"] + parts["score"]["flash_bytes"]
+        assert flash == doc["flash_bytes"]["uncertainty_extras"]
+        instructions = parts["networks"]["instructions"] + parts["score"]["instructions"]
+        assert instructions == doc["instructions"]["uncertainty_extras"]
+    assert msp["extras_by_component"]["networks"]["instructions"] == 0
+    assert msp["extras_by_component"]["networks"]["flash_bytes"] == 0
+    assert msp["extras_by_component"]["score"]["constants_flash_bytes"] == 0
+    assert maha["extras_by_component"]["networks"]["instructions"] > 0
+    declared = maha["checks"]["score_declaration"]
+    shapes = maha["export"]["constants"]
+    means = sum(4 * s[0] * s[1] for n, s in shapes.items() if n.startswith("means_"))
+    assert declared["constants_bytes"] >= means  # the class means at least, in float32
+    assert (
+        maha["extras_by_component"]["score"]["constants_flash_bytes"] == declared["constants_bytes"]
+    )
+    assert maha["extras_by_component"]["score"]["scratch_ram_bytes"] == 4 * (
+        10 + sum(s[0] for n, s in shapes.items() if n.startswith("variance_"))
+    )  # the dequantized logits and taps

@@ -273,8 +273,8 @@ def _few_images(folder):
     [
         ("board=", "board= names no board"),
         ("board=[]", "board= names no board"),
-        ("board.clock_mhz=inf", "not a microcontroller's clock"),
-        ("board.clock_mhz=nan", "board.clock_mhz must be at least 1"),
+        ("board.clock_mhz=inf", "board.clock_mhz: expected a finite float, got 'inf'"),
+        ("board.clock_mhz=nan", "board.clock_mhz: expected a finite float, got 'nan'"),
         ("board.clock_mhz=0", "board.clock_mhz must be at least 1"),
         ("board.clock_mhz=1e9", "not a microcontroller's clock"),
         ("board.flash_kb=99999999999", "does not fit cortex-m4's address map"),

@@ -411,7 +411,13 @@ def write_leaderboard(matrix: Matrix, document: dict[str, Any], command: str) ->
     import json
     from datetime import date
 
-    from uqbench.leaderboards.summary import COST_LEGEND, cost_table, metrics_table
+    from uqbench.leaderboards.summary import (
+        COMPONENTS_LEGEND,
+        COST_LEGEND,
+        components_table,
+        cost_table,
+        metrics_table,
+    )
 
     seeds = sorted({c.seed for c in matrix.cells})
     lines = [
@@ -439,6 +445,9 @@ def write_leaderboard(matrix: Matrix, document: dict[str, Any], command: str) ->
         if matrix.boards and costs:
             lines += ["", f"### {data}: cost on the device", "", *COST_LEGEND, ""]
             lines += cost_table(costs, matrix.boards)
+            for board in matrix.boards:
+                lines += ["", f"#### {data} on {board}: extras by component", ""]
+                lines += [*COMPONENTS_LEGEND, "", *components_table(costs, board)]
     failed = {n: e for n, e in document["cells"].items() if e["status"] == "failed"}
     if failed:
         lines += ["", "## Failed cells", ""]

@@ -173,6 +173,7 @@ overrides (key=value):
 
 def _deploy(overrides: list[str]) -> int:
     from uqbench import registry
+    from uqbench.deploy.boards import select as select_boards
     from uqbench.errors import ConfigError
 
     values: dict[str, str] = {}
@@ -189,25 +190,8 @@ def _deploy(overrides: list[str]) -> int:
             "uqbench deploy needs run=<run folder> and board=<names>; boards: "
             + ", ".join(registry.names("board"))
         )
-    sizes: dict[str, float] = {}
-    for key in ("flash_kb", "ram_kb", "clock_mhz"):
-        if f"board.{key}" in values:
-            try:
-                sizes[key] = (float if key == "clock_mhz" else int)(values[f"board.{key}"])
-            except ValueError:
-                raise ConfigError(
-                    f"board.{key}={values[f'board.{key}']!r} is not a number"
-                ) from None
-    boards = [
-        registry.load("board", name.strip())().with_overrides(**sizes)
-        for name in values["board"].strip("[]").split(",")
-        if name.strip()
-    ]
-    if not boards:
-        raise ConfigError(
-            "uqbench deploy: board= names no board; give one or more of "
-            + ", ".join(registry.names("board"))
-        )
+    options = {k.removeprefix("board."): v for k, v in values.items() if k.startswith("board.")}
+    boards = select_boards(values["board"], options)
     run = Path(values["run"])
     if not run.is_dir():
         raise ConfigError(f"uqbench deploy: run={run} is not a folder; give a finished run folder")

@@ -208,7 +208,7 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
             f"{key}: expected one of {', '.join(map(str, args))}, got {shorten(repr(value))}"
         )
     if origin in (list, tuple) or annotation in (list, tuple):
-        items = _split_list(value, key)
+        items = split_list(value, key)
         item_type = args[0] if args else Any
         out = [coerce(v, item_type, key) for v in items]
         return tuple(out) if (origin or annotation) is tuple else out
@@ -250,7 +250,8 @@ def _to_int(value: Any) -> int:
     return int(str(value))
 
 
-def _split_list(value: Any, key: str) -> list[Any]:
+def split_list(value: Any, key: str) -> list[Any]:
+    """``a,b``, ``[a,b]`` or a list as a list of its (stripped, non-empty) items."""
     if isinstance(value, (list, tuple)):
         return list(value)
     text = str(value).strip()

@@ -107,12 +107,10 @@ def deploy_boards(names: str | None) -> list[Any]:
     """The boards of ``deploy=`` (checked, and the toolchain with them, before any training)."""
     if not names:
         return []
-    from uqbench import registry
+    from uqbench.deploy.boards import select
     from uqbench.deploy.firmware import check_toolchain
 
-    boards = [
-        registry.load("board", n.strip())() for n in names.strip("[]").split(",") if n.strip()
-    ]
+    boards = select(names)
     check_toolchain()
     return boards
 

@@ -23,7 +23,12 @@ import torch
 
 from uqbench.leaderboards.figures import figures
 from uqbench.leaderboards.runs import Options, Run, RunRef, check_run, load, scan
-from uqbench.leaderboards.summary import COST_LEGEND, cost_table
+from uqbench.leaderboards.summary import (
+    COMPONENTS_LEGEND,
+    COST_LEGEND,
+    components_table,
+    cost_table,
+)
 from uqbench.leaderboards.tables import (
     differences,
     per_corruption,
@@ -139,6 +144,9 @@ def _write_one(methods: dict[str, list[Run]], folder: Path, data: str, command: 
         costs = {m: {b: [r.deploy[b] for r in rs if b in r.deploy] for b in boards}
                  for m, rs in methods.items()}  # fmt: skip
         lines += ["", "## Cost on the device", "", *COST_LEGEND, "", *cost_table(costs, boards)]
+        for board in boards:
+            lines += ["", f"### {board}: extras by component", "", *COMPONENTS_LEGEND, ""]
+            lines += components_table(costs, board)
     lines += ["", "## How each method was fitted and tuned", "",
               "Fitted on: the splits the method read after training (``dev_mix`` is dev plus "
               "its shifted copy: a method that read it saw corrupted data, which MSP never "

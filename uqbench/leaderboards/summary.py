@@ -85,3 +85,38 @@ def cost_table(rows: dict[str, dict[str, list[dict[str, Any]]]], boards: list[st
         cells = [cost_cell(per_board[b]) if per_board.get(b) else "-" for b in boards]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return lines
+
+
+COMPONENTS_LEGEND = [
+    "Each method's extras over BASE split by component (mean over seeds): its networks' (tap",
+    "outputs and their pooling, or the other members / passes) and its score's (code and libm,",
+    "of which the constants; the declared scratch in RAM). Instructions executed per inference.",
+]
+
+
+def components_table(rows: dict[str, dict[str, list[dict[str, Any]]]], board: str) -> list[str]:
+    """Markdown rows for ``board``: method -> the extras of its runs by component (from each
+    ``deploy.json``'s ``extras_by_component``); runs without the split are left out."""
+    lines = [
+        "| method | networks: flash | networks: instructions | score: flash (constants) "
+        "| score: scratch | score: instructions |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method, per_board in rows.items():
+        docs = [d for d in per_board.get(board, []) if d.get("fits") and "extras_by_component" in d]
+        if not docs:
+            continue
+        parts = [d["extras_by_component"] for d in docs]
+
+        def mean(path: tuple[str, str], parts: list[dict[str, Any]] = parts) -> float:
+            return statistics.mean(p[path[0]][path[1]] for p in parts)
+
+        lines.append(
+            f"| {method} | {mean(('networks', 'flash_bytes')):+,.0f} B "
+            f"| {mean(('networks', 'instructions')):+,.0f} "
+            f"| {mean(('score', 'flash_bytes')):+,.0f} B "
+            f"({mean(('score', 'constants_flash_bytes')):,.0f} B) "
+            f"| {mean(('score', 'scratch_ram_bytes')):,.0f} B "
+            f"| {mean(('score', 'instructions')):+,.0f} |"
+        )
+    return lines
