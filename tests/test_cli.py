@@ -92,3 +92,58 @@ def test_help_and_list_run_as_commands():
     done = subprocess.run([sys.executable, "-m", "uqbench", "list"], capture_output=True, text=True)
     assert done.returncode == 0
     assert "msp" in done.stdout and "digits" in done.stdout and "resnet8" in done.stdout
+
+
+def test_print_config_round_trips_through_config_and_the_command_line_wins(tmp_path, capsys):
+    assert main(["fit", "--print-config", "method=msp", "trainer.max_epochs=2"]) == 0
+    first = capsys.readouterr().out
+    assert "method_args:\n  lr: 0.003\n" in first  # defaults filled in (the digits recipe)
+    assert "trainer_args:\n  max_epochs: 2\n" in first
+    (tmp_path / "run.yaml").write_text(first)
+    assert main(["fit", "--config", str(tmp_path / "run.yaml"), "--print-config"]) == 0
+    assert capsys.readouterr().out == first  # read back unchanged
+    assert main(["fit", f"--config={tmp_path / 'run.yaml'}", "seed=7", "--print-config"]) == 0
+    assert "\nseed: 7\n" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("method: [msp\n", "not valid YAML or JSON"),
+        ("- msp\n", "a config file is a mapping of keys"),
+        ("method_args:\n  nope: 1\n", "unknown key method.nope for SNAPUQ"),
+        ("trainer_args:\n  max_epochs: .inf\n", "not a finite number"),
+    ],
+)
+def test_a_bad_config_file_is_refused_with_exit_2(tmp_path, capsys, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    assert main(["fit", "--config", str(path), "--print-config"]) == 2
+    assert message in capsys.readouterr().err
+    assert main(["fit", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "cannot read it" in capsys.readouterr().err
+
+
+def test_config_files_serve_other_subcommands(tmp_path, capsys):
+    path = tmp_path / "deploy.yaml"
+    path.write_text(f"run: {tmp_path / 'missing'}\nboard: small-mcu\nboard_args:\n  ram_kb: x\n")
+    assert main(["deploy", "--config", str(path)]) == 2
+    assert "board.ram_kb: expected int, got 'x'" in capsys.readouterr().err
+    assert main(["deploy", "--config", str(path), "--print-config"]) == 2
+    assert "--print-config prints fit's resolved configuration" in capsys.readouterr().err
+
+
+def test_a_plugins_help_lists_its_keys_with_types_defaults_and_docs(capsys):
+    assert main(["fit", "method=snapuq", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "method.rank  (int, default 64)" in out
+    assert "method.mapping  (one of logistic|isotonic|none, default 'logistic')" in out
+    assert "ramp_epochs" in out.split("method.ramp_epochs")[1].splitlines()[1]  # its doc line
+    assert main(["fit", "method=[msp,ash]", "backbone=digits-cnn", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "method.percentile  (float, default 90.0)" in out
+    assert "backbone.width  (int, default 16)" in out and "method=msp:" in out
+    assert main(["deploy", "board=small-mcu", "--help"]) == 0
+    assert "board.ram_kb  (int, default 64)" in capsys.readouterr().out
+    assert main(["fit", "method=nope", "--help"]) == 2
+    assert "unknown method 'nope'" in capsys.readouterr().err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from uqbench.errors import UQBenchError
 from uqbench.run_folder import check_writable_file, check_writable_folder
@@ -30,6 +31,15 @@ overrides (key=value):
   trainer.KEY=VALUE    any lightning Trainer argument, e.g. trainer.max_epochs=30
 
 A wrong key lists the valid ones with their types.
+
+options:
+  --config FILE        read overrides from a YAML (or JSON) file: the same keys, a mapping
+                       under method_args (or method) for method.*, and so on; the command
+                       line's overrides win (every subcommand but list and sweep)
+  --print-config       print the fully resolved configuration (defaults filled in) as YAML
+                       that --config reads back, and stop
+  method=NAME --help   that plugin's keys with types, defaults and docs (also data=,
+                       backbone=, and board= for deploy)
 
 example:
   uqbench fit method=msp data=digits backbone=digits-cnn seed=13 \
@@ -380,7 +390,55 @@ def _list() -> int:
     return 1 if any(r.broken or r.conflict for r in rows) else 0
 
 
+def _with_config_file(argv: list[str]) -> tuple[list[str], bool]:
+    """``argv`` with ``--config FILE``'s overrides before the command line's (which win), and
+    whether ``--print-config`` was given."""
+    from uqbench import config_file
+
+    if not argv or argv[0] not in _TAKES_CONFIG:
+        return argv, False
+    rest, path, printing = config_file.split_argv(argv[1:])
+    if printing and argv[0] != "fit":
+        raise UQBenchError(f"--print-config prints fit's resolved configuration, not {argv[0]}'s")
+    from_file = config_file.read(path) if path is not None else []
+    return [argv[0], *from_file, *rest], printing
+
+
+_TAKES_CONFIG = ("fit", "test", "deploy", "corruptions", "bench", "leaderboard")
+
+
+def _print_config(config: Any) -> int:
+    """The fully resolved configuration (every default filled in) as ``--config`` reads it."""
+    import dataclasses
+
+    from uqbench.config_file import dump
+    from uqbench.stages.resolve import method_names, resolve
+
+    names = method_names(config.method)
+    group = [resolve(dataclasses.replace(config, method=n)) for n in names]
+    document = group[0].to_dict()
+    if len(group) > 1:  # each member has its own defaults: the shared options only
+        document["method"], document["method_args"] = names, config.method_args
+    for key in ("train_base", "out", "name", "deploy"):
+        document[key] = getattr(config, key)
+    print(dump(document), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv, printing = _with_config_file(argv)
+        if argv and argv[0] in _TAKES_CONFIG and {"-h", "--help"} & set(argv):
+            from uqbench.plugin_help import plugin_help, selections
+
+            chosen = selections(argv[1:])
+            if chosen:  # `fit method=snapuq --help`: that plugin's keys
+                print("\n\n".join(plugin_help(key, name) for key, name in chosen))
+                return 0
+    except UQBenchError as exc:
+        print(f"uqbench: error: {exc}", file=sys.stderr)
+        return 2
     args = _parser().parse_args(argv)
     try:
         if args.command == "list":
@@ -400,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         config = parse_overrides(args.overrides)
         from uqbench.report import format_group_report, format_report
 
+        if printing and args.command == "fit":
+            return _print_config(config)
         if args.command == "fit":
             from uqbench.runner import fit
 

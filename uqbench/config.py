@@ -156,7 +156,7 @@ def bind(
                 f"unknown key {prefix}.{shorten(key)} for {name}.{hint} Valid keys: "
                 + (
                     ", ".join(
-                        f"{prefix}.{k} ({_type_name(p.annotation)})" for k, p in params.items()
+                        f"{prefix}.{k} ({type_name(p.annotation)})" for k, p in params.items()
                     )
                     or "none (it takes no options)"
                 )
@@ -166,12 +166,12 @@ def bind(
         if key in bound or not fill_defaults:
             continue
         if p.default is inspect.Parameter.empty:
-            raise ConfigError(f"{prefix}.{key} is required by {name} ({_type_name(p.annotation)})")
+            raise ConfigError(f"{prefix}.{key} is required by {name} ({type_name(p.annotation)})")
         bound[key] = p.default
     return bound
 
 
-def _type_name(annotation: Any) -> str:
+def type_name(annotation: Any) -> str:
     if annotation is inspect.Parameter.empty:
         return "any"
     if typing.get_origin(annotation) is Literal:
@@ -199,7 +199,7 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
                 return coerce(value, arg, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"{key}: expected {_type_name(annotation)}, got {shorten(repr(value))}")
+        raise ConfigError(f"{key}: expected {type_name(annotation)}, got {shorten(repr(value))}")
     if origin is Literal:
         for choice in args:
             if value == choice or (isinstance(value, str) and str(choice) == value):
@@ -239,7 +239,7 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected str, got {shorten(repr(value))}")
     if isinstance(annotation, type) and isinstance(value, annotation):
         return value
-    raise ConfigError(f"{key}: cannot set a value of type {_type_name(annotation)} from the CLI")
+    raise ConfigError(f"{key}: cannot set a value of type {type_name(annotation)} from the CLI")
 
 
 def _to_int(value: Any) -> int:

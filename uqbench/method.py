@@ -299,9 +299,11 @@ class UQMethod(LightningModule):
 
     # ----------------------------------------------------------------- on the device
     def device_export(self) -> Any | None:
-        """What runs on the device after the backbone (a description from
-        ``uqbench.deploy.score``, e.g. ``LogitScore``), or None when the method has no device
-        form; :meth:`device_export_reason` then says why."""
+        """What runs on the device after the backbone: a
+        :class:`~uqbench.deploy.device_score.DeviceScore` (its taps, constants, host reference
+        and C source), an :class:`~uqbench.deploy.device_score.Ensemble` of networks with one,
+        or None when the method has no device form (:meth:`device_export_reason` then says
+        why). ``uqbench.testing.device_score_checks`` checks what it returns."""
         return None
 
     def device_export_reason(self) -> str:
