@@ -34,7 +34,8 @@ def test_parse_overrides_splits_top_level_and_prefixed_keys():
         ("mehtod=msp", "unknown key 'mehtod'"),
         ("optim.lr=1", "unknown key 'optim.lr'"),
         ("seed=abc", "seed: expected int, got 'abc'"),
-        ("logger=tensorboard", "logger: expected one of csv, wandb, none"),
+        ("logger=tensorbored", "give one or more of csv, tensorboard, wandb, mlflow"),
+        ("logger=[csv,csv]", "each once, or logger=none"),
     ],
 )
 def test_bad_overrides_name_the_problem(override, message):

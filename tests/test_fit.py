@@ -109,6 +109,27 @@ def test_wandb_logger_offline(capsys, tmp_path):
     assert not link.is_symlink() or link.resolve().is_dir()  # still valid after the rename
 
 
+def test_several_loggers_at_once_write_inside_the_final_run_folder(capsys, tmp_path):
+    """csv, TensorBoard, W&B (offline) and MLflow's file store together: each writes in the run
+    folder, and what they record or print names the final folder, not the partial one."""
+    code = main(
+        ["fit", f"out={tmp_path}", "name=l", *FAST, "logger=[csv,tensorboard,wandb,mlflow]"]
+    )
+    err = capsys.readouterr().err
+    assert code == 0, err
+    folder = tmp_path / "l"
+    assert (folder / "logs" / "metrics.csv").is_file()
+    assert list((folder / "tensorboard").glob("events.out.tfevents.*"))
+    (offline,) = (folder / "wandb").glob("offline-run-*")
+    assert f"upload it with `wandb sync {offline}`" in err and ".partial" not in err
+    metas = list((folder / "mlruns").rglob("meta.yaml"))
+    assert metas and all(".partial" not in m.read_text() for m in metas)
+    (auroc,) = (folder / "mlruns").rglob("metrics/final/id_vs_error/auroc")
+    logged = float(auroc.read_text().split()[1])
+    document = json.loads((folder / "metrics.json").read_text())
+    assert logged == pytest.approx(document["metrics"]["id_vs_error"]["auroc"])
+
+
 @pytest.mark.slow
 def test_a_group_logs_every_method_as_its_own_wandb_run(capsys, tmp_path):
     from test_sweeps import _logged_keys

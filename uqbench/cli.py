@@ -21,7 +21,8 @@ overrides (key=value):
   seed=INT             training seed (default 13); data splits do not depend on it
   threads=INT          torch CPU threads (default: half the cores, at most 4)
   train_base=BOOL      train a missing base model for post-hoc methods (default true)
-  logger=csv|wandb|none  training logger (default csv; wandb honours WANDB_MODE=offline)
+  logger=csv|tensorboard|wandb|mlflow|none  training logger(s), several as [csv,mlflow]
+                       (default csv; wandb honours WANDB_MODE=offline)
   out=PATH             parent folder of run folders (default runs)
   deploy=A,B           deploy each run to these boards after the fit (see uqbench deploy)
   name=STR             run folder name (default <method>-<data>-s<seed>-<time>)

@@ -37,7 +37,7 @@ class RunConfig:
     seed: int = 13
     threads: int | None = None  # torch CPU threads; None: half the cores, at most 4
     train_base: bool = True  # false: a post-hoc method must find its base model in the cache
-    logger: Literal["csv", "wandb", "none"] = "csv"
+    logger: str = "csv"  # csv, tensorboard, wandb, mlflow (several: [csv,mlflow]) or none
     out: str = "runs"  # parent folder of run folders
     name: str | None = None  # run folder name; default <method>-<data>-s<seed>-<time>
     run: str | None = None  # `uqbench test`: the run folder to evaluate
@@ -90,6 +90,8 @@ def parse_overrides(overrides: list[str]) -> RunConfig:
             getattr(config, f"{head}_args")[rest] = raw
         elif key in _TOP_LEVEL:
             setattr(config, key, coerce(raw, hints[key], key))
+            if key == "logger":
+                logger_names(config.logger)
         else:
             raise ConfigError(
                 f"unknown key {shorten(key)!r}. Valid top-level keys: "
@@ -240,6 +242,23 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
     if isinstance(annotation, type) and isinstance(value, annotation):
         return value
     raise ConfigError(f"{key}: cannot set a value of type {type_name(annotation)} from the CLI")
+
+
+LOGGERS = ("csv", "tensorboard", "wandb", "mlflow")
+
+
+def logger_names(text: str) -> list[str]:
+    """``csv``, ``[csv,mlflow]`` or ``none`` as the list of Lightning loggers to use."""
+    names = split_list(text, "logger")
+    if names == ["none"]:
+        return []
+    wrong = [n for n in names if n not in LOGGERS]
+    if not names or wrong or len(set(names)) != len(names):
+        raise ConfigError(
+            f"logger={shorten(text)!r}: give one or more of {', '.join(LOGGERS)} (e.g. "
+            f"logger=[csv,tensorboard]), each once, or logger=none"
+        )
+    return names
 
 
 def _to_int(value: Any) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from uqbench.config import RunConfig
+from uqbench.config import RunConfig, logger_names
 from uqbench.dev_data import DevData
 from uqbench.errors import ConfigError, RunDirError
 from uqbench.recorded_pass import TapRequest
@@ -46,7 +46,7 @@ def fit(config: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
     boards = deploy_boards(config.deploy)
     if group[0].needs.base:
         base_model.check_cache()
-    if config.logger == "wandb":
+    if "wandb" in logger_names(config.logger):
         train.check_wandb_login()
     threads = train.set_threads(config.threads)
     clean_stale(Path(config.out))
@@ -271,11 +271,18 @@ def _finish_logger(
 ) -> None:
     # Test metrics under final/, the calibrated method's dev metrics under dev/ (a sweep's
     # target); the provisional dev AUROC logged while training is provisional/dev/...
-    logger.log_metrics(_flatten({"final": document["metrics"], "dev": document["dev_metrics"]}))
-    logger.finalize("success")
-    if config.logger == "wandb":
+    metrics = _flatten({"final": document["metrics"], "dev": document["dev_metrics"]})
+    for one in logger:
+        one.log_metrics(metrics)
+        one.finalize("success")
+    # Each logger's files live in the partial folder, and the paths they print or record must
+    # name the folder the run will have.
+    if "wandb" in logger_names(config.logger):
         import wandb
 
+        run = wandb.run
+        where = Path(run.dir).parent if run is not None else None
+        url = run.url if run is not None and not run.offline else None
         wandb.finish()
         # W&B's "latest-run" link points into the partial folder: make it relative.
         link = folder.path / "wandb" / "latest-run"
@@ -283,6 +290,13 @@ def _finish_logger(
             target = os.readlink(link)
             link.unlink()
             link.symlink_to(Path(target).name)
+        if where is not None and where.is_relative_to(folder.path):
+            final = folder.final / where.relative_to(folder.path)
+            upload = f"; upload it with `wandb sync {final}`" if url is None else f": {url}"
+            print(f"uqbench: W&B logged {folder.final.name} in {final}{upload}", file=sys.stderr)
+    for meta in (folder.path / "mlruns").rglob("meta.yaml"):
+        partial, final = folder.path.as_uri() + "/", folder.final.as_uri() + "/"
+        meta.write_text(meta.read_text().replace(partial, final))
 
 
 def test(run: Path) -> dict[str, Any]:

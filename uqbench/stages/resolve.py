@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from uqbench import registry
-from uqbench.config import RunConfig, bind, schema, shorten
+from uqbench.config import RunConfig, bind, logger_names, schema, shorten
 from uqbench.errors import ConfigError, UQBenchError
 
 if TYPE_CHECKING:
@@ -100,6 +100,7 @@ def _check_top_level(config: RunConfig) -> None:
             f"threads must be in 1..{MAX_THREADS} (or omitted for the default), got "
             f"{shorten(str(config.threads))}"
         )
+    logger_names(config.logger)
     if config.run is not None:
         raise ConfigError("run= belongs to `uqbench test run=<folder>`; `uqbench fit` trains anew")
     check_name(config.name)

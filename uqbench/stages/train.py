@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from uqbench.config import logger_names
 from uqbench.errors import ConfigError
 from uqbench.stages.lightning_output import quiet_lightning
 from uqbench.stages.resolve import Resolved, trial_trainer_options
@@ -59,23 +60,49 @@ def _netrc_has(host: str) -> bool:
         return False
 
 
-def make_logger(resolved: Resolved, folder: Path, name: str) -> Any:
-    kind = resolved.config.logger
-    if kind == "csv":
-        from lightning.pytorch.loggers import CSVLogger
+def make_logger(resolved: Resolved, folder: Path, name: str) -> list[Any]:
+    """Lightning's loggers for ``logger=``, each writing inside the run folder: ``logs/``
+    (CSV), ``tensorboard/``, ``wandb/`` (offline under ``WANDB_MODE=offline``) and ``mlruns/``
+    (MLflow's file store, which needs no server)."""
+    loggers = []
+    for kind in logger_names(resolved.config.logger):
+        if kind == "csv":
+            from lightning.pytorch.loggers import CSVLogger
 
-        return CSVLogger(save_dir=str(folder), name="", version="logs")
-    if kind == "wandb":
-        from lightning.pytorch.loggers import WandbLogger
+            loggers.append(CSVLogger(save_dir=str(folder), name="", version="logs"))
+        elif kind == "tensorboard":
+            from lightning.pytorch.loggers import TensorBoardLogger
 
-        return WandbLogger(
-            project=os.environ.get("WANDB_PROJECT", "uqbench"),
-            name=name,
-            save_dir=str(folder),
-            offline=os.environ.get("WANDB_MODE") == "offline",
-            config=resolved.to_dict(),
-        )
-    return False
+            loggers.append(TensorBoardLogger(save_dir=str(folder), name="", version="tensorboard"))
+        elif kind == "wandb":
+            import wandb
+            from lightning.pytorch.loggers import WandbLogger
+
+            loggers.append(
+                WandbLogger(
+                    project=os.environ.get("WANDB_PROJECT", "uqbench"),
+                    name=name,
+                    save_dir=str(folder),
+                    offline=os.environ.get("WANDB_MODE") == "offline",
+                    config=resolved.to_dict(),
+                    # W&B's own closing lines name the partial folder; uqbench prints the
+                    # final one when the run closes.
+                    settings=wandb.Settings(silent=True),
+                )
+            )
+        else:
+            from lightning.pytorch.loggers import MLFlowLogger
+
+            # MLflow keeps its file store for offline use but asks for an explicit opt-in.
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            loggers.append(
+                MLFlowLogger(
+                    experiment_name=os.environ.get("MLFLOW_EXPERIMENT_NAME", "uqbench"),
+                    run_name=name,
+                    tracking_uri=(folder / "mlruns").as_uri(),
+                )
+            )
+    return loggers
 
 
 def make_trainer(resolved: Resolved, logger: Any) -> Any:
@@ -90,7 +117,7 @@ def make_trainer(resolved: Resolved, logger: Any) -> Any:
             **resolved.trainer_args,
         }
     )
-    return Trainer(**(options | {"logger": logger}))
+    return Trainer(**(options | {"logger": logger or False}))
 
 
 def run_device(resolved: Resolved) -> torch.device:
