@@ -147,3 +147,13 @@ def test_a_plugins_help_lists_its_keys_with_types_defaults_and_docs(capsys):
     assert "board.ram_kb  (int, default 64)" in capsys.readouterr().out
     assert main(["fit", "method=nope", "--help"]) == 2
     assert "unknown method 'nope'" in capsys.readouterr().err
+
+
+def test_print_config_round_trips_callbacks_with_arguments(tmp_path, capsys):
+    spec = '[{"class_path": "EarlyStopping", "init_args": {"monitor": "train/loss"}}]'
+    assert main(["fit", "--print-config", "method=msp", f"trainer.callbacks={spec}"]) == 0
+    first = capsys.readouterr().out
+    assert "class_path: EarlyStopping" in first and "monitor: train/loss" in first
+    (tmp_path / "run.yaml").write_text(first)
+    assert main(["fit", "--config", str(tmp_path / "run.yaml"), "--print-config"]) == 0
+    assert capsys.readouterr().out == first

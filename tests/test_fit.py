@@ -134,11 +134,60 @@ def test_several_loggers_at_once_write_inside_the_final_run_folder(capsys, tmp_p
 def test_a_group_logs_every_method_as_its_own_wandb_run(capsys, tmp_path):
     from test_sweeps import _logged_keys
 
-    code = main(["fit", f"out={tmp_path}", "method=msp,energy", "trainer.max_epochs=1",
-                 "logger=wandb"])  # fmt: skip
+    code = main(
+        ["fit", f"out={tmp_path}", "method=msp,energy", "trainer.max_epochs=1", "logger=wandb"]
+    )
     assert code == 0, capsys.readouterr().err
     folders = sorted(p for p in tmp_path.iterdir() if p.is_dir())
     assert [f.name.split("-")[0] for f in folders] == ["energy", "msp"]
     for folder in folders:
         (run_file,) = (folder / "wandb").glob("offline-run-*/run-*.wandb")
         assert "final/id_vs_error/auroc" in _logged_keys(run_file)
+
+
+def test_trainer_callbacks_by_import_path_with_arguments(capsys, tmp_path):
+    """EarlyStopping (by bare name, with arguments) stops training after the first epoch; a
+    LearningRateMonitor (by full path) logs the learning rates into the CSV log."""
+    import csv
+
+    stop = {
+        "class_path": "EarlyStopping",
+        "init_args": {
+            "monitor": "provisional/dev/accuracy",
+            "mode": "max",
+            "stopping_threshold": 0,
+        },
+    }
+    spec = json.dumps([stop, "lightning.pytorch.callbacks.LearningRateMonitor"])
+    code = main(
+        [
+            "fit",
+            f"out={tmp_path}",
+            "name=c",
+            "method=snapuq",
+            "trainer.max_epochs=6",
+            f"trainer.callbacks={spec}",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    rows = list(csv.DictReader((tmp_path / "c" / "logs" / "metrics.csv").open()))
+    assert {r["epoch"] for r in rows} - {""} == {"0"}  # stopped after one of six epochs
+    assert any(key.startswith("lr-Adam") for key in rows[0])
+    config = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert config["trainer_args"]["callbacks"][0] == stop  # the specs, recorded as given
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("[nope.Nothing]", "cannot import 'nope.Nothing'"),
+        ("[EarlyStopping]", "EarlyStopping({}) failed: TypeError"),
+        ("[torch.nn.Linear]", "is not a Lightning Callback"),
+        ('[{"class_path": "EarlyStopping", "args": {}}]', "class_path and init_args"),
+        ('[{"class_path": ', "not valid JSON"),
+    ],
+)
+def test_bad_callbacks_are_refused_before_training(tmp_path, capsys, value, message):
+    assert main(["fit", f"out={tmp_path}", f"trainer.callbacks={value}"]) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -10,6 +10,7 @@ first and the command line's after, so the command line wins.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ def _text(value: Any, key: str) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key}: {value} in the config file is not a finite number")
     if isinstance(value, list | tuple):
+        if any(isinstance(v, dict) for v in value):  # e.g. callbacks with init_args: JSON
+            return json.dumps(value)
         return "[" + ",".join(_text(v, key) for v in value) + "]"
     if isinstance(value, dict):
         raise ConfigError(f"{key}: a mapping nested this deep is not an option; flatten it")

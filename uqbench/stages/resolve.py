@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from uqbench.method import Needs
 
 # Trainer arguments the runner owns; the user cannot override them with trainer.*.
-RUNNER_OWNED = ("logger", "default_root_dir", "enable_checkpointing", "callbacks")
+RUNNER_OWNED = ("logger", "default_root_dir", "enable_checkpointing")
 SEED_MAX = 2**32 - 1  # numpy's and Lightning's bound
 MAX_THREADS = 1024  # torch takes an int; far beyond any machine this runs on
 MAX_EPOCHS = 1_000_000
@@ -128,6 +128,11 @@ def trainer_args(data_cls: Any, overrides: dict[str, Any]) -> dict[str, Any]:
             f"trainer.{owned[0]} is set by uqbench itself; use logger= for the logger"
         )
     args = {"max_epochs": data_cls.default_max_epochs, **data_cls.trainer_defaults}
+    overrides = dict(overrides)
+    if "callbacks" in overrides:  # specs, kept as data; built for each Trainer
+        from uqbench import callbacks
+
+        args["callbacks"] = callbacks.parse(overrides.pop("callbacks"))
     args.update(bind(Trainer, overrides, "trainer", fill_defaults=False))
     epochs = args.get("max_epochs")
     if not isinstance(epochs, int) or not 1 <= epochs <= MAX_EPOCHS:
@@ -147,13 +152,17 @@ def trainer_args(data_cls: Any, overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def trial_trainer_options(args: dict[str, Any]) -> dict[str, Any]:
-    """uqbench's Trainer defaults under the user's ``args``, and the runner-owned options."""
+    """uqbench's Trainer defaults under the user's ``args`` (callback specs built), and the
+    runner-owned options."""
+    from uqbench import callbacks
+
     return {
         "accelerator": "auto",
         "devices": 1,
         "enable_progress_bar": False,
         "enable_model_summary": False,
         **args,
+        "callbacks": callbacks.build(args.get("callbacks", [])),
         "logger": False,
         "enable_checkpointing": False,
     }
