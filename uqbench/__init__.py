@@ -18,6 +18,7 @@ _EXPORTS = {
     "UQMethod": "uqbench.method",
     "UQOutput": "uqbench.method",
     "PostHocMethod": "uqbench.method",
+    "BaseClassifier": "uqbench.method",
     "Needs": "uqbench.method",
     "Objective": "uqbench.method",
     "CostFacts": "uqbench.method",

@@ -190,8 +190,19 @@ class UQDataModule(LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self.loader(self.dev_set)
 
-    def test_dataloader(self) -> DataLoader:
-        return self.loader(self.test_set)
+    def evaluation_names(self) -> list[str]:
+        """The sets :meth:`test_dataloader` gives, in order: ``dev``, then each of
+        :meth:`eval_sets` (``id``, ``cid/<corruption>/<severity>``, ``ood/<name>``)."""
+        return ["dev", *(e.name for e in self.eval_sets())]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        """One loader per evaluation set (:meth:`evaluation_names`): ``trainer.test`` on a
+        method evaluates it as ``uqbench fit`` does."""
+        return [self.loader(self.dev_set), *(self.loader(e.dataset) for e in self.eval_sets())]
+
+    def predict_dataloader(self) -> list[DataLoader]:
+        """The same loaders as :meth:`test_dataloader`, for ``trainer.predict``."""
+        return self.test_dataloader()
 
     def eval_set_count(self) -> int:
         return 1 + len(self.corruptions) * len(self.severities) + len(self.ood_names)

@@ -242,6 +242,54 @@ class UQMethod(LightningModule):
             out = self(x)
         self.log_dev(out, y)
 
+    # ----------------------------------------------------------------- Lightning evaluation
+    def on_test_epoch_start(self) -> None:
+        self.check_calibrated()
+        self._test_chunks: list[tuple[Any, ...]] = []
+
+    def test_step(
+        self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Collect one batch of an evaluation set (``dataloader_idx``: its position in
+        ``datamodule.evaluation_names()``); the metrics are computed at the epoch's end."""
+        from uqbench.predictions import chunk
+
+        x, y = batch
+        self._test_chunks.append(chunk(self, self(x), y, dataloader_idx))
+
+    def on_test_epoch_end(self) -> None:
+        """Every metric of ``uqbench fit``'s table on the collected sets: kept in
+        ``test_metrics`` (nested, as in ``metrics.json``) and ``test_predictions``
+        (:class:`~uqbench.predictions.Predictions`), and logged as ``test/<metric path>``, so
+        ``trainer.test(method, datamodule)`` returns them. With a
+        :class:`~uqbench.datamodule.UQDataModule` the sets are named as in a run folder."""
+        from uqbench.metric_table import compute_metrics, flat_metrics
+        from uqbench.predictions import Predictions
+
+        datamodule = getattr(self.trainer, "datamodule", None)
+        count = 1 + max(c[3] for c in self._test_chunks)
+        names = (
+            datamodule.evaluation_names()
+            if hasattr(datamodule, "evaluation_names")
+            else [f"set{k}" for k in range(count)]
+        )
+        self.test_predictions = Predictions.from_chunks(self._test_chunks, names)
+        # The table fits a temperature by gradient descent; Lightning tests without gradients.
+        with torch.inference_mode(False), torch.enable_grad():
+            self.test_metrics = compute_metrics(self.test_predictions)
+        for key, value in flat_metrics(self.test_metrics).items():
+            self.log(f"test/{key}", value, add_dataloader_idx=False)
+
+    def predict_step(
+        self, batch: tuple[Tensor, Tensor] | Tensor, batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Tensor]:
+        """Per example: ``logits`` [B, C], ``probs`` [B, C] and ``score`` [B] (higher = more
+        uncertain), on the device; a batch may be ``(x, y)`` or ``x``."""
+        self.check_calibrated()
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        out = self(x)
+        return {"logits": out.logits, "probs": out.probs, "score": out.score}
+
     @contextlib.contextmanager
     def provisional_scores(self) -> Iterator[None]:
         """Score before calibration, for the dev log during training only (the maps and

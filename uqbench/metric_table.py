@@ -288,3 +288,15 @@ def dev_spec(key: str) -> MetricSpec:
     if found.task not in DEV_TASKS:
         raise KeyError(key)
     return found
+
+
+def flat_metrics(tree: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """A nested metrics document as ``{"a/b/c": value}``, numbers only, NaN left out."""
+    flat: dict[str, float] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flat_metrics(value, name + "/"))
+        elif isinstance(value, (int, float)) and value == value:  # skips NaN
+            flat[name] = float(value)
+    return flat

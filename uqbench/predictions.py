@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,3 +72,16 @@ class Predictions:
                 [str(n) for n in data["group_names"]],
                 {k[len(VARIANT) :]: data[k] for k in data.files if k.startswith(VARIANT)},
             )
+
+
+def chunk(method: Any, out: Any, labels: Any, group: int) -> tuple[Any, ...]:
+    """One batch of ``method``'s outputs ``out`` (a ``UQOutput``) on examples of the evaluation
+    set ``group`` with ``labels``, as :meth:`Predictions.from_chunks` takes it (on the CPU)."""
+    variants = {k: v.detach().double().cpu().numpy() for k, v in method.variant_scores(out).items()}
+    return (
+        out.probs.detach().float().cpu().numpy(),
+        out.score.detach().double().cpu().numpy(),
+        labels.cpu().numpy(),
+        group,
+        variants,
+    )

@@ -21,6 +21,7 @@ import torch
 from uqbench.config import RunConfig, logger_names
 from uqbench.dev_data import DevData
 from uqbench.errors import ConfigError, RunDirError
+from uqbench.metric_table import flat_metrics
 from uqbench.recorded_pass import TapRequest
 from uqbench.run_folder import RunFolder, atomic_write_json, check_writable_folder, clean_stale
 from uqbench.stages import base_model, train
@@ -271,7 +272,7 @@ def _finish_logger(
 ) -> None:
     # Test metrics under final/, the calibrated method's dev metrics under dev/ (a sweep's
     # target); the provisional dev AUROC logged while training is provisional/dev/...
-    metrics = _flatten({"final": document["metrics"], "dev": document["dev_metrics"]})
+    metrics = flat_metrics({"final": document["metrics"], "dev": document["dev_metrics"]})
     for one in logger:
         one.log_metrics(metrics)
         one.finalize("success")
@@ -314,14 +315,3 @@ def test(run: Path) -> dict[str, Any]:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{secrets.token_hex(3)}"
     atomic_write_json(run / f"test-{stamp}.json", document)
     return document
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    flat: dict[str, float] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "/"))
-        elif isinstance(value, (int, float)) and value == value:  # skips NaN
-            flat[name] = float(value)
-    return flat

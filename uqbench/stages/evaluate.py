@@ -16,20 +16,9 @@ import torch
 from torch.utils.data import Dataset
 
 from uqbench.datamodule import UQDataModule
-from uqbench.method import UQMethod, UQOutput
-from uqbench.predictions import Predictions
+from uqbench.method import UQMethod
+from uqbench.predictions import Predictions, chunk
 from uqbench.recorded_pass import TapRequest, device_batches, record_pass
-
-
-def _chunk(method: UQMethod, out: UQOutput, labels: torch.Tensor, group: int) -> tuple[Any, ...]:
-    variants = {k: v.detach().double().cpu().numpy() for k, v in method.variant_scores(out).items()}
-    return (
-        out.probs.detach().float().cpu().numpy(),
-        out.score.detach().double().cpu().numpy(),
-        labels.cpu().numpy(),
-        group,
-        variants,
-    )
 
 
 def _sets(datamodule: UQDataModule) -> Iterator[tuple[str, Dataset]]:
@@ -64,10 +53,10 @@ def evaluate(
             recorded = record_pass(shared[0].backbone, device_batches(dataset, device), request)
             for method in shared:
                 out = method.output(recorded.out)
-                parts[id(method)].append(_chunk(method, out, recorded.labels, index))
+                parts[id(method)].append(chunk(method, out, recorded.labels, index))
         for method in methods:
             if method in shared:
                 continue
             for x, y in device_batches(dataset, device):
-                parts[id(method)].append(_chunk(method, method(x), y, index))
+                parts[id(method)].append(chunk(method, method(x), y, index))
     return {key: Predictions.from_chunks(chunks, names) for key, chunks in parts.items()}
