@@ -40,7 +40,9 @@ the score, higher = more uncertain. The body sees:
   :func:`entropy` on the host).
 
 Firmware and host agree to float32 rounding (newlib's ``expf``/``logf`` against NumPy's, sums
-in another order): within ``tolerance`` (relative) per score.
+in another order): ``|firmware - host| <= tolerance * |host| + abs_tolerance`` per example. The
+absolute term covers scores that cancel terms of order one (``1 - max p`` of a confident
+prediction is 1e-6 with an error of a few float32 steps of 1.0, a large relative error).
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class DeviceScore(ABC):
 
     kind: ClassVar[str] = ""
     tolerance: ClassVar[float] = 1e-4  # relative, firmware against host
+    abs_tolerance: ClassVar[float] = 1e-6  # absolute: about 8 float32 steps of 1.0
 
     taps: tuple[str, ...] = ()
     fitted: dict[str, np.ndarray] = field(default_factory=dict)
@@ -114,6 +117,19 @@ class DeviceScore(ABC):
     @abstractmethod
     def c_body(self, outputs: Sequence[Output]) -> str:
         """The body of ``uq_score`` (see the module's docstring for what it can use)."""
+
+    def agreement(self, firmware: np.ndarray, host: np.ndarray) -> dict[str, Any]:
+        """How the firmware's scores compare with the host reference's on the same examples."""
+        difference = np.abs(np.asarray(firmware, np.float64) - np.asarray(host, np.float64))
+        allowed = self.tolerance * np.abs(host) + self.abs_tolerance
+        return {
+            "score_max_absolute_difference": float(difference.max()),
+            "score_max_relative_difference": float(
+                (difference / np.maximum(np.abs(host), 1e-6)).max()
+            ),
+            "score_tolerance": {"relative": self.tolerance, "absolute": self.abs_tolerance},
+            "score_within_tolerance": bool((difference <= allowed).all()),
+        }
 
     def params(self) -> dict[str, Any]:
         """The score's parameters (its fields but ``taps`` and ``fitted``), JSON-ready."""

@@ -258,7 +258,6 @@ def measure(
             )  # fmt: skip
         )
     _, host = model.host_scores(expected)
-    relative = np.abs(emulation.scores - host) / np.maximum(np.abs(host), 1e-6)
     declared = check_score_symbols(with_score.elf, model.score, model.layout)
     origin = board.memory.ram_origin
 
@@ -338,9 +337,7 @@ def measure(
             "examples": len(sample),
             "firmware_logits_equal_host_reference": True,
             "host_reference_equals_tflite_micro": True,
-            "score_max_relative_difference": float(relative.max()),
-            "score_tolerance": model.score.tolerance,
-            "score_within_tolerance": bool(relative.max() <= model.score.tolerance),
+            **model.score.agreement(emulation.scores, host),
             "score_declaration": declared,
         },
     }

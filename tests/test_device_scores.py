@@ -97,3 +97,17 @@ def test_a_broken_device_score_fails_its_check(score_cls, failing, message):
     }
     with pytest.raises(Exception, match=message):
         checks[failing]()
+
+
+def test_agreement_is_relative_plus_absolute_for_scores_that_cancel():
+    """1 - max p of a confident prediction is near 0: there a few float32 steps of 1.0 are a
+    large relative error but no disagreement; a real one still fails."""
+    import numpy as np
+
+    score = DeviceMSP()
+    host = np.array([1.2e-7, 0.3], np.float32)
+    close = score.agreement(np.array([2.4e-7, 0.3 * (1 + 5e-6)], np.float32), host)
+    assert close["score_within_tolerance"] and close["score_max_relative_difference"] > 0.1
+    far = score.agreement(np.array([1.2e-7, 0.3 * (1 + 1e-4)], np.float32), host)
+    assert not far["score_within_tolerance"]
+    assert close["score_tolerance"] == {"relative": 1e-5, "absolute": 1e-6}

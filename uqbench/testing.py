@@ -302,7 +302,7 @@ def device_score_checks(
       the float method does (Spearman at least ``RANK_TOLERANCE``);
     - ``firmware_equals_host``: the C source built for ``board`` and run under QEMU gives the
       host reference's int8 outputs bit for bit and its scores within the score's
-      ``tolerance``;
+      ``tolerance`` (relative) plus ``abs_tolerance``;
     - ``declared_scratch_and_constants``: ``uq_scratch`` and each ``uq_<constant>`` in the
       firmware have the declared sizes;
     - ``serializable``: ``to_dict()`` survives a JSON round trip and names the constants'
@@ -384,10 +384,12 @@ def device_score_checks(
             "host int8 reference", "firmware", expected, emulation.outputs
         )
         _, host = model.host_scores(expected)
-        worst = np.abs(emulation.scores - host) / np.maximum(np.abs(host), 1e-6)
-        assert worst.max() <= model.score.tolerance, (
-            f"the firmware's score differs from the host reference by {worst.max():.2e} "
-            f"relative (the score's tolerance: {model.score.tolerance:g})"
+        agreement = model.score.agreement(emulation.scores, host)
+        assert agreement["score_within_tolerance"], (
+            f"the firmware's score differs from the host reference by "
+            f"{agreement['score_max_absolute_difference']:.2e} "
+            f"({agreement['score_max_relative_difference']:.2e} relative; the score's tolerance: "
+            f"{model.score.tolerance:g} relative + {model.score.abs_tolerance:g})"
         )
 
     def declared_scratch_and_constants() -> None:

@@ -33,6 +33,8 @@ class MarginScore(DeviceScore):
 
     kind = "margin"  # its name in the uqbench.device_scores entry-point group
     tolerance = 1e-5  # relative, firmware against host: one expf per class
+    # (abs_tolerance, 1e-6 by default, covers 1 - (p1 - p2) near 0, where relative error is
+    # no measure)
     temperature: float = 1.0
 
     def host(self, outputs, layout):
