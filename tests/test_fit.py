@@ -82,6 +82,8 @@ def test_posthoc_reuses_the_cached_base_and_test_reproduces_metrics(capsys, tmp_
     assert main(["test", f"run={first}"]) == 0
     out = capsys.readouterr().out
     assert "id_vs_error" in out
+    assert "trained and cached" not in out and "loaded from the run's checkpoint.pt" in out
+    assert "compared with the fit's metrics.json: all" in out and "metrics agree" in out
     # The fit's record stays as it was; the test's results lie beside it.
     assert json.loads((first / "metrics.json").read_text()) == a
     (tested,) = first.glob("test-*.json")
@@ -191,3 +193,14 @@ def test_bad_callbacks_are_refused_before_training(tmp_path, capsys, value, mess
     assert main(["fit", f"out={tmp_path}", f"trainer.callbacks={value}"]) == 2
     assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_comparing_a_test_with_its_fit_names_what_differs():
+    from uqbench.runner import compare_with_fit
+
+    fitted = {"id_vs_error": {"auroc": 0.9, "auprc": 0.5}, "ece": 0.1}
+    same = compare_with_fit(fitted, json.loads(json.dumps(fitted)))
+    assert same == {"metrics": 3, "max_abs_difference": 0.0, "agree": True, "differing": []}
+    moved = compare_with_fit(fitted, {"id_vs_error": {"auroc": 0.8, "auprc": 0.5}, "nll": 1.0})
+    assert not moved["agree"] and moved["max_abs_difference"] == pytest.approx(0.1)
+    assert moved["differing"] == ["id_vs_error/auroc", "ece", "nll"]

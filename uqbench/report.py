@@ -62,7 +62,21 @@ def format_report(document: dict[str, Any], folder: str | None = None) -> str:
     if folder:
         lines.append(f"run folder: {folder}")
     training = document.get("training", {})
-    if "base_key" in training:
+    if document.get("uqbench_command") == "test":
+        lines.append("model: loaded from the run's checkpoint.pt (weights_only)")
+        compared = document.get("compared_with_fit")
+        if compared and compared["agree"]:
+            lines.append(
+                f"compared with the fit's metrics.json: all {compared['metrics']} metrics agree "
+                f"(largest difference {compared['max_abs_difference']:.1e})"
+            )
+        elif compared:
+            lines.append(
+                f"compared with the fit's metrics.json: {len(compared['differing'])} of "
+                f"{compared['metrics']} metrics DIFFER (largest difference "
+                f"{compared['max_abs_difference']:.3g}): {', '.join(compared['differing'][:5])}"
+            )
+    elif "base_key" in training:
         how = "reused from cache" if training["base_reused"] else "trained and cached"
         lines.append(f"base model: {how} ({training['base_key']})")
     counts = m["counts"]

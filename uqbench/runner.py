@@ -300,6 +300,25 @@ def _finish_logger(
         meta.write_text(meta.read_text().replace(partial, final))
 
 
+AGREEMENT = 1e-9  # absolute: the same checkpoint and data give the same numbers
+
+
+def compare_with_fit(fitted: dict[str, Any], tested: dict[str, Any]) -> dict[str, Any]:
+    """Every metric of a re-evaluation against the fit's: how many, the largest absolute
+    difference, and the ones that differ by more than ``AGREEMENT`` (or exist in one only)."""
+    before, after = flat_metrics(fitted), flat_metrics(tested)
+    shared = sorted(set(before) & set(after))
+    differences = {k: abs(before[k] - after[k]) for k in shared}
+    differing = sorted(k for k, d in differences.items() if d > AGREEMENT)
+    differing += sorted(set(before) ^ set(after))
+    return {
+        "metrics": len(shared),
+        "max_abs_difference": max(differences.values(), default=0.0),
+        "agree": not differing,
+        "differing": differing,
+    }
+
+
 def test(run: Path) -> dict[str, Any]:
     """Rebuild a finished run from its checked record, load its checkpoint safely, evaluate it
     again and write the results beside the fit's record (``test-<time>.json``)."""
@@ -312,6 +331,7 @@ def test(run: Path) -> dict[str, Any]:
     document |= {k: fitted[k] for k in ("tuning", "fitted_on", "training") if k in fitted}
     document["seconds"] = {"test_evaluate": time.perf_counter() - started}
     document["uqbench_command"] = "test"
+    document["compared_with_fit"] = compare_with_fit(fitted["metrics"], document["metrics"])
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{secrets.token_hex(3)}"
     atomic_write_json(run / f"test-{stamp}.json", document)
     return document
