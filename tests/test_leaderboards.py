@@ -168,6 +168,10 @@ def test_bad_leaderboard_input_exits_2_and_writes_nothing(tmp_path, capsys, args
 def test_the_command_writes_a_folder_per_data_set(runs, tmp_path, capsys):
     code = main(["leaderboard", f"runs={runs}", f"out={tmp_path / 'out'}", "resamples=100"])
     assert code == 0 and (tmp_path / "out" / "toy" / "README.md").is_file()
+    err = capsys.readouterr().err  # the slow part says what it does, run by run
+    total = len(list(runs.iterdir()))
+    assert f"leaderboard toy: run 1/{total}: bootstrap and streams of " in err
+    assert f"run {total}/{total}" in err and "leaderboard toy: tables and figures" in err
 
 
 def test_the_stream_layout_is_an_option(runs, tmp_path, capsys):

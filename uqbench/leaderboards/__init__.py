@@ -16,6 +16,7 @@ Bootstrap samples are cached under ``~/.cache/uqbench/bootstrap`` by the hash of
 from __future__ import annotations
 
 import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -45,8 +46,13 @@ __all__ = ["Options", "RunRef", "check_run", "scan", "write_leaderboards"]
 # --------------------------------------------------------------------------- the writer
 def _commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, cwd=Path(__file__).parent, timeout=10)  # fmt: skip
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=10,
+        )
         return out.stdout.strip() or "unknown (not a git checkout)"
     except (OSError, subprocess.SubprocessError):
         return "unknown (git not found)"
@@ -73,17 +79,27 @@ def write_leaderboards(
     try:
         for data in dict.fromkeys(r.data for r in runs):
             methods: dict[str, list[Run]] = {}
-            for ref in sorted((r for r in runs if r.data == data), key=lambda r: r.seed):
+            refs = sorted((r for r in runs if r.data == data), key=lambda r: r.seed)
+            for index, ref in enumerate(refs, 1):
+                # Bootstraps and streams take seconds per run (minutes for a matrix): say so.
+                print(
+                    f"leaderboard {data}: run {index}/{len(refs)}: bootstrap and streams of "
+                    f"{ref.folder.name}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 for run in load(ref, options):
                     methods.setdefault(run.ref.label, []).append(run)
+            print(f"leaderboard {data}: tables and figures", file=sys.stderr, flush=True)
             written.append(_write_one(methods, out / data, data, command, options))
     finally:
         torch.set_num_threads(previous)
     return written
 
 
-def _write_one(methods: dict[str, list[Run]], folder: Path, data: str, command: str,
-               options: Options) -> Path:  # fmt: skip
+def _write_one(
+    methods: dict[str, list[Run]], folder: Path, data: str, command: str, options: Options
+) -> Path:
     reference, resamples, spec = options.reference, options.resamples, options.stream
     seeds = sorted({r.ref.seed for rs in methods.values() for r in rs})
     example = next(iter(methods.values()))[0]
@@ -100,57 +116,86 @@ def _write_one(methods: dict[str, list[Run]], folder: Path, data: str, command: 
         lines += ["", f"## {title}", "", what, "", *table(methods, columns)]
     by_corruption, by_severity = per_corruption(methods)
     if by_corruption:
-        lines += ["", "## Failure detection per corruption: AUROC ID ok | ID err", "",
-                  "Each corruption's severities pooled; mean over seeds (no interval).", "",
-                  *by_corruption, "",
-                  "<details><summary>Per corruption x severity (AUROC ID ok | ID err within "
-                  "each CID set, mean over seeds)</summary>", *by_severity, "",
-                  "</details>"]  # fmt: skip
+        lines += [
+            "",
+            "## Failure detection per corruption: AUROC ID ok | ID err",
+            "",
+            "Each corruption's severities pooled; mean over seeds (no interval).",
+            "",
+            *by_corruption,
+            "",
+            "<details><summary>Per corruption x severity (AUROC ID ok | ID err within "
+            "each CID set, mean over seeds)</summary>",
+            *by_severity,
+            "",
+            "</details>",
+        ]
     variants = [m for m in methods if m.endswith(")") and " (" in m]
     if variants:
-        lines += ["", "## What the scores are made of", "",
-                  f"Rows {', '.join(variants)}: one part of the method's score alone, through "
-                  "its own logistic map fitted on the same dev mix as the full score, on the "
-                  "same runs (uqbench records these variant scores beside the score). "
-                  "`(confidence)` is the fair control for a map that saw shifted dev data. A "
-                  "softmax baseline gets no such control row: a one-feature map is monotone, "
-                  "so every ranking metric stays what the baseline's own row shows."]  # fmt: skip
+        lines += [
+            "",
+            "## What the scores are made of",
+            "",
+            f"Rows {', '.join(variants)}: one part of the method's score alone, through "
+            "its own logistic map fitted on the same dev mix as the full score, on the "
+            "same runs (uqbench records these variant scores beside the score). "
+            "`(confidence)` is the fair control for a map that saw shifted dev data. A "
+            "softmax baseline gets no such control row: a one-feature map is monotone, "
+            "so every ranking metric stays what the baseline's own row shows.",
+        ]
     stream_rows = stream_table(methods, spec)
     if len(stream_rows) > 2:
-        lines += ["", "## Streaming monitoring", "",
-                  f"Streams built from each run's recorded outputs (uqbench.streams): ID "
-                  f"{spec.id_frames} frames, then for each severity {spec.cid_frames} CID frames "
-                  f"(corruption type cycled every {spec.cycle}) with {spec.ood_frames}-frame OOD "
-                  f"bursts between severities; a dev stream and {spec.test_streams} test streams "
-                  "from disjoint halves of the examples. Events: windowed accuracy (window "
-                  f"{spec.window}) below the ID band's mean - 3 sd, gaps under {spec.window} "
-                  "frames merged, shorter events dropped. The monitor's alarm: the trailing mean "
-                  f"of the method's score over {spec.alarm_window} frames (no labels). AUPRC: "
-                  "the alarm against event frames. Threshold: best event-frame F1 of the alarm "
-                  "on the dev stream, frozen. Delay: frames from each event's true onset (the "
-                  "start of the latest CID severity segment or OOD burst at or before the "
-                  "labelled onset) to the first alarm at or above the threshold within the "
-                  "event; an event with none is missed (miss rate). Clean-ID FPR: the share of "
-                  "test ID-segment frames outside events alarmed at the threshold whose dev "
-                  f"event recall reaches {spec.recall:.0%}. The abstention controller runs on the "
-                  "score mapped through the dev stream's CDF. Mean over seeds and test streams; "
-                  "intervals: frames resampled (AUPRC), events resampled (delay).", "",
-                  *stream_rows]  # fmt: skip
+        lines += [
+            "",
+            "## Streaming monitoring",
+            "",
+            f"Streams built from each run's recorded outputs (uqbench.streams): ID "
+            f"{spec.id_frames} frames, then for each severity {spec.cid_frames} CID frames "
+            f"(corruption type cycled every {spec.cycle}) with {spec.ood_frames}-frame OOD "
+            f"bursts between severities; a dev stream and {spec.test_streams} test streams "
+            "from disjoint halves of the examples. Events: windowed accuracy (window "
+            f"{spec.window}) below the ID band's mean - 3 sd, gaps under {spec.window} "
+            "frames merged, shorter events dropped. The monitor's alarm: the trailing mean "
+            f"of the method's score over {spec.alarm_window} frames (no labels). AUPRC: "
+            "the alarm against event frames. Threshold: best event-frame F1 of the alarm "
+            "on the dev stream, frozen. Delay: frames from each event's true onset (the "
+            "start of the latest CID severity segment or OOD burst at or before the "
+            "labelled onset) to the first alarm at or above the threshold within the "
+            "event; an event with none is missed (miss rate). Clean-ID FPR: the share of "
+            "test ID-segment frames outside events alarmed at the threshold whose dev "
+            f"event recall reaches {spec.recall:.0%}. The abstention controller runs on the "
+            "score mapped through the dev stream's CDF. Mean over seeds and test streams; "
+            "intervals: frames resampled (AUPRC), events resampled (delay).",
+            "",
+            *stream_rows,
+        ]
     if reference in methods and len(methods) > 1:
-        lines += ["", f"## Paired differences against {reference}", "",
-                  *differences(methods, reference, data)]  # fmt: skip
+        lines += [
+            "",
+            f"## Paired differences against {reference}",
+            "",
+            *differences(methods, reference, data),
+        ]
     boards = sorted({b for rs in methods.values() for r in rs for b in r.deploy})
     if boards:
-        costs = {m: {b: [r.deploy[b] for r in rs if b in r.deploy] for b in boards}
-                 for m, rs in methods.items()}  # fmt: skip
+        costs = {
+            m: {b: [r.deploy[b] for r in rs if b in r.deploy] for b in boards}
+            for m, rs in methods.items()
+        }
         lines += ["", "## Cost on the device", "", *COST_LEGEND, "", *cost_table(costs, boards)]
         for board in boards:
             lines += ["", f"### {board}: extras by component", "", *COMPONENTS_LEGEND, ""]
             lines += components_table(costs, board)
-    lines += ["", "## How each method was fitted and tuned", "",
-              "Fitted on: the splits the method read after training (``dev_mix`` is dev plus "
-              "its shifted copy: a method that read it saw corrupted data, which MSP never "
-              "does).", "", *provenance(methods)]  # fmt: skip
+    lines += [
+        "",
+        "## How each method was fitted and tuned",
+        "",
+        "Fitted on: the splits the method read after training (``dev_mix`` is dev plus "
+        "its shifted copy: a method that read it saw corrupted data, which MSP never "
+        "does).",
+        "",
+        *provenance(methods),
+    ]
     drawn = figures(methods, folder, data, spec)
     lines += ["", "## Figures", ""]
     lines += [f"![{name}]({path.name})" for name, path in drawn]
