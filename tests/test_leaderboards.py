@@ -236,3 +236,39 @@ def test_an_unknown_reference_names_the_methods_present(runs, tmp_path, capsys):
     # Resamples past 100,000 would take gigabytes per run (one took 17 GB before the bound).
     code = main(["leaderboard", f"runs={runs}", f"out={tmp_path / 'b'}", "resamples=" + "9" * 23])
     assert code == 2 and "resamples must be an integer in 100..100,000" in capsys.readouterr().err
+
+
+def test_every_method_keeps_one_style_and_no_two_share_one():
+    from uqbench.leaderboards.styles import FIXED, style
+
+    first_party = [
+        "msp",
+        "entropy",
+        "temperature",
+        "energy",
+        "mahalanobis",
+        "react",
+        "ash",
+        "odin",
+        "evidential",
+        "mc_dropout",
+        "deep_ensemble",
+        "early_exit",
+        "snapuq",
+    ]
+    assert set(first_party) <= set(FIXED)
+    assert len(set(FIXED.values())) == len(FIXED)  # msp and SNAP-UQ's variants never collide
+    plugin = style("margin")
+    assert plugin == style("margin") and plugin not in set(FIXED.values())
+
+
+def test_the_pareto_front_keeps_what_nothing_beats():
+    from uqbench.leaderboards.plots import pareto_front
+
+    points = {
+        "cheap": (1.0, 0.6),
+        "dominated": (2.0, 0.55),
+        "better": (3.0, 0.8),
+        "costly": (9.0, 0.79),
+    }
+    assert pareto_front(points) == ["cheap", "better"]

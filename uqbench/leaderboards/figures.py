@@ -12,16 +12,17 @@ from uqbench import metrics as M
 from uqbench import streams
 from uqbench.leaderboards import plots
 from uqbench.leaderboards.runs import Run
-from uqbench.leaderboards.tables import estimate, mean_defined
-from uqbench.metric_table import EvalGroups, lookup
+from uqbench.leaderboards.tables import estimate
+from uqbench.metric_table import EvalGroups
 from uqbench.streams import StreamResult
 
 Figures = list[tuple[str, Path]]
 RELIABILITY_BINS = 15
 
 
-def figures(methods: dict[str, list[Run]], folder: Path, data: str,
-            spec: streams.StreamSpec) -> Figures:  # fmt: skip
+def figures(
+    methods: dict[str, list[Run]], folder: Path, data: str, spec: streams.StreamSpec
+) -> Figures:
     """Every figure of a data set's leaderboard, in the order the README shows them."""
     return [
         *_severity(methods, folder, data),
@@ -41,12 +42,22 @@ def _severity(methods: dict[str, list[Run]], folder: Path, data: str) -> Figures
     for method, runs in methods.items():
         rows = [estimate(runs, f"id_vs_error_by_severity/{s}") for s in severities]
         if all(r.mean is not None for r in rows):
-            curves[method] = tuple(np.array(v, dtype=float) for v in (
-                [int(s) for s in severities], [r.mean for r in rows],
-                [r.low for r in rows], [r.high for r in rows]))  # fmt: skip
+            curves[method] = tuple(
+                np.array(v, dtype=float)
+                for v in (
+                    [int(s) for s in severities],
+                    [r.mean for r in rows],
+                    [r.low for r in rows],
+                    [r.high for r in rows],
+                )
+            )
     title = f"{data}: failure detection by severity"
-    return [("AUROC against severity",
-             plots.severity_curves(curves, title, folder / "auroc-by-severity"))]  # fmt: skip
+    return [
+        (
+            "AUROC against severity",
+            plots.severity_curves(curves, title, folder / "auroc-by-severity"),
+        )
+    ]
 
 
 def _selective(methods: dict[str, list[Run]], folder: Path, data: str) -> Figures:
@@ -68,17 +79,28 @@ def _selective(methods: dict[str, list[Run]], folder: Path, data: str) -> Figure
         risk_curves[method] = (grid, np.mean(risks, 0))
         reliability[method] = (np.mean(confidences, 0), np.mean(accuracies, 0))
     return [
-        ("Risk-coverage (ID + CID)", plots.risk_coverage(
-            risk_curves, f"{data}: risk-coverage, ID + CID, mean over seeds",
-            folder / "risk-coverage")),
-        ("Reliability (ID)", plots.reliability(
-            reliability, f"{data}: reliability, {RELIABILITY_BINS} equal-mass bins",
-            folder / "reliability")),
-    ]  # fmt: skip
+        (
+            "Risk-coverage (ID + CID)",
+            plots.risk_coverage(
+                risk_curves,
+                f"{data}: risk-coverage, ID + CID, mean over seeds",
+                folder / "risk-coverage",
+            ),
+        ),
+        (
+            "Reliability (ID)",
+            plots.reliability(
+                reliability,
+                f"{data}: reliability, {RELIABILITY_BINS} equal-mass bins",
+                folder / "reliability",
+            ),
+        ),
+    ]
 
 
-def _trace(methods: dict[str, list[Run]], folder: Path, data: str,
-           spec: streams.StreamSpec) -> Figures:  # fmt: skip
+def _trace(
+    methods: dict[str, list[Run]], folder: Path, data: str, spec: streams.StreamSpec
+) -> Figures:
     """The first test stream of the first seed: accuracy, events, every method's score on
     the dev stream's CDF with its frozen threshold."""
     with_streams = {m: rs[0] for m, rs in methods.items() if isinstance(rs[0].stream, StreamResult)}
@@ -102,24 +124,50 @@ def _trace(methods: dict[str, list[Run]], folder: Path, data: str,
 
 
 def _costs(methods: dict[str, list[Run]], folder: Path, data: str) -> Figures:
-    """AUROC ID ok | ID err against flash and against latency, per board (methods that fit)."""
+    """AUROC ID ok | ID err (with its interval) against flash and against latency, per board;
+    the methods that do not deploy or do not fit are named with the reason."""
     out: Figures = []
     boards = sorted({b for rs in methods.values() for r in rs for b in r.deploy})
     for board in boards:
         for cost, unit in (("flash", "KiB"), ("latency", "ms")):
-            points = {}
+            points, absent = {}, {}
             for method, runs in methods.items():
                 docs = [r.deploy[board] for r in runs if board in r.deploy]
-                docs = [d for d in docs if d.get("deployable") and d.get("fits")]
-                auroc = mean_defined([lookup(r.metrics["metrics"], "id_vs_error/auroc")
-                                      for r in runs])  # fmt: skip
-                if docs and auroc is not None:
-                    x = [d["flash_bytes"]["total"] / 1024 if cost == "flash"
-                         else d["latency"]["estimated_ms"] for d in docs]  # fmt: skip
-                    points[method] = (statistics.mean(x), auroc)
+                fitting = [d for d in docs if d.get("deployable") and d.get("fits")]
+                auroc = estimate(runs, "id_vs_error/auroc")
+                if not docs:
+                    absent[method] = "not deployed"
+                elif not fitting:
+                    absent[method] = _why_absent(docs[0])
+                elif auroc.mean is not None:
+                    x = [
+                        d["flash_bytes"]["total"] / 1024
+                        if cost == "flash"
+                        else d["latency"]["estimated_ms"]
+                        for d in fitting
+                    ]
+                    low = auroc.low if auroc.low is not None else auroc.mean
+                    high = auroc.high if auroc.high is not None else auroc.mean
+                    points[method] = (statistics.mean(x), auroc.mean, low, high)
             if points:
-                out.append((f"AUROC against {cost} on {board}", plots.cost_scatter(
-                    points, f"{cost} on {board} ({unit})", "AUROC, ID ok vs ID err",
-                    f"{data}: what the uncertainty costs on {board}",
-                    folder / f"auroc-vs-{cost}-{board}")))  # fmt: skip
+                out.append(
+                    (
+                        f"AUROC against {cost} on {board}",
+                        plots.cost_scatter(
+                            points,
+                            absent,
+                            f"{cost} on {board} ({unit})",
+                            "AUROC, ID ok vs ID err (95% interval)",
+                            f"{data}: what the uncertainty costs on {board}",
+                            folder / f"auroc-vs-{cost}-{board}",
+                        ),
+                    )
+                )
     return out
+
+
+def _why_absent(doc: dict) -> str:
+    if not doc.get("deployable"):
+        reason = str(doc.get("reason", "no device form"))
+        return "not deployable: " + (reason[:60] + "..." if len(reason) > 60 else reason)
+    return "OOM: " + ", ".join(f"{r} +{b / 1024:.0f} KiB" for r, b in doc.get("oom", {}).items())

@@ -11,21 +11,26 @@ from pathlib import Path
 
 import numpy as np
 
+from uqbench.leaderboards.styles import style
+
 Series = dict[str, tuple[np.ndarray, np.ndarray]]  # label -> (x, y)
 
 
-def _figure(width: float = 6.4, height: float = 4.2):
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only, whatever the environment's default backend
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(width, height), layout="constrained")
+    return plt
+
+
+def _figure(width: float = 6.4, height: float = 4.2):
+    return _pyplot().subplots(figsize=(width, height), layout="constrained")
 
 
 def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path.with_suffix(".png"), dpi=120)
     fig.savefig(path.with_suffix(".svg"))
@@ -46,8 +51,17 @@ def severity_curves(
     with its 95% bootstrap interval as error bars: label -> (severities, mean, low, high)."""
     fig, ax = _figure()
     for label, (x, mean, low, high) in curves.items():
-        ax.errorbar(x, mean, yerr=[mean - low, high - mean], marker="o", ms=3, capsize=2,
-                    label=label)  # fmt: skip
+        color, marker = style(label)
+        ax.errorbar(
+            x,
+            mean,
+            yerr=[mean - low, high - mean],
+            marker=marker,
+            ms=3,
+            capsize=2,
+            color=color,
+            label=label,
+        )
     ax.set(xlabel="severity (0 = clean ID test)", ylabel="AUROC, ID ok vs ID err", title=title)
     ax.set_xticks(sorted({int(v) for c in curves.values() for v in c[0]}))
     _legend(ax)
@@ -58,7 +72,8 @@ def risk_coverage(curves: Series, title: str, path: Path) -> Path:
     """Selective risk against coverage (examples accepted least uncertain first)."""
     fig, ax = _figure()
     for label, (coverage, risk) in curves.items():
-        ax.plot(coverage, risk, label=label, lw=1.2)
+        color, marker = style(label)
+        ax.plot(coverage, risk, label=label, lw=1.2, color=color, marker=marker, markevery=10, ms=3)
     ax.set(xlabel="coverage", ylabel="selective risk (error rate of the accepted)", title=title)
     ax.set_xlim(0, 1)
     _legend(ax)
@@ -66,26 +81,82 @@ def risk_coverage(curves: Series, title: str, path: Path) -> Path:
 
 
 def reliability(curves: Series, title: str, path: Path) -> Path:
-    """Accuracy against confidence per equal-mass bin; the diagonal is perfect calibration."""
-    fig, ax = _figure(5.2, 5.0)
-    ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--", label="calibrated")
-    for label, (confidence, accuracy) in curves.items():
-        ax.plot(confidence, accuracy, marker="o", ms=3, lw=1.0, label=label)
-    ax.set(xlabel="confidence (max probability), bin mean", ylabel="accuracy, bin mean",
-           title=title, xlim=(0, 1), ylim=(0, 1))  # fmt: skip
-    _legend(ax)
+    """Accuracy against confidence per equal-mass bin, one small panel per method (so no curve
+    hides another); the diagonal is perfect calibration."""
+    columns = min(4, len(curves))
+    rows = -(-len(curves) // columns)
+    fig, axes = _pyplot().subplots(
+        rows,
+        columns,
+        figsize=(2.1 * columns, 2.1 * rows + 0.4),
+        sharex=True,
+        sharey=True,
+        layout="constrained",
+        squeeze=False,
+    )
+    for ax, (label, (confidence, accuracy)) in zip(axes.flat, curves.items(), strict=False):
+        color, marker = style(label)
+        ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--")
+        ax.plot(confidence, accuracy, marker=marker, ms=2.5, lw=1.0, color=color)
+        ax.set_title(label, fontsize=8)
+        ax.set(xlim=(0, 1), ylim=(0, 1))
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(curves) :]:
+        ax.set_visible(False)
+    fig.supxlabel("confidence (max probability), bin mean", fontsize=8)
+    fig.supylabel("accuracy, bin mean", fontsize=8)
+    fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
 
-def cost_scatter(points: dict[str, tuple[float, float]], xlabel: str, ylabel: str, title: str,
-                 path: Path) -> Path:  # fmt: skip
-    """One point per method: its device cost (x) against a metric (y), labelled."""
-    fig, ax = _figure()
-    for label, (x, y) in points.items():
-        ax.scatter([x], [y], s=18)
-        ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+def cost_scatter(
+    points: dict[str, tuple[float, float, float, float]],
+    absent: dict[str, str],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    path: Path,
+) -> Path:
+    """One point per method: its device cost (x) against a metric (y) with the metric's 95%
+    interval (label -> (x, mean, low, high)); the Pareto front (no other method is both
+    cheaper and better) joined by a line; the methods without a point named with the reason
+    (label -> reason)."""
+    fig, ax = _figure(6.4, 4.6)
+    for label, (x, mean, low, high) in points.items():
+        color, marker = style(label)
+        ax.errorbar(
+            [x],
+            [mean],
+            yerr=[[mean - low], [high - mean]],
+            color=color,
+            marker=marker,
+            ms=5,
+            capsize=2,
+            lw=0.8,
+        )
+        ax.annotate(label, (x, mean), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    front = pareto_front({label: (x, mean) for label, (x, mean, _, _) in points.items()})
+    if len(front) > 1:
+        xs, ys = zip(*(points[label][:2] for label in front), strict=True)
+        ax.step(xs, ys, where="post", color="0.5", lw=0.8, ls=":", label="Pareto front")
+        ax.legend(fontsize=7, frameon=False, loc="lower right")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if absent:
+        text = "not shown: " + "; ".join(f"{k} ({v})" for k, v in absent.items())
+        fig.text(0.01, 0.005, text, fontsize=6, wrap=True, va="bottom")
     return _save(fig, path)
+
+
+def pareto_front(points: dict[str, tuple[float, float]]) -> list[str]:
+    """The labels no other point beats on both cost (x, lower is better) and metric (y, higher
+    is better), by increasing cost."""
+    order = sorted(points, key=lambda k: (points[k][0], -points[k][1]))
+    front, best = [], -np.inf
+    for label in order:
+        if points[label][1] > best:
+            front.append(label)
+            best = points[label][1]
+    return front
 
 
 def stream_trace(
@@ -98,14 +169,11 @@ def stream_trace(
 ) -> Path:
     """A stream over time: the windowed accuracy against the ID band's floor (top), then each
     method's score on [0, 1] (the dev stream's CDF) with its frozen threshold; events shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     rows = 1 + len(traces)
-    fig, axes = plt.subplots(rows, 1, figsize=(8.0, 1.1 * rows + 0.8), sharex=True,
-                             layout="constrained")  # fmt: skip
+    fig, axes = plt.subplots(
+        rows, 1, figsize=(8.0, 1.1 * rows + 0.8), sharex=True, layout="constrained"
+    )
     axes = np.atleast_1d(axes)
     frames = np.arange(len(accuracy))
     axes[0].plot(frames, accuracy, lw=0.8, color="black")
@@ -113,7 +181,8 @@ def stream_trace(
     axes[0].set_ylabel("window acc.", fontsize=7)
     axes[0].set_title(title, fontsize=9)
     for ax, (label, (score, threshold)) in zip(axes[1:], traces.items(), strict=True):
-        ax.plot(frames, score, lw=0.4, rasterized=True)  # 10^4 points a row: keep the SVG small
+        # 10^4 points a row: rasterized to keep the SVG small
+        ax.plot(frames, score, lw=0.4, rasterized=True, color=style(label)[0])
         ax.axhline(threshold, color="tab:red", lw=0.8, ls="--")
         ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
         ax.set_ylim(0, 1)
