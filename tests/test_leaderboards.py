@@ -172,6 +172,21 @@ def test_the_command_writes_a_folder_per_data_set(runs, tmp_path, capsys):
     total = len(list(runs.iterdir()))
     assert f"leaderboard toy: run 1/{total}: bootstrap and streams of " in err
     assert f"run {total}/{total}" in err and "leaderboard toy: tables and figures" in err
+    # The exports beside the Markdown: a CSV per table, LaTeX (booktabs), an HTML page.
+    import csv
+
+    folder = tmp_path / "out" / "toy"
+    readme = (folder / "README.md").read_text()
+    with (folder / "tables" / "failure-detection-id-ok-id-err.csv").open() as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][:2] == ["method", "AUROC"] and len(rows) > 2
+    assert rows[1][0] in readme and "**" not in "".join(rows[1])
+    tex = (folder / "tables.tex").read_text()
+    tables = readme.count("\n|---")
+    assert tex.count("\\toprule") == tex.count("\\bottomrule") == tables
+    assert "ID ok \\textbar{} ID err" in tex
+    page = (folder / "index.html").read_text()
+    assert page.count("<img") == readme.count("![") and page.count("<table>") == tables
 
 
 def test_the_stream_layout_is_an_option(runs, tmp_path, capsys):

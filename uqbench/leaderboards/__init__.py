@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from uqbench.leaderboards.exports import write_exports
 from uqbench.leaderboards.figures import figures
 from uqbench.leaderboards.runs import Options, Run, RunRef, check_run, load, scan
 from uqbench.leaderboards.summary import (
@@ -202,4 +203,5 @@ def _write_one(
     path = folder / "README.md"
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    write_exports(path)  # CSV per table, LaTeX (booktabs) and an HTML page beside it
     return path
