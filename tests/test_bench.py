@@ -79,6 +79,10 @@ def test_cells_run_in_parallel_resume_and_fail_alone(tmp_path, capsys):
     assert main(args) == 0
     record = json.loads((out / "bench.json").read_text())["cells"]
     assert [record[c.name]["status"] for c in cells] == ["reused"] * 5 + ["done"]
+    # Each complete cell carries its headline numbers, equal to its run folder's.
+    metrics = json.loads((out / cells[0].name / "metrics.json").read_text())["metrics"]
+    assert record[cells[0].name]["headline"]["auroc_id_vs_error"] == metrics["id_vs_error"]["auroc"]
+    assert record[cells[0].name]["headline"]["accuracy_id"] == metrics["accuracy"]["id"]
     assert "## Failed cells" not in (out / "leaderboard.md").read_text()
 
 

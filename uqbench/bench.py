@@ -399,9 +399,43 @@ def run(matrix: Matrix) -> dict[str, Any]:
                 state = _progress(done, failed, running, total, durations, matrix.jobs)
                 statuses = ", ".join(f"{record[c.name]['status']}: {c.name}" for c in job.cells)
                 print(f"{state} {statuses} ({seconds:.1f} s)", flush=True)
+    for cell in matrix.cells:  # each complete cell's headline numbers, for scripts
+        if record[cell.name]["status"] in ("done", "reused"):
+            record[cell.name]["headline"] = headline(matrix.out / cell.name, matrix.boards)
     document = {"cells": record, "out": str(matrix.out), "boards": matrix.boards}
     atomic_write_json(matrix.out / "bench.json", document)
     return document
+
+
+HEADLINE = {  # bench.json key -> path in metrics.json
+    "auroc_id_vs_error": "id_vs_error/auroc",
+    "auroc_id_vs_ood": "id_vs_ood/mean/auroc",
+    "aurc_id": "selective/id/aurc",
+    "ece": "calibration/ece",
+    "accuracy_id": "accuracy/id",
+    "accuracy_cid": "accuracy/cid_mean",
+}
+
+
+def headline(folder: Path, boards: list[str]) -> dict[str, Any]:
+    """A complete run's headline metrics and, per board, its flash, peak RAM and latency."""
+    import json
+
+    from uqbench.metric_table import lookup
+
+    metrics = json.loads((folder / "metrics.json").read_text())["metrics"]
+    found: dict[str, Any] = {key: lookup(metrics, path) for key, path in HEADLINE.items()}
+    for board in boards:
+        doc = json.loads((folder / "deploy" / board / "deploy.json").read_text())
+        if doc.get("deployable") and doc.get("fits"):
+            found[board] = {
+                "flash_bytes": doc["flash_bytes"]["total"],
+                "peak_ram_bytes": doc["ram_bytes"]["peak"],
+                "latency_ms": doc["latency"]["estimated_ms"],
+            }
+        else:
+            found[board] = "not deployable" if not doc.get("deployable") else "OOM"
+    return found
 
 
 def write_leaderboard(matrix: Matrix, document: dict[str, Any], command: str) -> Path:
