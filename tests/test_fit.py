@@ -102,9 +102,29 @@ def test_a_run_that_fails_midway_leaves_no_result(capsys, tmp_path, monkeypatch)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_wandb_logger_offline(capsys, tmp_path):
+def test_wandb_logger_offline(capsys, tmp_path, monkeypatch):
+    """The run folder's files as a versioned artifact, the per-set metrics as a table, the
+    method, data and seed as tags, a bench's group."""
+    monkeypatch.setenv("WANDB_RUN_GROUP", "bench-x")
     folder, _ = _fit(capsys, tmp_path, "logger=wandb", name="w")
     assert (folder / "wandb").is_dir()
+    (offline,) = (folder / "wandb").glob("offline-run-*")
+    (table,) = (offline / "files" / "media" / "table" / "final").glob("per_set_*.table.json")
+    rows = json.loads(table.read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())["metrics"]
+    assert rows["columns"] == ["set", "accuracy", "auroc_id_vs_error", "auroc_id_vs_ood"]
+    assert rows["data"][0] == [
+        "id",
+        metrics["accuracy"]["id"],
+        metrics["id_vs_error"]["auroc"],
+        None,
+    ]
+    assert rows["data"][-1][0] == "ood photos"
+    record = next(offline.glob("run-*.wandb")).read_bytes()
+    assert b"uqbench-run" in record and b"run-w" in record  # the artifact, by its name
+    for name in (b"metrics.json", b"scores.npz", b"config.json", b"checkpoint.pt"):
+        assert name in record
+    assert b"seed-13" in record and b"bench-x" in record
     assert (folder / "metrics.json").is_file()
     assert not list(tmp_path.glob("*.partial"))
     link = folder / "wandb" / "latest-run"

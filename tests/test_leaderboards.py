@@ -287,3 +287,21 @@ def test_the_pareto_front_keeps_what_nothing_beats():
         "costly": (9.0, 0.79),
     }
     assert pareto_front(points) == ["cheap", "better"]
+
+
+def test_a_leaderboard_is_logged_to_wandb_with_its_figures_and_tables(
+    runs, tmp_path, capsys, monkeypatch
+):
+    from uqbench.stages.wandb_run import log_leaderboard
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert main(["leaderboard", f"runs={runs}", f"out={tmp_path / 'out'}", "resamples=100"]) == 0
+    folder = tmp_path / "out" / "toy"
+    log_leaderboard(folder, "bench-x")
+    (offline,) = (folder / "wandb").glob("offline-run-*")
+    media = offline / "files" / "media"
+    images = {p.name.split("_")[0] for p in (media / "images" / "figures").glob("*.png")}
+    assert images == {p.stem.split("_")[0] for p in folder.glob("*.png")}
+    tables = list((media / "table" / "tables").glob("*.table.json"))
+    assert len(tables) == len(list((folder / "tables").glob("*.csv")))
+    assert b"bench-x" in next(offline.glob("run-*.wandb")).read_bytes()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import signal
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from uqbench.config import logger_names
 from uqbench.errors import ConfigError
 from uqbench.run_folder import atomic_write_bytes, atomic_write_json, check_writable_folder
 
@@ -76,6 +78,12 @@ class Cell:
     def shared(self) -> tuple[str, ...]:
         """The overrides but the method: equal for the cells of one group."""
         return self.overrides[1:]
+
+    @property
+    def logger(self) -> str:
+        """The cell's ``logger=`` (csv unless it says otherwise)."""
+        given = [o.partition("=")[2] for o in self.overrides if o.startswith("logger=")]
+        return given[-1] if given else "csv"
 
 
 @dataclass(frozen=True)
@@ -346,6 +354,8 @@ def run(matrix: Matrix) -> dict[str, Any]:
     from uqbench.leaderboards.runs import check_run
 
     matrix.out.mkdir(parents=True, exist_ok=True)
+    # Cells that log to W&B share one group per bench (W&B's own variable; a user's wins).
+    os.environ.setdefault("WANDB_RUN_GROUP", f"bench-{matrix.out.resolve().name}")
     record: dict[str, dict[str, Any]] = {}
     todo = []
     for job in jobs_for(matrix.cells):
@@ -494,6 +504,11 @@ def write_leaderboard(matrix: Matrix, document: dict[str, Any], command: str) ->
     if refs:
         options = Options(matrix.reference, matrix.resamples)
         folders = write_leaderboards(refs, matrix.out / "leaderboards", command, options)
+        if any("wandb" in logger_names(c.logger) for c in matrix.cells):
+            from uqbench.stages.wandb_run import log_leaderboard
+
+            for readme in folders:  # its figures and tables beside the cells' runs
+                log_leaderboard(readme.parent, os.environ.get("WANDB_RUN_GROUP"))
         lines += ["", "## Per data set: every task with 95% bootstrap intervals, plots", ""]
         lines += [f"- [{p.parent.name}]({p.relative_to(matrix.out)})" for p in folders]
     path = matrix.out / "leaderboard.md"

@@ -138,17 +138,18 @@ def _write_all(
             seconds=extra["seconds"],
             group=[r.config.method for r in group] if len(group) > 1 else None,
         )
+        config_doc = config_document(resolved, extra["run"])
+        write_run(folder, config_doc, method, predictions[id(method)], document)
         if logger:
             # The first method's logger saw the training; each other member of a group gets a
-            # run of its own (its config and final metrics), so W&B shows every method.
+            # run of its own (its config and final metrics), so W&B shows every method. The
+            # folder is written first: W&B keeps its files as an artifact.
             own = (
                 logger
                 if folder is folders[0]
                 else train.make_logger(resolved, folder.path, folder.final.name)
             )
             _close_logger(own, config, document, folder)
-        config_doc = config_document(resolved, extra["run"])
-        write_run(folder, config_doc, method, predictions[id(method)], document)
         results.append((folder.final, document))
     return results
 
@@ -282,6 +283,10 @@ def _finish_logger(
         import wandb
 
         run = wandb.run
+        if run is not None:
+            from uqbench.stages.wandb_run import log_run
+
+            log_run(run, folder.path, folder.final.name, document)
         where = Path(run.dir).parent if run is not None else None
         url = run.url if run is not None and not run.offline else None
         wandb.finish()

@@ -85,6 +85,13 @@ def make_logger(resolved: Resolved, folder: Path, name: str) -> list[Any]:
                     save_dir=str(folder),
                     offline=os.environ.get("WANDB_MODE") == "offline",
                     config=resolved.to_dict(),
+                    # A bench's runs share a group (it sets WANDB_RUN_GROUP for its cells).
+                    group=os.environ.get("WANDB_RUN_GROUP"),
+                    tags=[
+                        resolved.config.method,
+                        resolved.config.data,
+                        f"seed-{resolved.config.seed}",
+                    ],
                     # W&B's own closing lines name the partial folder; uqbench prints the
                     # final one when the run closes.
                     settings=wandb.Settings(silent=True),
