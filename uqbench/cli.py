@@ -26,6 +26,7 @@ overrides (key=value):
   out=PATH             parent folder of run folders (default runs)
   deploy=A,B           deploy each run to these boards after the fit (see uqbench deploy)
   name=STR             run folder name (default <method>-<data>-s<seed>-<time>)
+  resume=NAME          continue the interrupted run NAME from its last epoch's checkpoint
   method.KEY=VALUE     any argument of the method's constructor, e.g. method.lr=1e-3
   data.KEY=VALUE       any argument of the datamodule, e.g. data.batch_size=128
   backbone.KEY=VALUE   any argument of the backbone factory, e.g. backbone.width=32

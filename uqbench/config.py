@@ -42,6 +42,7 @@ class RunConfig:
     name: str | None = None  # run folder name; default <method>-<data>-s<seed>-<time>
     run: str | None = None  # `uqbench test`: the run folder to evaluate
     deploy: str | None = None  # boards (comma-separated) to deploy each run to after the fit
+    resume: str | None = None  # the name of an interrupted run to continue from its checkpoints
     method_args: dict[str, Any] = field(default_factory=dict)
     data_args: dict[str, Any] = field(default_factory=dict)
     backbone_args: dict[str, Any] = field(default_factory=dict)

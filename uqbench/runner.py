@@ -26,6 +26,7 @@ from uqbench.recorded_pass import TapRequest
 from uqbench.run_folder import RunFolder, atomic_write_json, check_writable_folder, clean_stale
 from uqbench.stages import base_model, train
 from uqbench.stages.calibrate import calibrate_method
+from uqbench.stages.checkpoints import Checkpoints
 from uqbench.stages.evaluate import evaluate
 from uqbench.stages.rebuild import load_run
 from uqbench.stages.resolve import Resolved, dry_run, method_names, resolve
@@ -51,7 +52,22 @@ def fit(config: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
         train.check_wandb_login()
     threads = train.set_threads(config.threads)
     clean_stale(Path(config.out))
+    if config.resume:  # the interrupted run's name, and its checkpoints
+        config = dataclasses.replace(config, name=config.resume)
     folders = _create_folders(config, group)
+    try:
+        # What the training depends on: the resolved options of every method of the group.
+        record = group[0].to_dict() | {
+            "method": config.method,
+            "method_args": {r.config.method: r.method_args for r in group},
+        }
+        checkpoints = Checkpoints(
+            Path(config.out), folders[0].final.name, record, resume=config.resume is not None
+        )
+    except BaseException:
+        for folder in folders:
+            folder.abort()
+        raise
     try:
         started = time.perf_counter()
         datamodule = _isolated_setup(group[0].data_cls(**group[0].data_args))
@@ -60,7 +76,7 @@ def fit(config: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
         logger = train.make_logger(group[0], folders[0].path, folders[0].final.name)
         device = train.run_device(group[0])
         steps = _check_training_length(datamodule, group[0])
-        methods, training = _train(group, datamodule, logger, device)
+        methods, training = _train(group, datamodule, logger, device, checkpoints)
         training["optimizer_steps"] = steps
         trained = time.perf_counter()
         data = DevData(datamodule, methods[0].backbone, TapRequest.of(methods), device)
@@ -81,8 +97,15 @@ def fit(config: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
     except BaseException:
         for folder in folders:
             folder.abort()
+        if any(checkpoints.folder.rglob("last.ckpt")):
+            print(
+                f"uqbench: the training's checkpoints are kept in {checkpoints.folder}; continue "
+                f"with the same command and resume={folders[0].final.name}",
+                file=sys.stderr,
+            )
         raise
     _commit_all(folders)
+    checkpoints.remove()
     if boards:  # the fit is complete and committed; each run is then deployed from its folder
         from uqbench.stages.deploy import deploy_run
 
@@ -230,17 +253,25 @@ def _create_folders(config: RunConfig, group: list[Resolved]) -> list[RunFolder]
 
 
 def _train(
-    group: list[Resolved], datamodule: Any, logger: Any, device: torch.device
+    group: list[Resolved],
+    datamodule: Any,
+    logger: Any,
+    device: torch.device,
+    checkpoints: Checkpoints,
 ) -> tuple[list[Any], dict[str, Any]]:
     """Build the backbone, prepare the base classifier if the methods start from one, build
-    the methods on it, and train the one method that trains."""
+    the methods on it, and train the one method that trains (each from its checkpoint when
+    resuming)."""
+    from uqbench.method import BaseClassifier
     from uqbench.stages.resolve import build_backbone
 
     first = group[0]
     backbone = build_backbone(first)
 
     def fit_module(module: Any) -> None:
-        train.fit(train.make_trainer(first, logger), module, datamodule)
+        role = "base" if isinstance(module, BaseClassifier) else "method"
+        trainer = train.make_trainer(first, logger, checkpoints.callbacks(role))
+        train.fit(trainer, module, datamodule, checkpoints.last(role))
 
     training: dict[str, Any] = {"trained": first.needs.trains}
     if first.needs.base:

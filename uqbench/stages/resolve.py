@@ -104,6 +104,12 @@ def _check_top_level(config: RunConfig) -> None:
     if config.run is not None:
         raise ConfigError("run= belongs to `uqbench test run=<folder>`; `uqbench fit` trains anew")
     check_name(config.name)
+    check_name(config.resume)
+    if config.resume and config.name and config.name != config.resume:
+        raise ConfigError(
+            f"name={config.name} and resume={config.resume}: a resumed run keeps the interrupted "
+            f"run's name; give resume= alone"
+        )
 
 
 def recipe_defaults(method_cls: Any, data_cls: Any) -> dict[str, Any]:

@@ -112,7 +112,9 @@ def make_logger(resolved: Resolved, folder: Path, name: str) -> list[Any]:
     return loggers
 
 
-def make_trainer(resolved: Resolved, logger: Any) -> Any:
+def make_trainer(resolved: Resolved, logger: Any, checkpointing: list[Any] | None = None) -> Any:
+    """The run's Trainer: uqbench's defaults, the user's ``trainer.*`` (callbacks built), the
+    ``logger`` and, for a run that can be resumed, the ``checkpointing`` callbacks."""
     from lightning.pytorch import Trainer
 
     quiet_lightning()
@@ -124,7 +126,14 @@ def make_trainer(resolved: Resolved, logger: Any) -> Any:
             **resolved.trainer_args,
         }
     )
-    return Trainer(**(options | {"logger": logger or False}))
+    return Trainer(
+        **options
+        | {
+            "logger": logger or False,
+            "callbacks": [*options["callbacks"], *(checkpointing or [])],
+            "enable_checkpointing": bool(checkpointing),
+        }
+    )
 
 
 def run_device(resolved: Resolved) -> torch.device:
@@ -132,11 +141,12 @@ def run_device(resolved: Resolved) -> torch.device:
     return make_trainer(resolved, False).strategy.root_device
 
 
-def fit(trainer: Any, module: Any, datamodule: Any) -> None:
-    """``trainer.fit``, with Ctrl-C raised as ``KeyboardInterrupt`` (Lightning shuts down
-    gracefully and then exits with status 1, or returns, instead)."""
+def fit(trainer: Any, module: Any, datamodule: Any, ckpt_path: Path | None = None) -> None:
+    """``trainer.fit`` (from ``ckpt_path``, loaded with ``weights_only=True``, when resuming),
+    with Ctrl-C raised as ``KeyboardInterrupt`` (Lightning shuts down gracefully and then exits
+    with status 1, or returns, instead)."""
     try:
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SystemExit:
         if trainer.interrupted:
             raise KeyboardInterrupt from None
