@@ -132,6 +132,8 @@ def _costs(methods: dict[str, list[Run]], folder: Path, data: str) -> Figures:
         for cost, unit in (("flash", "KiB"), ("latency", "ms")):
             points, absent = {}, {}
             for method, runs in methods.items():
+                if method.split(" (")[0] in methods and " (" in method:
+                    continue  # a variant score of a method (SNAP-UQ's parts): not deployed alone
                 docs = [r.deploy[board] for r in runs if board in r.deploy]
                 fitting = [d for d in docs if d.get("deployable") and d.get("fits")]
                 auroc = estimate(runs, "id_vs_error/auroc")

@@ -141,9 +141,9 @@ def cost_scatter(
         ax.step(xs, ys, where="post", color="0.5", lw=0.8, ls=":", label="Pareto front")
         ax.legend(fontsize=7, frameon=False, loc="lower right")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    if absent:
+    if absent:  # below the axes, inside the layout (so it never covers the axis label)
         text = "not shown: " + "; ".join(f"{k} ({v})" for k, v in absent.items())
-        fig.text(0.01, 0.005, text, fontsize=6, wrap=True, va="bottom")
+        fig.supxlabel(text, fontsize=6, wrap=True)
     return _save(fig, path)
 
 
