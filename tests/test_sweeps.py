@@ -62,11 +62,14 @@ def test_an_unknown_parameter_or_metric_is_named(change, message):
 
 def test_uqbench_sweep_prints_the_agents_commands(capsys, tmp_path):
     assert main(["sweep", str(FILES[0]), "count=2"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    out, err = capsys.readouterr()
+    header, *lines = out.splitlines()
+    assert header.startswith("# grid sweep, search space: ") and "2 run(s) below" in header
     assert lines == [
         "/usr/bin/env uqbench fit data=digits logger=wandb method=msp seed=13",
         "/usr/bin/env uqbench fit data=digits logger=wandb method=msp seed=17",
     ]
+    assert "Warning" not in err and "warn" not in err  # no third-party warnings
     broken = tmp_path / "broken.yaml"
     broken.write_text(FILES[0].read_text().replace("dev/id_vs_error/auroc", "dev/nope"))
     assert main(["sweep", str(broken)]) == 2
@@ -115,10 +118,35 @@ def test_the_first_run_of_a_sweep_logs_its_metric_offline(tmp_path):
     config = sweeps.load(FILES[0])
     params = sweeps.runs(config, count=1)[0]
     command = sweeps.command_line(config, params) + [
-        "trainer.max_epochs=1", f"out={tmp_path}", "name=run",
-    ]  # fmt: skip
+        "trainer.max_epochs=1",
+        f"out={tmp_path}",
+        "name=run",
+    ]
     env = {**os.environ, "WANDB_MODE": "offline"}
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     (run_file,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
     assert config["metric"]["name"] in _logged_keys(run_file)
+
+
+def test_the_search_space_is_counted():
+    from uqbench.sweeps import space
+
+    grid = {
+        "parameters": {
+            "method": {"value": "snapuq"},
+            "method.rank": {"values": [16, 32, 64]},
+            "seed": {"values": [13, 17]},
+        }
+    }
+    assert space(grid) == "search space: 6 points (method.rank 3 x seed 2)"
+    search = {
+        "parameters": {
+            "method.lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2},
+            "seed": {"values": [13, 17]},
+            "method.rank": {"distribution": "int_uniform", "min": 8, "max": 11},
+        }
+    }
+    assert space(search) == (
+        "search space: continuous in method.lr, times 8 discrete points (seed 2 x method.rank 4)"
+    )

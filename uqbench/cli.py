@@ -324,7 +324,9 @@ def _sweep(file: Path, count: str | None) -> int:
         limit = int(value)
     config = sweeps.load(file)
     sweeps.check(config, str(file))
-    for params in sweeps.runs(config, limit):
+    drawn = sweeps.runs(config, limit)
+    print(f"# {config['method']} sweep, {sweeps.space(config)}; {len(drawn)} run(s) below")
+    for params in drawn:
         print(" ".join(sweeps.command_line(config, params)))
     return 0
 

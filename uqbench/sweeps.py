@@ -54,16 +54,45 @@ def runs(config: dict[str, Any], count: int | None = None) -> list[dict[str, Any
     ``count``), or ``count`` draws (default 3) of a random or Bayesian search."""
     sweeps = _sweeps()
 
+    import warnings
+
     drawn: list[Any] = []
     limit = count if count is not None else (None if config.get("method") == "grid" else 3)
     while limit is None or len(drawn) < limit:
-        run = sweeps.next_run(config, drawn)
+        with warnings.catch_warnings():  # the Bayesian search's GP fit on placeholder metrics
+            warnings.simplefilter("ignore")
+            run = sweeps.next_run(config, drawn)
         if run is None:  # a grid is exhausted
             break
         run.state = sweeps.RunState.finished
         run.summary_metrics = {config["metric"]["name"]: 0.0}
         drawn.append(run)
     return [{name: item["value"] for name, item in run.config.items()} for run in drawn]
+
+
+def space(config: dict[str, Any]) -> str:
+    """The size of the sweep's search space, in words: the number of points of a grid (and
+    its factors), or which parameters are continuous."""
+    sizes, continuous = {}, []
+    for name, spec in config.get("parameters", {}).items():
+        if "values" in spec:
+            sizes[name] = len(spec["values"])
+        elif "value" in spec:
+            sizes[name] = 1
+        elif spec.get("distribution") == "int_uniform":
+            sizes[name] = int(spec["max"]) - int(spec["min"]) + 1
+        else:
+            continuous.append(name)
+    varied = {k: v for k, v in sizes.items() if v > 1}
+    total = 1
+    for size in varied.values():
+        total *= size
+    factors = " x ".join(f"{k} {v}" for k, v in varied.items()) or "one point"
+    if continuous:
+        return f"search space: continuous in {', '.join(continuous)}" + (
+            f", times {total} discrete points ({factors})" if varied else ""
+        )
+    return f"search space: {total} points ({factors})"
 
 
 def command_line(config: dict[str, Any], params: dict[str, Any]) -> list[str]:
