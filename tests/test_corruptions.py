@@ -568,7 +568,11 @@ def test_contact_sheet_has_a_row_per_corruption(tmp_path):
     path = write_contact_sheet(tmp_path / "sheet.png", images)
     width, height = Image.open(path).size
     margin = width - 2 * 6 * 34 * 4  # the rows' labels
-    assert height == 19 * 34 * 4 and 8 * len("frost (procedural)") <= margin < 300
+    assert height == 19 * 34 * 4 + 16 and 8 * len("frost (procedural)") <= margin < 300
+    # A header labels the columns (clean, s1-s5 per photo): ink above every column.
+    header = np.asarray(Image.open(path).convert("L"))[:16, margin:]
+    column = (2 * 6 * 34 * 4) // 12
+    assert all((header[:, k * column : (k + 1) * column] < 128).any() for k in range(12))
     assert [p.name for p in tmp_path.iterdir()] == ["sheet.png"]
     from uqbench.datamodules.corruptions.sheet import row_names
 
@@ -583,7 +587,7 @@ def test_cli_writes_a_sheet_and_refuses_bad_keys(tmp_path, capsys):
     assert main(["corruptions", f"out={out}", "size=28", "images=1"]) == 0
     assert "frost: procedural (fallback)" in capsys.readouterr().out
     width, height = Image.open(out).size
-    assert height == 19 * 30 * 4 and width > 6 * 30 * 4  # MNIST-sized: gray, CIFAR table
+    assert height == 19 * 30 * 4 + 16 and width > 6 * 30 * 4  # MNIST-sized: gray, CIFAR table
     for bad in (["colour=1"], ["size=x"], ["table=imagenet"], [f"out={tmp_path}/no/such.png"]):
         assert main(["corruptions", *bad]) == 2
         assert "uqbench corruptions:" in capsys.readouterr().err

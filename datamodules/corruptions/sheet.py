@@ -70,7 +70,8 @@ def write_contact_sheet(
     frost_photos: Any = None,
 ) -> Path:
     """Write :func:`contact_sheet` as a PNG at ``path`` (through a temporary name), each row
-    labelled in a left margin (:func:`row_names`: frost says whether it is the generator's)."""
+    labelled in a left margin (:func:`row_names`: frost says whether it is the generator's) and
+    each column in a header (``clean``, then severities ``s1``-``s5``, per photo)."""
     from PIL import Image, ImageDraw
 
     path = Path(path)
@@ -79,11 +80,17 @@ def write_contact_sheet(
     pixels = (sheet.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
     names = row_names(table, frost_photos)
     margin, row_height = 8 * max(len(n) for n in names) + 8, pixels.shape[0] // len(names)
-    canvas = Image.new("RGB", (pixels.shape[1] + margin, pixels.shape[0]), "white")
-    canvas.paste(Image.fromarray(pixels), (margin, 0))
+    header = 16
+    canvas = Image.new("RGB", (pixels.shape[1] + margin, pixels.shape[0] + header), "white")
+    canvas.paste(Image.fromarray(pixels), (margin, header))
     draw = ImageDraw.Draw(canvas)
+    draw.text((4, 2), "corruption", fill="black")
+    columns = ["clean", "s1", "s2", "s3", "s4", "s5"] * len(images)
+    width = pixels.shape[1] / len(columns)
+    for k, label in enumerate(columns):
+        draw.text((margin + k * width + width / 2 - 3 * len(label), 2), label, fill="black")
     for k, name in enumerate(names):
-        draw.text((4, k * row_height + row_height // 2 - 5), name, fill="black")
+        draw.text((4, header + k * row_height + row_height // 2 - 5), name, fill="black")
     partial = path.with_name(path.name + ".partial.png")
     canvas.save(partial, format="PNG")
     partial.replace(path)
