@@ -103,6 +103,8 @@ def fit(config: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
                 f"with the same command and resume={folders[0].final.name}",
                 file=sys.stderr,
             )
+        else:  # nothing to resume from: leave nothing behind
+            checkpoints.remove()
         raise
     _commit_all(folders)
     checkpoints.remove()
