@@ -111,7 +111,7 @@ def test_odin_is_recorded_as_not_deployable(runs, capsys):
         (["board=tiny-mcu"], "unknown board 'tiny-mcu'"),
         (["board=small-mcu", "board.ram_kb=x"], "board.ram_kb: expected int, got 'x'"),
         ([], "needs run=<run folder> and board=<names>"),
-        (["board=small-mcu", "flash=1"], "is not key=value with a key among"),
+        (["board=small-mcu", "flash=1"], "is not key=value with a known key"),
     ],
 )
 def test_bad_input_is_refused_before_anything_is_written(runs, capsys, args, message):

@@ -154,9 +154,9 @@ def test_two_runs_of_one_method_and_seed_are_refused(runs, tmp_path):
     [
         ([], "needs runs="),
         (["runs=/no/such/folder"], "is not a folder"),
-        (["runs=.", "colour=red"], "is not key=value with a key among"),
+        (["runs=.", "colour=red"], "is not key=value with a known key"),
         (["runs=.", "resamples=10"], "resamples must be an integer in 100..100,000"),
-        (["runs=.", "stream.id_frames=many"], "stream.id_frames='many' is not a number"),
+        (["runs=.", "stream.id_frames=many"], "stream.id_frames: expected int, got 'many'"),
     ],
 )
 def test_bad_leaderboard_input_exits_2_and_writes_nothing(tmp_path, capsys, args, message):

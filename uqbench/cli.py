@@ -185,25 +185,20 @@ overrides (key=value):
 
 def _deploy(overrides: list[str]) -> int:
     from uqbench import registry
+    from uqbench.config import parse_options
     from uqbench.deploy.boards import select as select_boards
     from uqbench.errors import ConfigError
 
-    values: dict[str, str] = {}
-    allowed = ("run", "board", "board.flash_kb", "board.ram_kb", "board.clock_mhz")
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or key not in allowed:
-            raise ConfigError(
-                f"uqbench deploy: {item!r} is not key=value with a key among {', '.join(allowed)}"
-            )
-        values[key] = value
+    board_options = {"flash_kb": int, "ram_kb": int, "clock_mhz": float}
+    values, grouped = parse_options(
+        "deploy", overrides, {"run": str, "board": str}, {"board": board_options}
+    )
     if "run" not in values or "board" not in values:
         raise ConfigError(
             "uqbench deploy needs run=<run folder> and board=<names>; boards: "
             + ", ".join(registry.names("board"))
         )
-    options = {k.removeprefix("board."): v for k, v in values.items() if k.startswith("board.")}
-    boards = select_boards(values["board"], options)
+    boards = select_boards(values["board"], grouped["board"])
     run = Path(values["run"])
     if not run.is_dir():
         raise ConfigError(f"uqbench deploy: run={run} is not a folder; give a finished run folder")
@@ -244,30 +239,20 @@ def _bench(overrides: list[str]) -> int:
 
 
 def _leaderboard(overrides: list[str]) -> int:
-    import dataclasses
 
+    import typing
+
+    from uqbench.config import parse_options
     from uqbench.errors import ConfigError
     from uqbench.streams import StreamSpec
 
-    values = {"out": "leaderboards", "reference": "msp", "resamples": "1000", "strict": "false"}
-    layout = {f.name: f.type for f in dataclasses.fields(StreamSpec)}
-    stream: dict[str, object] = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        field = key.removeprefix("stream.")
-        if sep and key.startswith("stream.") and field in layout:
-            try:
-                stream[field] = (tuple(int(v) for v in value.strip("[]").split(","))
-                                 if field == "severities" else
-                                 (float if layout[field] == "float" else int)(value))  # fmt: skip
-            except ValueError:
-                raise ConfigError(f"uqbench leaderboard: {key}={value!r} is not a number") from None
-            continue
-        if not sep or key not in ("runs", *values):
-            raise ConfigError(f"uqbench leaderboard: {item!r} is not key=value with a key among "
-                              "runs, out, reference, resamples, strict, stream.<"
-                              f"{'|'.join(layout)}>")  # fmt: skip
-        values[key] = value
+    schema = {"runs": str, "out": str, "reference": str, "resamples": int, "strict": bool}
+    given, grouped = parse_options(
+        "leaderboard", overrides, schema, {"stream": typing.get_type_hints(StreamSpec)}
+    )
+    values = {"out": "leaderboards", "reference": "msp", "resamples": 1000, "strict": False}
+    values |= given
+    stream = grouped["stream"]
     if "runs" not in values:
         raise ConfigError("uqbench leaderboard needs runs=<folder of run folders>")
     runs = Path(values["runs"])
@@ -275,20 +260,18 @@ def _leaderboard(overrides: list[str]) -> int:
         raise ConfigError(f"uqbench leaderboard: runs={runs} is not a folder")
     from uqbench.bootstrap import MAX_RESAMPLES
 
-    if not values["resamples"].isdigit() or not 100 <= int(values["resamples"]) <= MAX_RESAMPLES:
+    if not 100 <= values["resamples"] <= MAX_RESAMPLES:
         raise ConfigError(
             f"uqbench leaderboard: resamples must be an integer in 100..{MAX_RESAMPLES:,}"
         )
     out = Path(values["out"])
     check_writable_folder(out, "out")
-    if values["strict"] not in ("true", "false"):
-        raise ConfigError(f"uqbench leaderboard: strict={values['strict']!r}; true or false")
     from uqbench.leaderboards import Options, scan, write_leaderboards
 
     refs, damaged = scan(runs)
     for folder, reason in damaged.items():
         print(f"uqbench leaderboard: warning: {folder} left out: {reason}", file=sys.stderr)
-    if damaged and values["strict"] == "true":
+    if damaged and values["strict"]:
         raise ConfigError(
             f"uqbench leaderboard: {len(damaged)} damaged run folder(s) under {runs} (listed "
             "above) and strict=true; repair or remove them, or leave strict=false to skip them"
@@ -332,21 +315,11 @@ def _sweep(file: Path, count: str | None) -> int:
 
 
 def _corruption_sheet(overrides: list[str]) -> int:
+    from uqbench.config import parse_options
     from uqbench.errors import ConfigError
 
-    allowed = {"out": str, "size": int, "table": str, "images": int, "seed": int}
-    values: dict[str, object] = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or key not in allowed:
-            raise ConfigError(
-                f"uqbench corruptions: {item!r} is not key=value with a key among "
-                f"{', '.join(allowed)}"
-            )
-        try:
-            values[key] = allowed[key](value)
-        except ValueError:
-            raise ConfigError(f"uqbench corruptions: {key}={value!r} is not an integer") from None
+    schema = {"out": str, "size": int, "table": str, "images": int, "seed": int}
+    values, _ = parse_options("corruptions", overrides, schema)
     size, count = int(values.get("size", 32)), int(values.get("images", 2))
     if not 8 <= size <= 256 or not 1 <= count <= 8:
         raise ConfigError("uqbench corruptions: size must be 8-256 and images 1-8")

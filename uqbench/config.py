@@ -295,3 +295,39 @@ def _guess(text: str) -> Any:
         except ValueError:
             pass
     return text
+
+
+def parse_options(
+    command: str,
+    overrides: list[str],
+    schema: dict[str, Any],
+    groups: dict[str, dict[str, Any]] | None = None,
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``key=value`` overrides of a subcommand, typed by ``schema`` (key -> annotation) and by
+    each prefixed group (``stream.window``: ``groups["stream"]["window"]``) with the grammar of
+    ``fit``'s options (:func:`coerce`). Returns (values, {group: values}); the last of a
+    repeated key wins. Raises :class:`ConfigError` naming the key and the valid ones."""
+    groups = groups or {}
+    values: dict[str, Any] = {}
+    grouped: dict[str, dict[str, Any]] = {name: {} for name in groups}
+    valid = [f"{k} ({type_name(t)})" for k, t in schema.items()]
+    valid += [f"{g}.{k} ({type_name(t)})" for g, keys in groups.items() for k, t in keys.items()]
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        head, dot, rest = key.partition(".")
+        try:
+            if sep and key in schema:
+                values[key] = coerce(raw, schema[key], key)
+                continue
+            if sep and dot and head in groups and rest in groups[head]:
+                grouped[head][rest] = coerce(raw, groups[head][rest], key)
+                continue
+        except ConfigError as exc:
+            raise ConfigError(f"uqbench {command}: {exc}") from None
+        close = closest(key, [*schema, *(f"{g}.{k}" for g, ks in groups.items() for k in ks)])
+        hint = f" Did you mean {close}?" if close and sep else ""
+        raise ConfigError(
+            f"uqbench {command}: {shorten(item)!r} is not key=value with a known key.{hint} "
+            f"Valid keys: {', '.join(valid)}"
+        )
+    return values, grouped
