@@ -19,6 +19,7 @@ import inspect
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -195,9 +196,7 @@ def coerce(value: Any, annotation: Any, key: str) -> Any:
             return None
         if value is None and type(None) in args:
             return None
-        for arg in args:
-            if arg is type(None):
-                continue
+        for arg in sorted((a for a in args if a is not type(None)), key=_union_order(value)):
             try:
                 return coerce(value, arg, key)
             except ConfigError:
@@ -260,6 +259,21 @@ def logger_names(text: str) -> list[str]:
             f"logger=[csv,tensorboard]), each once, or logger=none"
         )
     return names
+
+
+def _union_order(value: Any) -> Callable[[Any], int]:
+    """The order in which a union's members are tried for ``value``: numbers, booleans and
+    choices first, then a list when the value is written as one, then a string, then any
+    list (``trainer.devices=2`` is the int 2, ``[0,1]`` a list, ``auto`` a string)."""
+    listed = isinstance(value, list | tuple) or str(value).strip().startswith("[")
+
+    def rank(arg: Any) -> int:
+        is_list = typing.get_origin(arg) in (list, tuple) or arg in (list, tuple)
+        if is_list:
+            return 1 if listed else 3
+        return 2 if arg is str else 0
+
+    return rank
 
 
 def _to_int(value: Any) -> int:

@@ -268,7 +268,8 @@ class _ScoreTargetMetric(Metric):
         self.targets.append(torch.as_tensor(targets).detach().flatten().double())
 
     def _gathered(self) -> tuple[Tensor, Tensor]:
-        if not self.scores:
+        # A list of batches, or (synchronized across processes) one concatenated tensor.
+        if isinstance(self.scores, list) and not self.scores:
             return torch.empty(0), torch.empty(0)
         return dim_zero_cat(self.scores), dim_zero_cat(self.targets)
 

@@ -11,6 +11,7 @@ import math
 import os
 import secrets
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +40,15 @@ def fit(config: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
     ``config.method`` names one method or a group (``msp,energy,react``). A group shares one
     base classifier and one recorded pass per split; every member must score from a record.
     """
+    if train.ddp_child():
+        # Lightning's DDP launcher runs this command again for each other device: that process
+        # trains, then stops (train.fit); it writes nothing where rank 0 writes its results.
+        with tempfile.TemporaryDirectory(prefix="uqbench-rank-") as private:
+            return _fit(dataclasses.replace(config, out=private, deploy=None, logger="none"))
+    return _fit(config)
+
+
+def _fit(config: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
     from lightning.pytorch import seed_everything
 
     group = [resolve(dataclasses.replace(config, method=n)) for n in method_names(config.method)]
@@ -48,6 +58,7 @@ def fit(config: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
     boards = deploy_boards(config.deploy)
     if group[0].needs.base:
         base_model.check_cache()
+    _check_ddp(group[0])
     if "wandb" in logger_names(config.logger):
         train.check_wandb_login()
     threads = train.set_threads(config.threads)
@@ -234,6 +245,24 @@ def _check_group(group: list[Resolved]) -> None:
                 f"method {resolved.config.method!r} does not score from the shared base model's "
                 f"recorded pass, so it cannot join a group of post-hoc methods; run it alone"
             )
+
+
+def _check_ddp(resolved: Resolved) -> None:
+    """Under DDP each ``trainer.fit`` launches the processes anew, so a run trains one module:
+    a method that trains on top of a base classifier which is not cached yet would need two."""
+    if "ddp" not in str(resolved.trainer_args.get("strategy", "")):
+        return
+    needs = resolved.needs
+    if (
+        needs.base
+        and needs.trains
+        and not base_model.is_cached(resolved, train.run_device(resolved))
+    ):
+        raise ConfigError(
+            f"{resolved.config.method} trains on a base classifier that is not cached, and under "
+            f"trainer.strategy=ddp a run trains one module: train the base first with the same "
+            f"options and a post-hoc method (e.g. method=msp, which caches it), then run this"
+        )
 
 
 def _create_folders(config: RunConfig, group: list[Resolved]) -> list[RunFolder]:

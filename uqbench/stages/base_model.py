@@ -122,6 +122,11 @@ def save_base(key: str, state: dict[str, torch.Tensor], spec: dict[str, Any]) ->
     return folder / f"{key}.pt"
 
 
+def is_cached(resolved: Resolved, device: torch.device) -> bool:
+    """Whether a base classifier for ``resolved`` on ``device`` is in the cache."""
+    return (cache_root() / "base" / f"{base_key(base_spec(resolved, device))}.pt").is_file()
+
+
 def prepare_base(
     resolved: Resolved,
     backbone: torch.nn.Module,

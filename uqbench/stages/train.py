@@ -153,10 +153,21 @@ def fit(trainer: Any, module: Any, datamodule: Any, ckpt_path: Path | None = Non
         raise
     if trainer.interrupted:
         raise KeyboardInterrupt
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Training was the only collective work: every rank waits here, then each leaves the
+        # group, so rank 0 calibrates and evaluates alone (nothing waits for a rank that left).
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     if not trainer.is_global_zero:
         # Lightning's ddp launcher runs this command once per device; the others stop after
         # training (removing their own partial folders), and rank 0 calibrates and evaluates.
         raise SystemExit(0)
+
+
+def ddp_child() -> bool:
+    """Whether this process is one Lightning's DDP launcher started for another device (it
+    sets ``LOCAL_RANK`` for them; the process the user started has none, or 0)."""
+    return os.environ.get("LOCAL_RANK", "0") != "0"
 
 
 def set_threads(threads: int | None) -> int:
