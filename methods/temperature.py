@@ -12,44 +12,11 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
 from uqbench.backbones.base import BackboneOutput
+from uqbench.calibration import GRID, fit_temperature
 from uqbench.errors import CalibrationError
 from uqbench.method import CostFacts, Objective, PostHocMethod, UQOutput
-
-GRID = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
-
-
-def fit_temperature(
-    logits: Tensor,
-    labels: Tensor,
-    method: Literal["lbfgs", "grid"] = "lbfgs",
-    grid: tuple[float, ...] = GRID,
-) -> float:
-    """The T minimizing ``NLL(softmax(logits / T), labels)``.
-
-    With no misclassified example the NLL falls as T -> 0 and has no finite minimum (L-BFGS
-    stopped at T ~ 0.01 on digits' error-free dev split, and every test error then cost a
-    huge NLL): the data say nothing about how confident to be when wrong, so T stays 1.
-    """
-    logits, labels = logits.detach().double(), labels.long()
-    if method == "lbfgs" and bool((logits.argmax(-1) == labels).all()):
-        return 1.0
-    if method == "grid":
-        return min(grid, key=lambda t: float(F.cross_entropy(logits / t, labels)))
-    log_t = torch.zeros((), dtype=torch.float64, device=logits.device, requires_grad=True)
-    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
-
-    def closure() -> Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(logits / log_t.exp(), labels)
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return float(log_t.detach().exp())
-
 
 DEV_NLL = Objective("NLL on dev", higher_is_better=False)
 

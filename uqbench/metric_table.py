@@ -178,7 +178,7 @@ def _compute(specs: list[MetricSpec], a: _Arrays, keep: np.ndarray, target: Any)
 
 def temperature_scaled(p: Predictions, is_dev: np.ndarray) -> tuple[Predictions, float]:
     """``p`` with probabilities ``softmax(log p / T)``, T fitted by NLL on the dev group."""
-    from uqbench.methods.temperature import fit_temperature
+    from uqbench.calibration import fit_temperature
 
     log_probs = torch.from_numpy(p.probs).double().clamp_min(M.PROB_FLOOR).log()
     labels = torch.from_numpy(p.label.astype(np.int64))

@@ -307,6 +307,7 @@ def _train(
     training: dict[str, Any] = {"trained": first.needs.trains}
     if first.needs.base:
         training.update(base_model.prepare_base(first, backbone, fit_module, device))
+        checkpoints.discard("base")  # cached now: a resume loads it from the cache
     methods = [r.method_cls(backbone=backbone, **r.method_args) for r in group]
     if first.needs.trains:
         fit_module(methods[0])

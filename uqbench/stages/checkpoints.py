@@ -90,6 +90,10 @@ class Checkpoints:
         path = self.folder / role / "last.ckpt"
         return path if self.resume and path.is_file() else None
 
+    def discard(self, role: str) -> None:
+        """Drop ``role``'s checkpoints once they are not needed (a base classifier is cached)."""
+        shutil.rmtree(self.folder / role, ignore_errors=True)
+
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
         parent = self.folder.parent
