@@ -73,7 +73,7 @@ def make_root(root: Path, corruptions: list[str]) -> None:
             )
 
 
-def run_uqbench(root: Path, corruptions: list[str]) -> dict:
+def run_uqbench(root: Path, corruptions: list[str], device: str = "cpu") -> dict:
     import torch
     from uqbench.datamodules.cifar10c import CIFAR10C
     from uqbench.methods.msp import MSP
@@ -83,20 +83,20 @@ def run_uqbench(root: Path, corruptions: list[str]) -> dict:
 
     data = CIFAR10C(root=str(root), corruptions=tuple(corruptions))
     data.setup()
-    method = MSP(resnet8(10, (3, 32, 32)))
+    method = MSP(resnet8(10, (3, 32, 32))).to(device)
     start = time.perf_counter()
-    predictions = evaluate([method], data, torch.device("cpu"))[id(method)]
+    predictions = evaluate([method], data, torch.device(device))[id(method)]
     seconds = time.perf_counter() - start
     return {"images": int(len(predictions.label)), "seconds": seconds}
 
 
-def run_plain(root: Path, corruptions: list[str]) -> dict:
+def run_plain(root: Path, corruptions: list[str], device: str = "cpu") -> dict:
     import torch
     from uqbench.datamodules.cifar10c import MEAN, STD
 
     from uqbench.backbones.resnet8 import resnet8
 
-    model = resnet8(10, (3, 32, 32)).eval()
+    model = resnet8(10, (3, 32, 32)).eval().to(device)
     mean, std = MEAN.numpy()[None], STD.numpy()[None]
 
     def images():
@@ -112,7 +112,7 @@ def run_plain(root: Path, corruptions: list[str]) -> dict:
         for block in images():
             for i in range(0, len(block), 512):
                 x = (block[i : i + 512].astype(np.float32) / 255 - mean) / std
-                model(torch.from_numpy(x)).logits.softmax(-1)
+                model(torch.from_numpy(x).to(device)).logits.softmax(-1).cpu()
                 count += len(x)
     return {"images": count, "seconds": time.perf_counter() - start}
 
@@ -122,6 +122,7 @@ def main() -> None:
     parser.add_argument("--corruptions", type=int, default=19)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dir", default="/tmp/uqbench-cifar10c-bench")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--side", choices=["uqbench", "plain"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     from uqbench.datamodules.cifar10c import CIFAR10C_CORRUPTIONS
@@ -132,7 +133,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-        result = (run_uqbench if args.side == "uqbench" else run_plain)(root, names)
+        result = (run_uqbench if args.side == "uqbench" else run_plain)(root, names, args.device)
         result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
         return
@@ -151,6 +152,8 @@ def main() -> None:
                 str(args.threads),
                 "--dir",
                 str(root),
+                "--device",
+                args.device,
             ],
             capture_output=True,
             text=True,

@@ -1,6 +1,7 @@
 """Training throughput of uqbench's loop against a plain PyTorch loop, side by side.
 
     python benchmarks/bench_train_loop.py [--images 4096] [--epochs 2] [--rounds 3] [--threads 1]
+                                          [--device cpu|cuda]
 
 Both train ResNet-8 on the same CIFAR-10-shaped synthetic tensors (normalized 3x32x32, random
 labels) with the cifar10c recipe: SGD momentum 0.9, lr 0.2, weight decay 5e-4, label smoothing
@@ -44,11 +45,12 @@ class Synthetic(UQDataModule):
         self.train_set = self.dev_set = self.test_set = TensorDataset(x, y)
 
 
-def uqbench_epochs(x: torch.Tensor, y: torch.Tensor, epochs: int) -> float:
+def uqbench_epochs(x: torch.Tensor, y: torch.Tensor, epochs: int, device: str = "cpu") -> float:
     torch.manual_seed(0)
     module = BaseClassifier(resnet8(10, (3, 32, 32)), **RECIPE)
     trainer = Trainer(
-        accelerator="cpu",
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
         max_epochs=epochs,
         limit_val_batches=0,
         gradient_clip_val=1.0,
@@ -62,27 +64,34 @@ def uqbench_epochs(x: torch.Tensor, y: torch.Tensor, epochs: int) -> float:
     return time.perf_counter() - start
 
 
-def plain_epochs(x: torch.Tensor, y: torch.Tensor, epochs: int) -> float:
+def plain_epochs(x: torch.Tensor, y: torch.Tensor, epochs: int, device: str = "cpu") -> float:
     torch.manual_seed(0)
-    model = resnet8(10, (3, 32, 32))
+    model = resnet8(10, (3, 32, 32)).to(device)
     opt = torch.optim.SGD(
         model.parameters(), lr=RECIPE["lr"], momentum=0.9, weight_decay=RECIPE["weight_decay"]
     )
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs, eta_min=RECIPE["min_lr"])
     loader = DataLoader(TensorDataset(x, y), batch_size=128, shuffle=True)
     augmenter = Synthetic(x, y)
+    _sync(device)
     start = time.perf_counter()
     for _ in range(epochs):
         model.train()
         for xb, yb in loader:
-            xb, yb = augmenter.augment(xb, yb)
+            xb, yb = augmenter.augment(xb.to(device), yb.to(device))
             loss = F.cross_entropy(model(xb).logits, yb, label_smoothing=0.1)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
         sched.step()
+    _sync(device)
     return time.perf_counter() - start
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -91,6 +100,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -100,10 +110,13 @@ def main() -> None:
     y = torch.randint(0, 10, (args.images,), generator=gen)
     ours, plain = [], []
     for _ in range(args.rounds):
-        ours.append(uqbench_epochs(x, y, args.epochs))
-        plain.append(plain_epochs(x, y, args.epochs))
+        ours.append(uqbench_epochs(x, y, args.epochs, args.device))
+        plain.append(plain_epochs(x, y, args.epochs, args.device))
     seen = args.images * args.epochs
-    print(f"{args.images} images x {args.epochs} epochs, batch 128, torch threads {args.threads}")
+    print(
+        f"{args.images} images x {args.epochs} epochs, batch 128, device {args.device}, "
+        f"torch threads {args.threads}"
+    )
     print(f"uqbench (Lightning + datamodule augmentation): {seen / min(ours):8.0f} images/s")
     print(f"plain PyTorch loop, same augmentation:         {seen / min(plain):8.0f} images/s")
     print(f"time ratio uqbench / plain (fastest rounds):   {min(ours) / min(plain):.3f}x")
