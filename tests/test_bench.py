@@ -102,7 +102,7 @@ def test_the_slurm_launcher_needs_a_partition_and_its_options_are_checked(tmp_pa
     out = tmp_path / "bench"
     for option, message in [
         (["bench.launcher=slurm"], "needs bench.partition"),
-        (["bench.launcher=pbs"], "choose among local, slurm, submitit-local"),
+        (["bench.launcher=pbs"], "expected one of local, slurm, submitit-local, got 'pbs'"),
         (["bench.launcher=slurm", "bench.partition=gpu", "bench.gpus=-1"], "bench.gpus must be"),
     ]:
         assert main(["bench", "method=[msp]", *option, f"bench.out={out}"]) == 2

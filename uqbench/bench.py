@@ -36,16 +36,24 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from uqbench.config import logger_names
 from uqbench.errors import ConfigError
 from uqbench.run_folder import atomic_write_bytes, atomic_write_json, check_writable_folder
 
 MATRIX_KEYS = ("method", "data", "seed")
-BENCH_KEYS = ("bench.jobs", "bench.out", "bench.reference", "bench.resamples", "bench.launcher",
-              "bench.partition", "bench.gpus", "bench.time_min")  # fmt: skip
-LAUNCHERS = ("local", "slurm", "submitit-local")
+BENCH_TYPES: dict[str, Any] = {
+    "jobs": int,
+    "out": str,
+    "reference": str,
+    "resamples": int,
+    "launcher": Literal["local", "slurm", "submitit-local"],
+    "partition": str,
+    "gpus": int,
+    "time_min": int,
+}
+BENCH_KEYS = tuple(f"bench.{name}" for name in BENCH_TYPES)
 LOG_TAIL = 1500  # characters of a failed cell's log kept in bench.json
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 MAX_JOBS = 256  # processes at once; each imports torch
@@ -98,8 +106,14 @@ class Job:
 
     def command(self, out: Path) -> list[str]:
         methods = ",".join(c.method for c in self.cells)
-        return ["uqbench", "fit", f"method={methods}", *self.cells[0].shared, f"out={out}",
-                f"name={self.name}"]  # fmt: skip
+        return [
+            "uqbench",
+            "fit",
+            f"method={methods}",
+            *self.cells[0].shared,
+            f"out={out}",
+            f"name={self.name}",
+        ]
 
 
 @dataclass
@@ -113,45 +127,50 @@ class Matrix:
     launcher: Launcher | None = None  # None: child processes on this machine
 
 
-def _values(raw: str) -> list[str]:
-    """``[a,b]`` or ``a,b`` or ``a`` -> [a, b]."""
-    return [v.strip() for v in raw.strip().strip("[]").split(",") if v.strip()]
-
-
 def parse_matrix(overrides: list[str]) -> Matrix:
     """The matrix of ``overrides``: the lists of methods, datamodules and seeds, the bench's own
     options, and everything else passed to every cell. Names are checked against the installed
     plugins, all unknown ones in one error."""
     from uqbench import registry
+    from uqbench.config import coerce
 
-    lists: dict[str, list[str]] = {
-        "method": ["snapuq"],
-        "data": ["digits"],
-        "seed": ["13", "17", "23"],
-    }  # the paper's seeds
-    options = {"bench.jobs": "1", "bench.out": "runs/bench", "bench.reference": "msp",
-               "bench.resamples": "1000", "bench.launcher": "local", "bench.partition": "",
-               "bench.gpus": "0", "bench.time_min": "60"}  # fmt: skip
+    lists: dict[str, list[Any]] = {"method": ["snapuq"], "data": ["digits"], "seed": [13, 17, 23]}
+    options: dict[str, Any] = {
+        "jobs": 1,
+        "out": "runs/bench",
+        "reference": "msp",
+        "resamples": 1000,
+        "launcher": "local",
+        "partition": "",
+        "gpus": 0,
+        "time_min": 60,
+    }
     passed, boards = [], []
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"uqbench bench: {item!r} is not key=value")
-        if key in MATRIX_KEYS:
-            lists[key] = _values(value)
+        if key in MATRIX_KEYS:  # typed with fit's grammar, as every option below
+            lists[key] = coerce(value, list[int] if key == "seed" else list[str], key)
         elif key in BENCH_KEYS:
-            options[key] = value
+            name = key.removeprefix("bench.")
+            options[name] = coerce(value, BENCH_TYPES[name], key)
         elif key.startswith("bench."):
             raise ConfigError(f"unknown bench option {key!r}; the options: {', '.join(BENCH_KEYS)}")
         elif key in ("out", "name", "run"):
-            raise ConfigError(f"uqbench bench names its cells itself: {key}= is not accepted "
-                              f"(bench.out= sets the folder)")  # fmt: skip
+            raise ConfigError(
+                f"uqbench bench names its cells itself: {key}= is not accepted "
+                f"(bench.out= sets the folder)"
+            )
         elif key == "deploy":
-            boards = _values(value)
+            boards = coerce(value, list[str], key)
         else:
             passed.append(item)
-    wanted = {"method": [*lists["method"], options["bench.reference"]], "data": lists["data"],
-              "board": boards}  # fmt: skip
+    wanted = {
+        "method": [*lists["method"], options["reference"]],
+        "data": lists["data"],
+        "board": boards,
+    }
     unknown = [
         f"{kind} {name!r}"
         for kind, names in wanted.items()
@@ -164,25 +183,15 @@ def parse_matrix(overrides: list[str]) -> Matrix:
             f"uqbench bench: unknown {', '.join(unknown)}. Installed: methods "
             f"{installed['method']}; datamodules {installed['data']}; boards {installed['board']}"
         )
-    try:
-        seeds = [int(s) for s in lists["seed"]]
-        jobs, resamples = int(options["bench.jobs"]), int(options["bench.resamples"])
-        gpus, time_min = int(options["bench.gpus"]), int(options["bench.time_min"])
-    except ValueError:
-        raise ConfigError(
-            "uqbench bench: seeds, bench.jobs, bench.resamples, bench.gpus and bench.time_min "
-            "must be integers"
-        ) from None
+    seeds, jobs, resamples = lists["seed"], options["jobs"], options["resamples"]
+    gpus, time_min = options["gpus"], options["time_min"]
     launcher = None
-    if options["bench.launcher"] not in LAUNCHERS:
-        raise ConfigError(f"bench.launcher={options['bench.launcher']!r}; choose among "
-                          f"{', '.join(LAUNCHERS)}")  # fmt: skip
-    if options["bench.launcher"] != "local":
-        launcher = Launcher(options["bench.launcher"], options["bench.partition"], gpus, time_min)
+    if options["launcher"] != "local":
+        launcher = Launcher(options["launcher"], options["partition"], gpus, time_min)
         launcher.check()
     if not 1 <= jobs <= MAX_JOBS:
         raise ConfigError(f"bench.jobs must be in 1..{MAX_JOBS}, got {str(jobs)[:30]}")
-    check_writable_folder(Path(options["bench.out"]), "bench.out")
+    check_writable_folder(Path(options["out"]), "bench.out")
     from uqbench.bootstrap import MAX_RESAMPLES  # lazily: it imports torch
 
     if not 100 <= resamples <= MAX_RESAMPLES:
@@ -202,8 +211,9 @@ def parse_matrix(overrides: list[str]) -> Matrix:
     ]
     if not cells:
         raise ConfigError("uqbench bench: the matrix is empty (a list with no names)")
-    return Matrix(cells, jobs, Path(options["bench.out"]), boards, options["bench.reference"],
-                  resamples, launcher)  # fmt: skip
+    return Matrix(
+        cells, jobs, Path(options["out"]), boards, options["reference"], resamples, launcher
+    )
 
 
 def check_cells(matrix: Matrix) -> Matrix:
@@ -307,13 +317,16 @@ class Launcher:
     partition: str
     gpus: int
     time_min: int
+    job_ids: dict[str, str] = field(default_factory=dict, compare=False)  # job name -> id
 
     def check(self) -> None:
         try:
             import submitit  # noqa: F401
         except ImportError:
-            raise ConfigError(f"bench.launcher={self.kind} needs submitit: pip install "
-                              "submitit (or the project's [slurm] extra)") from None  # fmt: skip
+            raise ConfigError(
+                f"bench.launcher={self.kind} needs submitit: pip install "
+                "submitit (or the project's [slurm] extra)"
+            ) from None
         if self.kind == "slurm" and not self.partition:
             raise ConfigError("bench.launcher=slurm needs bench.partition=<your partition>")
         if self.gpus < 0 or self.time_min < 1:
@@ -321,25 +334,57 @@ class Launcher:
 
     def run(self, job: Job, out: Path) -> tuple[int, float, str]:
         """Submit the job, wait for it, return what :func:`_run_job` returned on the node."""
+        import logging
+
         import submitit
 
+        # Without SLURM's accounting database submitit warns at every poll that it falls back
+        # to squeue: noise, since the outcome is read from the job's own output.
+        logging.getLogger("submitit").setLevel(logging.ERROR)
         cluster = "slurm" if self.kind == "slurm" else "local"
         executor = submitit.AutoExecutor(folder=out / "submitit", cluster=cluster)
         options = {"slurm_partition": self.partition} if self.kind == "slurm" else {}
-        executor.update_parameters(timeout_min=self.time_min, gpus_per_node=self.gpus,
-                                   name=job.name, **options)  # fmt: skip
+        executor.update_parameters(
+            timeout_min=self.time_min, gpus_per_node=self.gpus, name=job.name, **options
+        )
+        submitted = executor.submit(_run_job, job, out)
+        self.job_ids[job.name] = str(submitted.job_id)
+        log = out / "logs" / f"{job.name}.log"
         try:
-            return executor.submit(_run_job, job, out).result()
+            status, seconds, where = submitted.result()
+            detail = ""
         except Exception as exc:  # noqa: BLE001 - a lost job is this cell's failure, not the bench's
-            log = out / "logs" / f"{job.name}.log"
+            status, seconds, where, detail = 1, 0.0, str(log), f"{exc}\n"
+        if status != 0:  # say why, from SLURM's own words when it ended the job
             log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "a") as handle:
-                handle.write(f"\nthe {self.kind} job failed: {exc}\n")
-            return 1, 0.0, str(log)
+                handle.write(
+                    f"\nthe {self.kind} job {submitted.job_id} was "
+                    f"{_why_ended(submitted, self.time_min)}; its own output: "
+                    f"{submitted.paths.stdout} and {submitted.paths.stderr}\n{detail}"
+                )
+        return status, seconds, where
 
 
-def _progress(done: int, failed: int, running: int, total: int, durations: list[float],
-              jobs: int) -> str:  # fmt: skip
+def _why_ended(submitted: Any, time_min: int) -> str:
+    """Why a cluster job ended without a result, from its error output (SLURM's own line, or
+    submitit's), which needs no accounting database."""
+    try:
+        stderr = Path(submitted.paths.stderr).read_text(errors="replace")
+    except OSError:
+        stderr = ""
+    # SLURM's kill at the limit, or submitit's handling of the warning signal SLURM sends
+    # shortly before it (the job is not checkpointable, so it stops there).
+    if "DUE TO TIME LIMIT" in stderr or "timed-out and not checkpointable" in stderr:
+        return f"killed by SLURM's time limit (bench.time_min={time_min})"
+    if "CANCELLED" in stderr:
+        return "cancelled (scancel)"
+    return "unsuccessful (the cell's output is above)"
+
+
+def _progress(
+    done: int, failed: int, running: int, total: int, durations: list[float], jobs: int
+) -> str:
     waiting = total - done - failed - running
     eta = ""
     if durations and waiting + running:
@@ -376,9 +421,11 @@ def run(matrix: Matrix) -> dict[str, Any]:
     queue = jobs_for(todo)
     total, durations = len(todo), []
     done = failed = 0
-    print(f"uqbench bench: {len(matrix.cells)} cells, {len(matrix.cells) - total} complete "
-          f"already (reused), {total} to run in {len(queue)} processes, {matrix.jobs} at a "
-          "time")  # fmt: skip
+    print(
+        f"uqbench bench: {len(matrix.cells)} cells, {len(matrix.cells) - total} complete "
+        f"already (reused), {total} to run in {len(queue)} processes, {matrix.jobs} at a "
+        "time"
+    )
     launch = matrix.launcher.run if matrix.launcher else _run_job
     with ThreadPoolExecutor(max_workers=matrix.jobs) as pool:
         pending: dict[Future, Job] = {}
@@ -392,16 +439,26 @@ def run(matrix: Matrix) -> dict[str, Any]:
                 status, seconds, log = future.result()
                 durations += [seconds / len(job.cells)] * len(job.cells)
                 for cell in job.cells:
-                    entry = {"cell": _coordinates(cell), "seconds": round(seconds, 1),
-                             "log": log, "process": job.name}  # fmt: skip
+                    entry = {
+                        "cell": _coordinates(cell),
+                        "seconds": round(seconds, 1),
+                        "log": log,
+                        "process": job.name,
+                    }
                     if status == 0 and is_complete(cell, matrix.out, matrix.boards):
                         done += 1
                         entry["status"] = "done"
                     else:
                         failed += 1
                         tail = Path(log).read_text()[-LOG_TAIL:]
-                        entry |= {"status": "failed", "exit_status": status, "error": tail,
-                                  "reproduce": " ".join(job.command(matrix.out))}  # fmt: skip
+                        entry |= {
+                            "status": "failed",
+                            "exit_status": status,
+                            "error": tail,
+                            "reproduce": " ".join(job.command(matrix.out)),
+                        }
+                    if matrix.launcher and job.name in matrix.launcher.job_ids:
+                        entry["job_id"] = matrix.launcher.job_ids[job.name]
                     record[cell.name] = entry
                 # The next job starts as soon as this line is printed: count it as running.
                 starting = queue[: max(matrix.jobs - len(pending), 0)]
@@ -495,8 +552,11 @@ def write_leaderboard(matrix: Matrix, document: dict[str, Any], command: str) ->
     failed = {n: e for n, e in document["cells"].items() if e["status"] == "failed"}
     if failed:
         lines += ["", "## Failed cells", ""]
-        lines += [f"- {name}: exit status {e['exit_status']}; reproduce with `{e['reproduce']}`; "
-                  f"log {e['log']}" for name, e in failed.items()]  # fmt: skip
+        lines += [
+            f"- {name}: exit status {e['exit_status']}; reproduce with `{e['reproduce']}`; "
+            f"log {e['log']}"
+            for name, e in failed.items()
+        ]
     from uqbench.leaderboards import Options, RunRef, write_leaderboards
 
     complete = [c for c in matrix.cells if is_complete(c, matrix.out, matrix.boards)]
@@ -517,5 +577,9 @@ def write_leaderboard(matrix: Matrix, document: dict[str, Any], command: str) ->
 
 
 def _coordinates(cell: Cell) -> dict[str, Any]:
-    return {"method": cell.method, "data": cell.data, "seed": cell.seed,
-            "overrides": list(cell.overrides)}  # fmt: skip
+    return {
+        "method": cell.method,
+        "data": cell.data,
+        "seed": cell.seed,
+        "overrides": list(cell.overrides),
+    }

@@ -14,3 +14,5 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*number of training batches.*")
+    # On a machine with SLURM installed Lightning suggests srun for every fit, bench cells too.
+    warnings.filterwarnings("ignore", message=".*The `srun` command is available.*")
