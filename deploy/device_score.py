@@ -159,8 +159,12 @@ class Ensemble:
     what: str = "deep ensemble members"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "ensemble", "what": self.what, "members": len(self.members),
-                "score": self.score.to_dict()}  # fmt: skip
+        return {
+            "kind": "ensemble",
+            "what": self.what,
+            "members": len(self.members),
+            "score": self.score.to_dict(),
+        }
 
 
 # ---------------------------------------------------------------- float32 host building blocks

@@ -242,8 +242,9 @@ def measure(
 
     classes = model.layout[0].size
     rows = sample.reshape(len(sample), -1)
-    with_score = build({**src.files, "main.c": harness(rows, classes=classes)}, board,
-                       folder / "build")  # fmt: skip
+    with_score = build(
+        {**src.files, "main.c": harness(rows, classes=classes)}, board, folder / "build"
+    )
     if with_score.elf is None:
         return {"fits": False, "oom": with_score.oom}
     one = harness(rows[:1])
@@ -255,7 +256,7 @@ def measure(
         raise BitExactMismatch(
             first_difference(
                 "host int8 reference", f"firmware on {board.name}", expected, emulation.outputs
-            )  # fmt: skip
+            )
         )
     _, host = model.host_scores(expected)
     declared = check_score_symbols(with_score.elf, model.score, model.layout)
@@ -362,8 +363,13 @@ def calibration_batches(dataset: Any, limit: int = CALIBRATION_EXAMPLES) -> list
 
 
 def board_record(board: Any) -> dict[str, Any]:
-    return {"name": board.name, "core": board.core, "clock_mhz": board.clock_mhz,
-            "flash_kb": board.flash_kb, "ram_kb": board.ram_kb}  # fmt: skip
+    return {
+        "name": board.name,
+        "core": board.core,
+        "clock_mhz": board.clock_mhz,
+        "flash_kb": board.flash_kb,
+        "ram_kb": board.ram_kb,
+    }
 
 
 def deploy(
@@ -405,7 +411,7 @@ def deploy(
         return {
             b.name: publish(
                 b, {"board": board_record(b), **about, "deployable": False, "reason": reason}
-            )  # fmt: skip
+            )
             for b in boards
         }
 
