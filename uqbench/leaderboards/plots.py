@@ -82,9 +82,13 @@ def risk_coverage(curves: Series, title: str, path: Path) -> Path:
 
 def reliability(curves: Series, title: str, path: Path) -> Path:
     """Accuracy against confidence per equal-mass bin, one small panel per method (so no curve
-    hides another); the diagonal is perfect calibration."""
+    hides another), zoomed to the occupied range; the diagonal is perfect calibration."""
     columns = min(4, len(curves))
     rows = -(-len(curves) // columns)
+    # Zoomed to the occupied range (an accurate classifier's bins all sit near 1), the same
+    # for every panel, from a multiple of 0.1.
+    low = min(float(np.min(np.r_[c, a])) for c, a in curves.values())
+    low = max(0.0, np.floor(low * 10) / 10)
     fig, axes = _pyplot().subplots(
         rows,
         columns,
@@ -99,7 +103,7 @@ def reliability(curves: Series, title: str, path: Path) -> Path:
         ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--")
         ax.plot(confidence, accuracy, marker=marker, ms=2.5, lw=1.0, color=color)
         ax.set_title(label, fontsize=8)
-        ax.set(xlim=(0, 1), ylim=(0, 1))
+        ax.set(xlim=(low, 1), ylim=(low, 1))
         ax.tick_params(labelsize=6)
     for ax in list(axes.flat)[len(curves) :]:
         ax.set_visible(False)
