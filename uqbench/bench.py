@@ -351,7 +351,7 @@ class Launcher:
         self.job_ids[job.name] = str(submitted.job_id)
         log = out / "logs" / f"{job.name}.log"
         try:
-            status, seconds, where = submitted.result()
+            status, seconds, where = self._wait(submitted)
             detail = ""
         except Exception as exc:  # noqa: BLE001 - a lost job is this cell's failure, not the bench's
             status, seconds, where, detail = 1, 0.0, str(log), f"{exc}\n"
@@ -364,6 +364,32 @@ class Launcher:
                     f"{submitted.paths.stdout} and {submitted.paths.stderr}\n{detail}"
                 )
         return status, seconds, where
+
+    def _wait(self, submitted: Any) -> Any:
+        """The job's result. Without SLURM's accounting database submitit cannot learn that a
+        job was cancelled before it wrote a result, and would wait forever: a job that has
+        left the queue for ``GONE_GRACE_S`` without a result is an error."""
+        gone_since = None
+        while not submitted.done():
+            if self.kind == "slurm":
+                if _in_queue(str(submitted.job_id)):
+                    gone_since = None
+                elif gone_since is None:
+                    gone_since = time.monotonic()
+                elif time.monotonic() - gone_since > GONE_GRACE_S:
+                    raise RuntimeError(f"job {submitted.job_id} left the queue without a result")
+            time.sleep(QUEUE_POLL_S)
+        return submitted.result()
+
+
+QUEUE_POLL_S = 2.0  # how often a waiting bench asks squeue about its job
+GONE_GRACE_S = 15.0  # how long a job may be out of the queue before its result must be there
+
+
+def _in_queue(job_id: str) -> bool:
+    """Whether SLURM still lists the job (pending, running or completing)."""
+    done = subprocess.run(["squeue", "-h", "-j", job_id], capture_output=True, text=True)
+    return done.returncode == 0 and bool(done.stdout.strip())
 
 
 def _why_ended(submitted: Any, time_min: int) -> str:
