@@ -205,7 +205,7 @@ static inline float uq_entropy(const float *p, int n) {
 """
 
 
-def scratch_floats(score: DeviceScore, outputs: Sequence[Output]) -> int:
+def scratch_buffer_floats(score: DeviceScore, outputs: Sequence[Output]) -> int:
     """The floats of ``uq_scratch``: the dequantized outputs, then the score's own."""
     return sum(outputs[k].size for k in score.dequantized(outputs)) + score.scratch_floats(outputs)
 
@@ -236,7 +236,7 @@ def c_source(score: DeviceScore, outputs: Sequence[Output]) -> str:
             f"static const int32_t uq_zero{k} = {int(o.zero_point)};",
         ]
     constants = "".join(c_array(f"uq_{n}", v) for n, v in score.constants(outputs).items())
-    total = scratch_floats(score, outputs)
+    total = scratch_buffer_floats(score, outputs)
     buffer = f"float uq_scratch[{total}]; /* the declared scratch */\n" if total else ""
     views, at = [], 0
     for k in score.dequantized(outputs):

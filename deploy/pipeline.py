@@ -21,7 +21,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from uqbench.deploy.device_score import DeviceScore, Ensemble, Output, c_source, scratch_floats
+from uqbench.deploy.device_score import (
+    DeviceScore,
+    Ensemble,
+    Output,
+    c_source,
+    scratch_buffer_floats,
+)
 from uqbench.deploy.graph import Graph
 
 from uqbench.errors import UQBenchError
@@ -190,16 +196,17 @@ def check_score_symbols(elf: Path, score: DeviceScore, layout: list[Output]) -> 
 
     sizes = symbol_sizes(elf)
     declared = {f"uq_{n}": int(np.asarray(v).nbytes) for n, v in score.constants(layout).items()}
-    scratch = 4 * scratch_floats(score, layout)
+    scratch = 4 * scratch_buffer_floats(score, layout)
     if scratch:
         declared["uq_scratch"] = scratch
     # A small array the compiler folded into immediates is absent; a large absent one is a
     # constant the body never reads.
-    wrong = {
-        n: (b, sizes.get(n))
-        for n, b in declared.items()
-        if sizes.get(n, 0 if b <= FOLDABLE_BYTES and n != "uq_scratch" else None) not in (b, 0)
-    }
+    wrong = {}
+    for name, wanted in declared.items():
+        built = sizes.get(name)
+        folded = built is None and wanted <= FOLDABLE_BYTES and name != "uq_scratch"
+        if built != wanted and not folded:
+            wrong[name] = (wanted, built)
     if wrong:
         raise UQBenchError(
             f"the {score.kind} score's firmware does not match its declaration ({{symbol: "

@@ -59,11 +59,14 @@ def runs(config: dict[str, Any], count: int | None = None) -> list[dict[str, Any
     drawn: list[Any] = []
     limit = count if count is not None else (None if config.get("method") == "grid" else 3)
     while limit is None or len(drawn) < limit:
-        with warnings.catch_warnings():  # the Bayesian search's GP fit on placeholder metrics
+        with warnings.catch_warnings():
+            # A Bayesian search fits its Gaussian process to the drawn runs' metric, which is
+            # 0.0 for all of them here (nothing has run): it warns that the fit is degenerate.
             warnings.simplefilter("ignore")
             run = sweeps.next_run(config, drawn)
         if run is None:  # a grid is exhausted
             break
+        # The next draw needs the earlier ones finished with a metric; none has run, so 0.0.
         run.state = sweeps.RunState.finished
         run.summary_metrics = {config["metric"]["name"]: 0.0}
         drawn.append(run)

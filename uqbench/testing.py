@@ -327,6 +327,8 @@ def device_score_checks(
         x = _inputs(data)
         return method, model, x, model.outputs(model.quantize(x))
 
+    scratch: list[Any] = []
+
     @functools.cache
     def firmware() -> tuple[Any, Path]:
         from uqbench import registry
@@ -338,8 +340,9 @@ def device_score_checks(
         rows = sample.reshape(len(sample), -1)
         files = {**pipeline.sources(model).files, "main.c": harness(rows, model.layout[0].size)}
         target = registry.load("board", board)()
-        folder = Path(tempfile.mkdtemp(prefix="uqbench-device-score-"))
-        built = build_firmware(files, target, folder)
+        # Kept while the checks use the ELF; removed when they are gone.
+        scratch.append(tempfile.TemporaryDirectory(prefix="uqbench-device-score-"))
+        built = build_firmware(files, target, Path(scratch[-1].name))
         assert built.elf is not None, f"the firmware does not fit {board}: {built.oom}"
         return emulate(built.elf, target, len(sample)), built.elf
 
