@@ -12,6 +12,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from uqbench.backbones.base import Backbone, check_width, conv_bn_relu
+from uqbench.backbones.pooling import MaxPool2d
 
 
 class DigitsCNN(Backbone):
@@ -21,8 +22,8 @@ class DigitsCNN(Backbone):
         super().__init__()
         self.num_classes, self.input_shape = num_classes, tuple(input_shape)
         channels = input_shape[0]
-        self.stem = nn.Sequential(conv_bn_relu(channels, width), nn.MaxPool2d(2))
-        self.mid = nn.Sequential(conv_bn_relu(width, 2 * width), nn.MaxPool2d(2))
+        self.stem = nn.Sequential(conv_bn_relu(channels, width), MaxPool2d(2))
+        self.mid = nn.Sequential(conv_bn_relu(width, 2 * width), MaxPool2d(2))
         self.last = conv_bn_relu(2 * width, 4 * width)
         self.classifier = nn.Linear(4 * width, num_classes)
         self.num_features = 4 * width
