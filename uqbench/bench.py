@@ -21,23 +21,29 @@ Post-hoc cells of one (data, seed, other overrides) run as one group process
 (``uqbench fit method=a,b,...``): one base model and one recorded pass per split for all of
 them, as a group fit does; their folders are ``<bench.out>/posthoc-<data>-s<seed>-<hash>-<method>``.
 A failure in a group process fails the group's cells that it left incomplete.
+
+Every job is a process of its own. Locally each is forked from a server that imported torch,
+Lightning and the matrix's plugins once (``bench.preload=false``: a fresh interpreter per job,
+as ``uqbench fit`` starts), see :mod:`uqbench.bench_processes`. Cells that start from the same
+base model share it: a job whose base another running job is training waits (another job runs
+meanwhile) and then loads it from the cache instead of training it again.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import os
-import signal
 import subprocess
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from uqbench.bench_schedule import Schedule
 from uqbench.config import logger_names
 from uqbench.errors import ConfigError
 from uqbench.run_folder import atomic_write_bytes, atomic_write_json, check_writable_folder
@@ -52,10 +58,10 @@ BENCH_TYPES: dict[str, Any] = {
     "partition": str,
     "gpus": int,
     "time_min": int,
+    "preload": bool,
 }
 BENCH_KEYS = tuple(f"bench.{name}" for name in BENCH_TYPES)
 LOG_TAIL = 1500  # characters of a failed cell's log kept in bench.json
-PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 MAX_JOBS = 256  # processes at once; each imports torch
 
 
@@ -75,6 +81,8 @@ class Cell:
     seed: int
     overrides: tuple[str, ...]
     group: str | None = None
+    base: str | None = None  # the cached base model's key, for a cell that starts from one
+    fresh_process: bool = False  # run in a fresh interpreter, never forked (DDP relaunches)
 
     @property
     def name(self) -> str:
@@ -104,6 +112,12 @@ class Job:
     def name(self) -> str:
         return self.cells[0].group if len(self.cells) > 1 else self.cells[0].name
 
+    @property
+    def base(self) -> str | None:
+        """The key of the base model the job loads, or trains and caches (the cells of a group
+        share one)."""
+        return self.cells[0].base
+
     def command(self, out: Path) -> list[str]:
         methods = ",".join(c.method for c in self.cells)
         return [
@@ -125,6 +139,7 @@ class Matrix:
     reference: str = "msp"  # the leaderboards' paired differences are against this method
     resamples: int = 1000  # bootstrap resamples per run for the intervals
     launcher: Launcher | None = None  # None: child processes on this machine
+    preload: bool = True  # local jobs fork from a server that imported torch & co. once
 
 
 def parse_matrix(overrides: list[str]) -> Matrix:
@@ -144,6 +159,7 @@ def parse_matrix(overrides: list[str]) -> Matrix:
         "partition": "",
         "gpus": 0,
         "time_min": 60,
+        "preload": True,
     }
     passed, boards = [], []
     for item in overrides:
@@ -212,7 +228,14 @@ def parse_matrix(overrides: list[str]) -> Matrix:
     if not cells:
         raise ConfigError("uqbench bench: the matrix is empty (a list with no names)")
     return Matrix(
-        cells, jobs, Path(options["out"]), boards, options["reference"], resamples, launcher
+        cells,
+        jobs,
+        Path(options["out"]),
+        boards,
+        options["reference"],
+        resamples,
+        launcher,
+        options["preload"],
     )
 
 
@@ -220,11 +243,12 @@ def check_cells(matrix: Matrix) -> Matrix:
     """Resolve every cell as ``uqbench fit`` would, before any runs: options, data files,
     models, boards and the toolchain. Raises on the first cell that ``uqbench fit`` refuses.
     Returns the matrix with its post-hoc cells (trained base, nothing trained, scored from the
-    recorded pass) grouped by (data, seed, other overrides)."""
+    recorded pass) grouped by (data, seed, other overrides), and each cell's base-model key."""
     import dataclasses
 
     from uqbench.config import parse_overrides
     from uqbench.runner import deploy_boards
+    from uqbench.stages import base_model, train
     from uqbench.stages.resolve import dry_run, resolve
 
     cells = []
@@ -239,9 +263,27 @@ def check_cells(matrix: Matrix) -> Matrix:
         if needs.base and not needs.trains and needs.scores_from == "record":
             group = f"posthoc-{cell.data}-s{cell.seed}-{_digest(cell.shared)}"
             cell = dataclasses.replace(cell, group=group)
+        if needs.base:
+            spec = base_model.base_spec(resolved, train.run_device(resolved))
+            cell = dataclasses.replace(cell, base=base_model.base_key(spec))
+        if "ddp" in str(resolved.trainer_args.get("strategy", "")):
+            cell = dataclasses.replace(cell, fresh_process=True)
         cells.append(cell)
     deploy_boards(",".join(matrix.boards) or None)
     return dataclasses.replace(matrix, cells=cells)
+
+
+def start_workers(matrix: Matrix) -> None:
+    """Start the preloaded server that local jobs fork from (:mod:`uqbench.bench_processes`):
+    torch, Lightning and the matrix's methods and datamodules, imported once."""
+    if matrix.launcher or not matrix.preload:
+        return
+    from uqbench import registry
+    from uqbench.bench_processes import start_preloaded
+
+    modules = {registry.module_of("method", c.method) for c in matrix.cells}
+    modules |= {registry.module_of("data", c.data) for c in matrix.cells}
+    start_preloaded(sorted(modules))
 
 
 def jobs_for(cells: list[Cell]) -> list[Job]:
@@ -265,16 +307,6 @@ def _deployed(folder: Path, boards: list[str]) -> bool:
     return all((folder / "deploy" / b / "deploy.json").is_file() for b in boards)
 
 
-def _die_with_parent() -> None:
-    """In the child, before it runs: ask Linux to send SIGTERM when the bench dies (SIGKILL
-    included), so no cell outlives the bench that started it. Elsewhere a no-op."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def wait_for_live_cells(job: Job, out: Path, poll_s: float = 1.0) -> None:
     """Wait while another live process (an earlier bench's cell, on this host or another)
     writes one of the job's run folders; the job then reuses what it finished."""
@@ -289,21 +321,16 @@ def wait_for_live_cells(job: Job, out: Path, poll_s: float = 1.0) -> None:
         time.sleep(poll_s)
 
 
-def _run_job(job: Job, out: Path) -> tuple[int, float, str]:
-    """(exit status, seconds, log path) of one job run as a child process, which dies with the
-    bench; its output is appended to the job's log under a header line."""
-    logs = out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log = logs / f"{job.name}.log"
-    started = time.perf_counter()
-    command = [sys.executable, "-m", "uqbench", *job.command(out)[1:]]
-    with open(log, "a") as handle:
-        handle.write(f"=== {datetime.now().isoformat(timespec='seconds')} {' '.join(command)}\n")
-        handle.flush()
-        status = subprocess.run(
-            command, stdout=handle, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
-        ).returncode
-    return status, time.perf_counter() - started, str(log)
+def _run_job(job: Job, out: Path, forked: bool = False) -> tuple[int, float, str]:
+    """(exit status, seconds, log path) of one job's ``uqbench fit``, in a fork of the
+    preloaded server or a fresh interpreter (:mod:`uqbench.bench_processes`); its output is
+    appended to the job's log under a header line."""
+    from uqbench.bench_processes import run_forked, run_fresh
+
+    log = out / "logs" / f"{job.name}.log"
+    run = run_forked if forked and not any(c.fresh_process for c in job.cells) else run_fresh
+    status, seconds = run(job.command(out)[1:], log)
+    return status, seconds, str(log)
 
 
 @dataclass(frozen=True)
@@ -421,19 +448,77 @@ def _progress(
 
 def run(matrix: Matrix) -> dict[str, Any]:
     """Run every missing cell, ``matrix.jobs`` processes at a time (a post-hoc group's missing
-    cells in one process); return the bench record."""
-    from uqbench.leaderboards.runs import check_run
+    cells in one process), in the order :class:`~uqbench.bench_schedule.Schedule` picks;
+    return the bench record. Locally, a slot with no job to start computes a finished run's
+    leaderboard statistics ahead (:func:`uqbench.leaderboards.runs.warm`)."""
+    from uqbench.stages.base_model import is_cached_key
 
     matrix.out.mkdir(parents=True, exist_ok=True)
     # Cells that log to W&B share one group per bench (W&B's own variable; a user's wins).
     os.environ.setdefault("WANDB_RUN_GROUP", f"bench-{matrix.out.resolve().name}")
-    record: dict[str, dict[str, Any]] = {}
-    todo = []
     for job in jobs_for(matrix.cells):
         wait_for_live_cells(job, matrix.out)
+    record, todo = _existing(matrix)
+    schedule = Schedule(jobs_for(todo), is_cached_key)
+    total, durations = len(todo), []
+    done = failed = 0
+    print(
+        f"uqbench bench: {len(matrix.cells)} cells, {len(matrix.cells) - total} complete "
+        f"already (reused), {total} to run in {len(schedule.queue)} processes, {matrix.jobs} at "
+        "a time"
+    )
+    local = matrix.launcher is None
+    launch = functools.partial(_run_job, forked=matrix.preload) if local else matrix.launcher.run
+    ahead = [c for c in matrix.cells if record.get(c.name, {}).get("status") == "reused"]
+    ahead = ahead if local and matrix.preload else []
+    with ThreadPoolExecutor(max_workers=matrix.jobs) as pool:
+        pending: dict[Future, Job | None] = {}  # None: a leaderboard computed ahead
+        while schedule.queue or pending or ahead:
+            while len(pending) < matrix.jobs:
+                job = schedule.next()
+                if job is not None:
+                    future = pool.submit(launch, job, matrix.out)
+                    pending[future] = job
+                    schedule.started(future, job)
+                elif ahead:
+                    pending[pool.submit(_ahead, ahead.pop(0), matrix)] = None
+                else:
+                    break
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                job = pending.pop(future)
+                if job is None:
+                    continue
+                status, seconds, log = future.result()
+                schedule.finished(future, job, seconds)
+                durations += [seconds / len(job.cells)] * len(job.cells)
+                for cell in job.cells:
+                    record[cell.name] = _outcome(cell, job, status, seconds, log, matrix)
+                    ok = record[cell.name]["status"] == "done"
+                    done, failed = done + ok, failed + (not ok)
+                    if ok and local and matrix.preload:
+                        ahead.append(cell)
+                running = sum(len(j.cells) for j in pending.values() if j is not None)
+                running += sum(len(j.cells) for j in schedule.queue[: matrix.jobs - len(pending)])
+                state = _progress(done, failed, running, total, durations, matrix.jobs)
+                statuses = ", ".join(f"{record[c.name]['status']}: {c.name}" for c in job.cells)
+                print(f"{state} {statuses} ({seconds:.1f} s)", flush=True)
+    for cell in matrix.cells:  # each complete cell's headline numbers, for scripts
+        if record[cell.name]["status"] in ("done", "reused"):
+            record[cell.name]["headline"] = headline(matrix.out / cell.name, matrix.boards)
+    document = {"cells": record, "out": str(matrix.out), "boards": matrix.boards}
+    atomic_write_json(matrix.out / "bench.json", document)
+    return document
+
+
+def _existing(matrix: Matrix) -> tuple[dict[str, dict[str, Any]], list[Cell]]:
+    """The record of the cells whose folder exists (reused, or damaged: never run over, left
+    for the user to look at), and the cells to run."""
+    from uqbench.leaderboards.runs import check_run
+
+    record, todo = {}, []
     for cell in matrix.cells:
         folder = matrix.out / cell.name
-        # A damaged folder is never run over: it is recorded and left for the user to look at.
         damage = check_run(folder) if folder.is_dir() else None
         if damage:
             error = f"{folder} is damaged ({damage}); remove it to run the cell again"
@@ -444,60 +529,43 @@ def run(matrix: Matrix) -> dict[str, Any]:
             record[cell.name] = {"status": "reused", "cell": _coordinates(cell)}
         else:
             todo.append(cell)
-    queue = jobs_for(todo)
-    total, durations = len(todo), []
-    done = failed = 0
-    print(
-        f"uqbench bench: {len(matrix.cells)} cells, {len(matrix.cells) - total} complete "
-        f"already (reused), {total} to run in {len(queue)} processes, {matrix.jobs} at a "
-        "time"
-    )
-    launch = matrix.launcher.run if matrix.launcher else _run_job
-    with ThreadPoolExecutor(max_workers=matrix.jobs) as pool:
-        pending: dict[Future, Job] = {}
-        while queue or pending:
-            while queue and len(pending) < matrix.jobs:
-                job = queue.pop(0)
-                pending[pool.submit(launch, job, matrix.out)] = job
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                job = pending.pop(future)
-                status, seconds, log = future.result()
-                durations += [seconds / len(job.cells)] * len(job.cells)
-                for cell in job.cells:
-                    entry = {
-                        "cell": _coordinates(cell),
-                        "seconds": round(seconds, 1),
-                        "log": log,
-                        "process": job.name,
-                    }
-                    if status == 0 and is_complete(cell, matrix.out, matrix.boards):
-                        done += 1
-                        entry["status"] = "done"
-                    else:
-                        failed += 1
-                        tail = Path(log).read_text()[-LOG_TAIL:]
-                        entry |= {
-                            "status": "failed",
-                            "exit_status": status,
-                            "error": tail,
-                            "reproduce": " ".join(job.command(matrix.out)),
-                        }
-                    if matrix.launcher and job.name in matrix.launcher.job_ids:
-                        entry["job_id"] = matrix.launcher.job_ids[job.name]
-                    record[cell.name] = entry
-                # The next job starts as soon as this line is printed: count it as running.
-                starting = queue[: max(matrix.jobs - len(pending), 0)]
-                running = sum(len(j.cells) for j in [*pending.values(), *starting])
-                state = _progress(done, failed, running, total, durations, matrix.jobs)
-                statuses = ", ".join(f"{record[c.name]['status']}: {c.name}" for c in job.cells)
-                print(f"{state} {statuses} ({seconds:.1f} s)", flush=True)
-    for cell in matrix.cells:  # each complete cell's headline numbers, for scripts
-        if record[cell.name]["status"] in ("done", "reused"):
-            record[cell.name]["headline"] = headline(matrix.out / cell.name, matrix.boards)
-    document = {"cells": record, "out": str(matrix.out), "boards": matrix.boards}
-    atomic_write_json(matrix.out / "bench.json", document)
-    return document
+    return record, todo
+
+
+def _outcome(
+    cell: Cell, job: Job, status: int, seconds: float, log: str, matrix: Matrix
+) -> dict[str, Any]:
+    """The cell's entry in bench.json after its job ended: done, or failed with the end of
+    its log and the command that reproduces it."""
+    entry: dict[str, Any] = {
+        "cell": _coordinates(cell),
+        "seconds": round(seconds, 1),
+        "log": log,
+        "process": job.name,
+    }
+    if status == 0 and is_complete(cell, matrix.out, matrix.boards):
+        entry["status"] = "done"
+    else:
+        entry |= {
+            "status": "failed",
+            "exit_status": status,
+            "error": Path(log).read_text()[-LOG_TAIL:],
+            "reproduce": " ".join(job.command(matrix.out)),
+        }
+    if matrix.launcher and job.name in matrix.launcher.job_ids:
+        entry["job_id"] = matrix.launcher.job_ids[job.name]
+    return entry
+
+
+def _ahead(cell: Cell, matrix: Matrix) -> None:
+    """Compute a finished cell's leaderboard statistics into the cache, in a forked process
+    (its output to ``logs/leaderboard-ahead.log``); a failure only means the leaderboard
+    computes them itself."""
+    from uqbench.bench_processes import run_forked
+
+    log = matrix.out / "logs" / "leaderboard-ahead.log"
+    arguments = [str(matrix.resamples), str(matrix.out / cell.name)]
+    run_forked(arguments, log, entry="uqbench.leaderboards.runs:warm")
 
 
 HEADLINE = {  # bench.json key -> path in metrics.json

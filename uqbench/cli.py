@@ -148,6 +148,8 @@ overrides (key=value):
                       through submitit), submitit-local (submitit's local executor)
   bench.partition=P   the SLURM partition (bench.launcher=slurm)
   bench.gpus=N        GPUs per job (default 0); bench.time_min=N: time limit (default 60)
+  bench.preload=BOOL  local jobs fork from a server that imported torch, Lightning and the
+                      plugins once (default true); false: a fresh interpreter per job
   any other key=value of `uqbench fit` is passed to every cell (e.g. trainer.max_epochs=5)
 
 example:
@@ -226,9 +228,11 @@ def _deploy(overrides: list[str]) -> int:
 
 
 def _bench(overrides: list[str]) -> int:
-    from uqbench.bench import check_cells, parse_matrix, run, write_leaderboard
+    from uqbench.bench import check_cells, parse_matrix, run, start_workers, write_leaderboard
 
-    matrix = check_cells(parse_matrix(overrides))  # every cell, before any runs
+    matrix = parse_matrix(overrides)
+    start_workers(matrix)  # their imports run while the cells are checked
+    matrix = check_cells(matrix)  # every cell, before any runs
     document = run(matrix)
     path = write_leaderboard(matrix, document, "uqbench bench " + " ".join(overrides))
     failed = [n for n, e in document["cells"].items() if e["status"] == "failed"]

@@ -90,6 +90,11 @@ def _distribution(ep: metadata.EntryPoint) -> str:
     return f"{dist.name} {dist.version}" if dist is not None else "?"
 
 
+def module_of(kind: str, name: str) -> str:
+    """The module a registered name lives in, without importing it (names are checked)."""
+    return _entry_points(kind)[name].module
+
+
 def load(kind: str, name: str) -> Any:
     """Import and return the object registered as ``name``.
 

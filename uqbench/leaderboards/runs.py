@@ -95,6 +95,13 @@ def check_run(folder: Path) -> str | None:
     return None
 
 
+def ref_of(folder: Path) -> RunRef:
+    """The reference of a finished run folder (:func:`check_run` passed), labelled by its
+    method."""
+    doc = json.loads((folder / METRICS).read_text())
+    return RunRef(doc["method"], doc["data"], int(doc["seed"]), folder)
+
+
 def scan(root: Path) -> tuple[list[RunRef], dict[Path, str]]:
     """The finished run folders directly under ``root``, labelled by their method (of two runs
     of one (method, data, seed) the newer is kept), and the damaged ones with why
@@ -111,8 +118,7 @@ def scan(root: Path) -> tuple[list[RunRef], dict[Path, str]]:
         if reason:
             damaged[folder] = reason
             continue
-        doc = json.loads((folder / METRICS).read_text())
-        ref = RunRef(doc["method"], doc["data"], int(doc["seed"]), folder)
+        ref = ref_of(folder)
         key, when = (ref.label, ref.data, ref.seed), (folder / METRICS).stat().st_mtime
         if key not in found or found[key][0] < when:
             found[key] = (when, ref)
@@ -184,3 +190,17 @@ def load(ref: RunRef, options: Options) -> list[Run]:
         rows.append(Run(variant, variant_doc, p, _samples(p, key, options.resamples),
                         _stream(p, key, options)))  # fmt: skip
     return rows
+
+
+def warm(arguments: list[str]) -> int:
+    """``[resamples, folder, ...]``: load each finished run folder as a leaderboard with the
+    default stream layout does, which computes and caches its bootstrap samples and stream
+    metrics. A bench runs this for each finished job while its other jobs run, so its
+    leaderboards read them from the cache. Returns 0 (the exit status)."""
+    import torch
+
+    torch.set_num_threads(1)  # as write_leaderboards computes them
+    options = Options(resamples=int(arguments[0]))
+    for folder in arguments[1:]:
+        load(ref_of(Path(folder)), options)
+    return 0

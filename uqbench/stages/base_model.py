@@ -122,9 +122,14 @@ def save_base(key: str, state: dict[str, torch.Tensor], spec: dict[str, Any]) ->
     return folder / f"{key}.pt"
 
 
+def is_cached_key(key: str) -> bool:
+    """Whether the base classifier of ``key`` (:func:`base_key`) is in the cache."""
+    return (cache_root() / "base" / f"{key}.pt").is_file()
+
+
 def is_cached(resolved: Resolved, device: torch.device) -> bool:
     """Whether a base classifier for ``resolved`` on ``device`` is in the cache."""
-    return (cache_root() / "base" / f"{base_key(base_spec(resolved, device))}.pt").is_file()
+    return is_cached_key(base_key(base_spec(resolved, device)))
 
 
 def prepare_base(
