@@ -1,11 +1,18 @@
-"""``uqbench bench`` over 13 methods x 3 seeds on digits, against the same cells one after
-another and against ``compare_seeds.py`` (one process, one method at a time), side by side.
+"""The digits matrix (13 methods x 3 seeds, ``bench.jobs=2``) with this tree's ``uqbench bench``
+against the same command with the code of an earlier commit, side by side in one run, and
+every number they produce compared.
 
-    python benchmarks/bench_matrix.py [--jobs 2] [--skip-sequential] [--skip-compare]
+    python benchmarks/bench_matrix.py [--baseline REV] [--current REV] [--jobs 2]
+                                      [--order baseline-first|current-first]
 
-Each variant runs in a fresh folder with a fresh base-model cache (so each trains its bases),
-torch at one thread per process. Printed: wall seconds of each and the ratios. The sequential
-run is ``uqbench bench`` with ``bench.jobs=1``.
+The earlier commit (and ``--current``, to measure a commit rather than the working tree) is
+checked out in a temporary git worktree and imported in place of this tree (a
+``sitecustomize`` on ``PYTHONPATH`` points the editable install's package mapping at the
+worktree), with the same installed packages. Each side runs in a fresh folder with a fresh
+base-model and bootstrap cache (so each trains its own bases), torch at one thread per process.
+Printed: the wall seconds of each and their ratio, then the comparison: every cell's
+``metrics.json`` metrics, every leaderboard table (``tables/*.csv``) and ``bench.json``'s
+headline numbers must be equal. Exit status 1 when any differs.
 """
 
 from __future__ import annotations
@@ -19,53 +26,153 @@ import tempfile
 import time
 from pathlib import Path
 
-METHODS = ["msp", "entropy", "temperature", "energy", "mahalanobis", "react", "ash", "odin",
-           "snapuq", "evidential", "mc_dropout", "deep_ensemble", "early_exit"]  # fmt: skip
+METHODS = [
+    "msp",
+    "entropy",
+    "temperature",
+    "energy",
+    "mahalanobis",
+    "react",
+    "ash",
+    "odin",
+    "snapuq",
+    "evidential",
+    "mc_dropout",
+    "deep_ensemble",
+    "early_exit",
+]
 SEEDS = [13, 17, 23]
+BASELINE = "4700211"  # the last commit with one fresh interpreter per job
+ROOT = Path(__file__).resolve().parents[1]
+
+SITECUSTOMIZE = """\
+# Import uqbench from {tree} instead of the editable install's folder: the install's finder
+# (imported by its .pth file before this runs) maps each package to a folder.
+import sys
+for name, module in list(sys.modules.items()):
+    mapping = getattr(module, "MAPPING", None)
+    if name.startswith("__editable___uqbench") and isinstance(mapping, dict):
+        for key, path in mapping.items():
+            mapping[key] = path.replace({root!r}, {tree!r}, 1)
+"""
 
 
-def timed(command: list[str], cache: Path) -> float:
-    env = {**os.environ, "UQBENCH_CACHE": str(cache)}
+def source_tree(rev: str, where: Path) -> Path:
+    """A worktree of ``rev`` in ``where/tree``, and the folder whose sitecustomize imports
+    uqbench from it (checked)."""
+    tree = where / "tree"
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
+        check=True,
+        capture_output=True,
+    )
+    shim = where / "shim"
+    shim.mkdir(parents=True)
+    (shim / "sitecustomize.py").write_text(SITECUSTOMIZE.format(root=str(ROOT), tree=str(tree)))
+    probe = "import uqbench.methods.msp as m, uqbench.cli as c; print(m.__file__, c.__file__)"
+    env = {**os.environ, "PYTHONPATH": str(shim)}
+    files = subprocess.run(
+        [sys.executable, "-c", probe], env=env, check=True, capture_output=True, text=True
+    ).stdout.split()
+    if not all(f.startswith(str(tree)) for f in files):
+        raise SystemExit(f"the baseline would not import from {tree}: {files}")
+    return shim
+
+
+def bench(out: Path, jobs: int, pythonpath: Path | None) -> float:
+    """Wall seconds of the matrix into ``out`` (fresh caches under it)."""
+    env = {**os.environ, "UQBENCH_CACHE": str(out / "cache")}
+    if pythonpath:
+        env["PYTHONPATH"] = str(pythonpath)
+    command = [
+        "uqbench",
+        "bench",
+        f"method=[{','.join(METHODS)}]",
+        f"seed=[{','.join(map(str, SEEDS))}]",
+        f"bench.jobs={jobs}",
+        f"bench.out={out / 'runs'}",
+        "threads=1",
+        "bench.resamples=100",
+    ]
     started = time.perf_counter()
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
 
 
-def bench(root: Path, jobs: int) -> tuple[float, int]:
-    out = root / f"bench-jobs{jobs}"
-    command = ["uqbench", "bench", f"method=[{','.join(METHODS)}]",
-               f"seed=[{','.join(map(str, SEEDS))}]", f"bench.jobs={jobs}", f"bench.out={out}",
-               "threads=1", "bench.resamples=100"]  # fmt: skip
-    wall = timed(command, root / f"cache-{jobs}")
-    cells = json.loads((out / "bench.json").read_text())["cells"]
-    processes = len({c.get("process", name) for name, c in cells.items()})
-    return wall, processes
+def differences(a: Path, b: Path) -> list[str]:
+    """Every number of the two benches that differs: metrics, leaderboard tables, headlines."""
+    found = []
+    cells_a = json.loads((a / "bench.json").read_text())["cells"]
+    cells_b = json.loads((b / "bench.json").read_text())["cells"]
+    if set(cells_a) != set(cells_b):
+        found.append(f"cells differ: {sorted(set(cells_a) ^ set(cells_b))}")
+    for name in sorted(set(cells_a) & set(cells_b)):
+        metrics = [json.loads((r / name / "metrics.json").read_text())["metrics"] for r in (a, b)]
+        if metrics[0] != metrics[1]:
+            found.append(f"{name}: metrics.json differs")
+        if cells_a[name].get("headline") != cells_b[name].get("headline"):
+            found.append(f"{name}: bench.json headline differs")
+    tables_a = sorted((a / "leaderboards").rglob("tables/*.csv"))
+    tables_b = sorted((b / "leaderboards").rglob("tables/*.csv"))
+    if [p.relative_to(a) for p in tables_a] != [p.relative_to(b) for p in tables_b]:
+        found.append("the leaderboards have different tables")
+    for path in tables_a:
+        other = b / path.relative_to(a)
+        if other.is_file() and path.read_bytes() != other.read_bytes():
+            found.append(f"{path.relative_to(a)} differs")
+    return found
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--baseline", default=BASELINE, help="the earlier commit (default %(default)s)"
+    )
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--skip-sequential", action="store_true")
-    parser.add_argument("--skip-compare", action="store_true")
+    parser.add_argument(
+        "--order", choices=["baseline-first", "current-first"], default="baseline-first"
+    )
+    parser.add_argument(
+        "--current", default=None, help="a commit to run instead of this working tree"
+    )
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="bench-matrix-"))
-    rows = []
-    wall, processes = bench(root, args.jobs)
-    rows.append((f"uqbench bench, bench.jobs={args.jobs} ({processes} processes)", wall))
-    if not args.skip_sequential:
-        wall, processes = bench(root, 1)
-        rows.append((f"uqbench bench, bench.jobs=1 ({processes} processes)", wall))
-    if not args.skip_compare:
-        script = Path(__file__).parent / "compare_seeds.py"
-        command = [sys.executable, str(script), "--methods", *METHODS, "--seeds",
-                   *map(str, SEEDS), "--out", str(root / "seeds"), "--threads", "1",
-                   "--table", str(root / "seeds.md")]  # fmt: skip
-        rows.append(("compare_seeds.py (one process)", timed(command, root / "cache-seeds")))
-    first = rows[0][1]
-    print(f"{len(METHODS)} methods x {len(SEEDS)} seeds on digits")
-    for name, wall in rows:
-        print(f"{name:<48} {wall:8.1f} s  {wall / first:5.2f}x")
+    where = Path(tempfile.mkdtemp(prefix="bench-matrix-"))
+    revisions = {"baseline": args.baseline, "current": args.current}
+    order = list(revisions) if args.order == "baseline-first" else list(reversed(revisions))
+    walls = {}
+    try:
+        shims = {
+            side: source_tree(rev, where / side) if rev else None for side, rev in revisions.items()
+        }
+        for side in order:
+            walls[side] = bench(where / side, args.jobs, shims[side])
+            print(f"{side}: {walls[side]:.1f} s", flush=True)
+    finally:
+        for side in revisions:
+            if (where / side / "tree").exists():
+                subprocess.run(
+                    [
+                        "git",
+                        "-C",
+                        str(ROOT),
+                        "worktree",
+                        "remove",
+                        "--force",
+                        str(where / side / "tree"),
+                    ],
+                    capture_output=True,
+                )
+    found = differences(where / "baseline" / "runs", where / "current" / "runs")
+    print(f"{len(METHODS)} methods x {len(SEEDS)} seeds on digits, bench.jobs={args.jobs}")
+    print(f"{'baseline ' + args.baseline:<24} {walls['baseline']:8.1f} s  1.00x")
+    ratio = walls["current"] / walls["baseline"]
+    current = f"current {args.current}" if args.current else "current (this tree)"
+    print(f"{current:<24} {walls['current']:8.1f} s  {ratio:5.2f}x")
+    print("numbers: " + ("identical" if not found else f"{len(found)} differ"))
+    for line in found[:20]:
+        print(f"  {line}")
+    return 1 if found else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
