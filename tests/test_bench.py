@@ -4,6 +4,7 @@ resumable, parallel, failures recorded with the command that reproduces them."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,28 @@ def test_a_damaged_cell_folder_is_recorded_failed_and_left_alone(tmp_path, capsy
     assert "is damaged" in capsys.readouterr().err
     assert (folder / "scores.npz").read_bytes() == b"garbage"  # never run over
     assert not (tmp_path / "logs").exists()  # no cell process was started
+
+
+@pytest.mark.slow
+def test_forked_and_fresh_jobs_give_the_same_numbers_and_train_each_base_once(
+    tmp_path, monkeypatch
+):
+    """ODIN starts from the base model the post-hoc group trains: with two slots it waits for
+    it (evidential runs meanwhile) and loads it; forked or fresh, every number is the same."""
+    matrix = ["method=[msp,odin,evidential]", "seed=[13]", "trainer.max_epochs=1"]
+    matrix += ["bench.jobs=2", "bench.resamples=100"]
+    metrics = {}
+    for preload in ("true", "false"):
+        cache, out = tmp_path / f"cache-{preload}", tmp_path / f"bench-{preload}"
+        monkeypatch.setenv("UQBENCH_CACHE", str(cache))
+        assert main(["bench", *matrix, f"bench.preload={preload}", f"bench.out={out}"]) == 0
+        record = json.loads((out / "bench.json").read_text())["cells"]
+        runs = {name: json.loads((out / name / "metrics.json").read_text()) for name in record}
+        odin = next(doc for doc in runs.values() if doc["method"] == "odin")
+        group = next(doc for doc in runs.values() if doc["method"] == "msp")
+        assert odin["training"]["base_reused"] and not group["training"]["base_reused"]
+        assert len(list((cache / "base").glob("*.pt"))) == 1
+        metrics[preload] = {name: doc["metrics"] for name, doc in runs.items()}
+        # The leaderboard's statistics were computed ahead, into the cache, by free slots.
+        assert ("leaderboard-ahead.log" in os.listdir(out / "logs")) == (preload == "true")
+    assert metrics["true"] == metrics["false"]

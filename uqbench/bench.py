@@ -469,8 +469,9 @@ def run(matrix: Matrix) -> dict[str, Any]:
     )
     local = matrix.launcher is None
     launch = functools.partial(_run_job, forked=matrix.preload) if local else matrix.launcher.run
-    ahead = [c for c in matrix.cells if record.get(c.name, {}).get("status") == "reused"]
-    ahead = ahead if local and matrix.preload else []
+    # Finished runs whose leaderboard statistics a free slot computes ahead, one process a job.
+    reused = [c for c in matrix.cells if record.get(c.name, {}).get("status") == "reused"]
+    ahead = [list(j.cells) for j in jobs_for(reused)] if local and matrix.preload else []
     with ThreadPoolExecutor(max_workers=matrix.jobs) as pool:
         pending: dict[Future, Job | None] = {}  # None: a leaderboard computed ahead
         while schedule.queue or pending or ahead:
@@ -494,10 +495,11 @@ def run(matrix: Matrix) -> dict[str, Any]:
                 durations += [seconds / len(job.cells)] * len(job.cells)
                 for cell in job.cells:
                     record[cell.name] = _outcome(cell, job, status, seconds, log, matrix)
-                    ok = record[cell.name]["status"] == "done"
-                    done, failed = done + ok, failed + (not ok)
-                    if ok and local and matrix.preload:
-                        ahead.append(cell)
+                finished_cells = [c for c in job.cells if record[c.name]["status"] == "done"]
+                done += len(finished_cells)
+                failed += len(job.cells) - len(finished_cells)
+                if finished_cells and local and matrix.preload:
+                    ahead.append(finished_cells)
                 running = sum(len(j.cells) for j in pending.values() if j is not None)
                 running += sum(len(j.cells) for j in schedule.queue[: matrix.jobs - len(pending)])
                 state = _progress(done, failed, running, total, durations, matrix.jobs)
@@ -557,14 +559,14 @@ def _outcome(
     return entry
 
 
-def _ahead(cell: Cell, matrix: Matrix) -> None:
-    """Compute a finished cell's leaderboard statistics into the cache, in a forked process
+def _ahead(cells: list[Cell], matrix: Matrix) -> None:
+    """Compute finished cells' leaderboard statistics into the cache, in a forked process
     (its output to ``logs/leaderboard-ahead.log``); a failure only means the leaderboard
     computes them itself."""
     from uqbench.bench_processes import run_forked
 
     log = matrix.out / "logs" / "leaderboard-ahead.log"
-    arguments = [str(matrix.resamples), str(matrix.out / cell.name)]
+    arguments = [str(matrix.resamples), *(str(matrix.out / c.name) for c in cells)]
     run_forked(arguments, log, entry="uqbench.leaderboards.runs:warm")
 
 

@@ -96,7 +96,7 @@ def run_forked(
     job = context.Process(
         target=_job_main,
         args=(entry, arguments, str(log), dict(os.environ), os.getcwd()),
-        name=f"uqbench-{arguments[0]}",
+        name=f"uqbench-{log.stem}",
     )
     job.start()
     job.join()
