@@ -94,8 +94,10 @@ def bench(out: Path, jobs: int, pythonpath: Path | None) -> float:
         "threads=1",
         "bench.resamples=100",
     ]
+    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    with open(out / "bench.log", "w") as log:  # the bench's progress, for a failed run
+        subprocess.run(command, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
     return time.perf_counter() - started
 
 

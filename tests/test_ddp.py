@@ -121,3 +121,56 @@ def test_a_killed_rank_leaves_nothing_that_looks_complete(tmp_path):
     assert run.returncode != 0, log[-2000:]
     assert not (out / "k").exists()  # nothing complete-looking
     assert not list(out.glob("*.partial")) and not list(out.glob(".*.partial*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "methods",
+    ["msp,energy,mahalanobis", "deep_ensemble", "mc_dropout", "evidential", "early_exit"],
+    ids=["posthoc-group", "deep_ensemble", "mc_dropout", "evidential", "early_exit"],
+)
+def test_each_method_family_runs_under_ddp(tmp_path, methods):
+    """A post-hoc group (its base trained under DDP), an ensemble, MC dropout, a trained head
+    and early exits: each trains on two ranks and rank 0 writes every run of the group."""
+    out = tmp_path / "runs"
+    done = _uqbench(
+        "fit",
+        f"method={methods}",
+        "trainer.max_epochs=2",
+        *DDP,
+        f"out={out}",
+        "name=f",
+        env=_env(tmp_path),
+    )
+    log, _ = done.communicate(timeout=600)
+    assert done.returncode == 0, log[-3000:]
+    names = methods.split(",")
+    expected = ["f"] if len(names) == 1 else [f"f-{m}" for m in names]
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected)
+    for name, method in zip(sorted(expected), sorted(names), strict=True):
+        document = json.loads((out / name / "metrics.json").read_text())
+        assert document["method"] == method and 0.0 <= document["metrics"]["accuracy"]["id"] <= 1
+    assert not _rank_temp(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_bench_cell_under_ddp_runs_in_a_fresh_interpreter(tmp_path):
+    """Lightning starts rank 1 by running the command line again, which a job forked from the
+    bench's preloaded server does not have: such cells get a fresh ``uqbench fit``."""
+    out = tmp_path / "bench"
+    done = _uqbench(
+        "bench",
+        "method=evidential",
+        "seed=13",
+        "trainer.max_epochs=2",
+        *DDP,
+        f"bench.out={out}",
+        "bench.resamples=100",
+        env=_env(tmp_path),
+    )
+    log, _ = done.communicate(timeout=600)
+    assert done.returncode == 0, log[-3000:]
+    (cell,) = json.loads((out / "bench.json").read_text())["cells"].values()
+    assert cell["status"] == "done"
+    header = Path(cell["log"]).read_text().splitlines()[0]
+    assert f"{sys.executable} -m uqbench fit method=evidential" in header

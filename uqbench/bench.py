@@ -118,6 +118,11 @@ class Job:
         share one)."""
         return self.cells[0].base
 
+    @property
+    def kind(self) -> tuple[Any, ...]:
+        """What makes jobs alike in duration: their methods and data set, not the seed."""
+        return tuple(c.method for c in self.cells), self.cells[0].data
+
     def command(self, out: Path) -> list[str]:
         methods = ",".join(c.method for c in self.cells)
         return [
@@ -467,11 +472,11 @@ def run(matrix: Matrix) -> dict[str, Any]:
         f"already (reused), {total} to run in {len(schedule.queue)} processes, {matrix.jobs} at "
         "a time"
     )
-    local = matrix.launcher is None
-    launch = functools.partial(_run_job, forked=matrix.preload) if local else matrix.launcher.run
+    forked = matrix.launcher is None and matrix.preload
+    launch = matrix.launcher.run if matrix.launcher else functools.partial(_run_job, forked=forked)
     # Finished runs whose leaderboard statistics a free slot computes ahead, one process a job.
     reused = [c for c in matrix.cells if record.get(c.name, {}).get("status") == "reused"]
-    ahead = [list(j.cells) for j in jobs_for(reused)] if local and matrix.preload else []
+    ahead = [list(j.cells) for j in jobs_for(reused)] if forked else []
     with ThreadPoolExecutor(max_workers=matrix.jobs) as pool:
         pending: dict[Future, Job | None] = {}  # None: a leaderboard computed ahead
         while schedule.queue or pending or ahead:
@@ -498,7 +503,7 @@ def run(matrix: Matrix) -> dict[str, Any]:
                 finished_cells = [c for c in job.cells if record[c.name]["status"] == "done"]
                 done += len(finished_cells)
                 failed += len(job.cells) - len(finished_cells)
-                if finished_cells and local and matrix.preload:
+                if finished_cells and forked:
                     ahead.append(finished_cells)
                 running = sum(len(j.cells) for j in pending.values() if j is not None)
                 running += sum(len(j.cells) for j in schedule.queue[: matrix.jobs - len(pending)])

@@ -12,17 +12,21 @@ Two rules, both about the wall time of the matrix, neither about any number a ce
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from uqbench.bench import Job
+from typing import Any, Protocol
 
 
-def kind(job: Job) -> tuple[Any, ...]:
-    """What makes jobs alike in duration: their methods and data set (not the seed)."""
-    return tuple(c.method for c in job.cells), job.cells[0].data
+class Schedulable(Protocol):
+    """What the schedule reads of a job (:class:`uqbench.bench.Job`)."""
+
+    @property
+    def base(self) -> str | None:
+        """The key of the base model the job starts from, if any."""
+
+    @property
+    def kind(self) -> Hashable:
+        """What makes jobs alike in duration (their methods and data set, not the seed)."""
 
 
 @dataclass
@@ -30,27 +34,27 @@ class Schedule:
     """The jobs still to start and what decides their order. ``is_cached(key)`` says whether a
     base model is in the cache."""
 
-    queue: list[Job]
+    queue: list[Schedulable]
     is_cached: Callable[[str], bool]
     training_base: dict[Any, str] = field(default_factory=dict)  # running job's handle -> key
-    seconds: dict[tuple[Any, ...], float] = field(default_factory=dict)  # kind -> last duration
+    seconds: dict[Hashable, float] = field(default_factory=dict)  # kind -> last duration
 
-    def next(self) -> Job | None:
+    def next(self) -> Schedulable | None:
         """The job to start now, taken off the queue; None when every queued job waits."""
         busy = set(self.training_base.values())
         ready = [job for job in self.queue if job.base not in busy]
         if not ready:
             return None
-        unmeasured = [job for job in ready if kind(job) not in self.seconds]
-        job = unmeasured[0] if unmeasured else max(ready, key=lambda j: self.seconds[kind(j)])
+        unmeasured = [job for job in ready if job.kind not in self.seconds]
+        job = unmeasured[0] if unmeasured else max(ready, key=lambda j: self.seconds[j.kind])
         self.queue.remove(job)
         return job
 
-    def started(self, handle: Any, job: Job) -> None:
+    def started(self, handle: Any, job: Schedulable) -> None:
         """``job`` runs under ``handle``; if its base model is not cached, it trains it."""
         if job.base and not self.is_cached(job.base):
             self.training_base[handle] = job.base
 
-    def finished(self, handle: Any, job: Job, seconds: float) -> None:
+    def finished(self, handle: Any, job: Schedulable, seconds: float) -> None:
         self.training_base.pop(handle, None)
-        self.seconds[kind(job)] = seconds
+        self.seconds[job.kind] = seconds
