@@ -213,13 +213,6 @@ def parse_matrix(overrides: list[str]) -> Matrix:
     if not 1 <= jobs <= MAX_JOBS:
         raise ConfigError(f"bench.jobs must be in 1..{MAX_JOBS}, got {str(jobs)[:30]}")
     check_writable_folder(Path(options["out"]), "bench.out")
-    from uqbench.bootstrap import MAX_RESAMPLES  # lazily: it imports torch
-
-    if not 100 <= resamples <= MAX_RESAMPLES:
-        raise ConfigError(
-            f"bench.resamples must be in 100..{MAX_RESAMPLES:,} (at least 100 for a 95% "
-            f"interval), got {str(resamples)[:30]}"
-        )
     deploy = [f"deploy={','.join(boards)}"] if boards else []
     cells = [
         Cell(
@@ -251,11 +244,19 @@ def check_cells(matrix: Matrix) -> Matrix:
     recorded pass) grouped by (data, seed, other overrides), and each cell's base-model key."""
     import dataclasses
 
+    from uqbench.bootstrap import MAX_RESAMPLES
     from uqbench.config import parse_overrides
     from uqbench.runner import deploy_boards
     from uqbench.stages import base_model, train
     from uqbench.stages.resolve import dry_run, resolve
 
+    # Checked here, not in parse_matrix: its module imports torch, and parsing stays light so
+    # that the preloaded server's imports start at once.
+    if not 100 <= matrix.resamples <= MAX_RESAMPLES:
+        raise ConfigError(
+            f"bench.resamples must be in 100..{MAX_RESAMPLES:,} (at least 100 for a 95% "
+            f"interval), got {str(matrix.resamples)[:30]}"
+        )
     cells = []
     for cell in matrix.cells:
         config = parse_overrides(list(cell.overrides))
