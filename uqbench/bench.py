@@ -24,9 +24,10 @@ A failure in a group process fails the group's cells that it left incomplete.
 
 Every job is a process of its own. Locally each is forked from a server that imported torch,
 Lightning and the matrix's plugins once (``bench.preload=false``: a fresh interpreter per job,
-as ``uqbench fit`` starts), see :mod:`uqbench.bench_processes`. Cells that start from the same
-base model share it: a job whose base another running job is training waits (another job runs
-meanwhile) and then loads it from the cache instead of training it again.
+as ``uqbench fit`` starts), see :mod:`uqbench.bench_processes`. Jobs start in the order of
+:mod:`uqbench.bench_schedule`: a job whose base model another running job is training waits and
+then loads it from the cache, and the longest kinds go first. Locally, a slot with nothing to
+start computes finished runs' leaderboard statistics into the cache the leaderboards read.
 """
 
 from __future__ import annotations
