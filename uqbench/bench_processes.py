@@ -12,6 +12,9 @@ its output goes to the job's log as before.
 
 A job that Lightning would launch again as a command (``trainer.strategy=ddp``) runs in a fresh
 interpreter: its other ranks rerun ``sys.argv``, which only a real ``uqbench`` command has.
+As with any multiprocessing child, a job first imports the bench's ``__main__`` module under
+another name: the ``uqbench`` command and ``python -m`` are safe, a script that starts a bench
+must keep its own work under ``if __name__ == "__main__":`` (or use ``bench.preload=false``).
 """
 
 from __future__ import annotations
