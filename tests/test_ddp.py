@@ -28,6 +28,14 @@ def _uqbench(*args: str, env: dict[str, str], **kwargs) -> subprocess.Popen:
     )
 
 
+def _succeeds(*args: str, tmp_path: Path) -> str:
+    """Run ``uqbench <args>`` to its end and assert it succeeded; its output."""
+    done = _uqbench(*args, env=_env(tmp_path))
+    log, _ = done.communicate(timeout=600)
+    assert done.returncode == 0, log[-3000:]
+    return log
+
+
 def _env(tmp_path: Path) -> dict[str, str]:
     return os.environ | {"UQBENCH_CACHE": str(tmp_path / "cache"), "TMPDIR": str(tmp_path)}
 
@@ -39,17 +47,15 @@ def _rank_temp(tmp_path: Path) -> list[Path]:
 @pytest.mark.slow
 def test_a_ddp_fit_runs_on_two_processes_and_rank_0_alone_writes(tmp_path):
     out = tmp_path / "runs"
-    done = _uqbench(
+    _succeeds(
         "fit",
         "method=snapuq",
         "trainer.max_epochs=5",
         *DDP,
         f"out={out}",
         "name=d",
-        env=_env(tmp_path),
+        tmp_path=tmp_path,
     )
-    log, _ = done.communicate(timeout=600)
-    assert done.returncode == 0, log[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["d"]  # no .partial, no .resume
     folder = out / "d"
     config = json.loads((folder / "config.json").read_text())
@@ -58,17 +64,15 @@ def test_a_ddp_fit_runs_on_two_processes_and_rank_0_alone_writes(tmp_path):
     # A valid run: close to one process with the same effective batch (2 x 64). Not equal:
     # each rank sees its half of every epoch in another order (DistributedSampler), and batch
     # norm's statistics are per rank (64 examples, no SyncBatchNorm).
-    one = _uqbench(
+    _succeeds(
         "fit",
         "method=snapuq",
         "trainer.max_epochs=5",
         "data.batch_size=128",
         f"out={out}",
         "name=one",
-        env=_env(tmp_path),
+        tmp_path=tmp_path,
     )
-    log, _ = one.communicate(timeout=600)
-    assert one.returncode == 0, log[-3000:]
     ddp, single = (
         json.loads((out / n / "metrics.json").read_text())["metrics"] for n in "d one".split()
     )
@@ -133,17 +137,15 @@ def test_each_method_family_runs_under_ddp(tmp_path, methods):
     """A post-hoc group (its base trained under DDP), an ensemble, MC dropout, a trained head
     and early exits: each trains on two ranks and rank 0 writes every run of the group."""
     out = tmp_path / "runs"
-    done = _uqbench(
+    _succeeds(
         "fit",
         f"method={methods}",
         "trainer.max_epochs=2",
         *DDP,
         f"out={out}",
         "name=f",
-        env=_env(tmp_path),
+        tmp_path=tmp_path,
     )
-    log, _ = done.communicate(timeout=600)
-    assert done.returncode == 0, log[-3000:]
     names = methods.split(",")
     expected = ["f"] if len(names) == 1 else [f"f-{m}" for m in names]
     assert sorted(p.name for p in out.iterdir()) == sorted(expected)
@@ -158,7 +160,7 @@ def test_a_bench_cell_under_ddp_runs_in_a_fresh_interpreter(tmp_path):
     """Lightning starts rank 1 by running the command line again, which a job forked from the
     bench's preloaded server does not have: such cells get a fresh ``uqbench fit``."""
     out = tmp_path / "bench"
-    done = _uqbench(
+    _succeeds(
         "bench",
         "method=evidential",
         "seed=13",
@@ -166,10 +168,8 @@ def test_a_bench_cell_under_ddp_runs_in_a_fresh_interpreter(tmp_path):
         *DDP,
         f"bench.out={out}",
         "bench.resamples=100",
-        env=_env(tmp_path),
+        tmp_path=tmp_path,
     )
-    log, _ = done.communicate(timeout=600)
-    assert done.returncode == 0, log[-3000:]
     (cell,) = json.loads((out / "bench.json").read_text())["cells"].values()
     assert cell["status"] == "done"
     header = Path(cell["log"]).read_text().splitlines()[0]
