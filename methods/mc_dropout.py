@@ -24,13 +24,14 @@ per-example dropout.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from uqbench.methods.entropy import entropy
 
 from uqbench import dropout_masks
@@ -69,6 +70,7 @@ class MCDropout(UQMethod):
         self._dropping = False
         self._pass_index: int | None = None  # set: the fixed masks of this pass (inference)
         self._sites: tuple[str, ...] = ("head",)  # dropout sites, numbered for the masks
+        self._tap_modules: tuple[nn.Module, ...] = ()  # a tuple: not registered twice
         if placement == "taps":
             try:
                 modules = backbone.tap_modules()
@@ -80,6 +82,7 @@ class MCDropout(UQMethod):
             for name, module in modules.items():
                 module.register_forward_hook(partial(self._tap_dropout, name))
             self._sites = (*modules, "head")
+            self._tap_modules = tuple(modules.values())
 
     def _drop(self, x: Tensor, site: str) -> Tensor:
         """Dropout at ``site`` (a tap's name, or ``head``: the classifier's input)."""
@@ -129,7 +132,9 @@ class MCDropout(UQMethod):
                 logits.append(self.backbone.forward_head(self._drop(head, "head")))
             return torch.stack(logits).softmax(-1)
 
-        return self._stochastic(passes, 0)
+        taps = self.placement == "taps" and self.p > 0
+        with _first_stage_once(self._tap_modules, x) if taps else nullcontext():
+            return self._stochastic(passes, 0)
 
     @staticmethod
     def _score(probs: Tensor, mutual_information: bool) -> Tensor:
@@ -216,6 +221,42 @@ class MCDropout(UQMethod):
             "last-layer MC dropout exports only with a linear classifier "
             "(backbone.classifier as the head)"
         )
+
+
+@contextmanager
+def _first_stage_once(modules: Iterable[nn.Module], x: Tensor) -> Iterator[None]:
+    """While open, a module of ``modules`` (the tap modules) called on ``x`` itself, the
+    network's input, computes once and returns that output again. Such a module is a first
+    stage: every dropout site comes after it (its dropout is a hook on its output), so the N
+    passes of a batch compute it N times from the same input with the same weights (on the
+    digits CNN, the stem is about half of a pass). The result is exact, not approximate: it is
+    the output the module computes. An output or input changed in place since (its version
+    counter moved) is computed again."""
+    once = [(module, _Once(module.forward, x)) for module in modules]
+    for module, forward in once:
+        module.forward = forward  # an instance attribute: nn.Module calls it, hooks included
+    try:
+        yield
+    finally:
+        for module, _ in once:
+            del module.forward
+
+
+class _Once:
+    """A module's ``forward`` that keeps its output for one input tensor (see above)."""
+
+    def __init__(self, forward: Callable[..., Any], x: Tensor) -> None:
+        self.forward, self.x, self.x_version = forward, x, x._version
+        self.out: Tensor | None = None
+        self.out_version = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs or len(args) != 1 or args[0] is not self.x or self.x._version != self.x_version:
+            return self.forward(*args, **kwargs)
+        if self.out is None or self.out._version != self.out_version:
+            self.out = self.forward(self.x)
+            self.out_version = self.out._version
+        return self.out
 
 
 class _FixedPass(torch.nn.Module):

@@ -174,6 +174,50 @@ def test_mc_dropout_at_the_taps_samples_the_whole_network():
     assert method.cost_facts().forward_passes == int(method.samples_used)
 
 
+def test_mc_dropout_runs_its_first_stage_once_a_batch_with_the_same_bits():
+    """The N passes share the stem (the first tap module, fed the input itself): computed once,
+    and the probabilities are bit for bit those of the N passes run one by one."""
+    backbone = _backbone()
+    x = next(iter(_loader()))[0]
+    method = _ready(MCDropout(backbone, p=0.3, samples=4, score_type="entropy"))
+    convolutions = {"stem": 0, "mid": 0}
+    for name in convolutions:
+        conv = getattr(backbone, name)[0][0]
+        conv.register_forward_hook(
+            lambda *_, n=name: convolutions.__setitem__(n, convolutions[n] + 1)
+        )
+    with torch.no_grad():
+        probs = method.sample_probs(x, 4)
+    assert convolutions == {"stem": 1, "mid": 4}
+    assert "forward" not in backbone.stem.__dict__  # the module's own forward again
+    with torch.no_grad():
+        one_by_one = torch.stack([member(x) for member in method.device_export().members])
+    assert torch.equal(probs, one_by_one.softmax(-1))
+
+
+def test_first_stage_once_computes_again_what_changed_in_place():
+    from uqbench.methods.mc_dropout import _first_stage_once
+
+    calls = []
+
+    class Double(torch.nn.Module):
+        def forward(self, x):
+            calls.append(1)
+            return 2 * x
+
+    module, x = Double(), torch.ones(3)
+    with _first_stage_once([module], x):
+        first = module(x)
+        assert module(x) is first and len(calls) == 1
+        first.add_(1)  # the kept output changed: computed again
+        assert torch.equal(module(x), torch.full((3,), 2.0)) and len(calls) == 2
+        module(torch.ones(3))  # another input (equal, not the same tensor): computed
+        x.mul_(3)  # the input itself changed
+        assert torch.equal(module(x), torch.full((3,), 6.0)) and len(calls) == 4
+    module(x)
+    assert len(calls) == 5 and "forward" not in module.__dict__
+
+
 @pytest.mark.parametrize("mutual", [False, True])
 def test_mc_dropout_passes_with_fixed_masks_are_the_method(mutual):
     """What the device runs for MC dropout at the taps: each pass the network with that pass's
