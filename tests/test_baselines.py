@@ -301,6 +301,27 @@ def test_an_ensemble_of_identical_members_equals_one_member():
     assert not torch.equal(fresh.members[0].classifier.weight, fresh.members[1].classifier.weight)
 
 
+def test_ensemble_member_0_is_the_base_and_only_the_others_train():
+    from uqbench.method import Needs
+
+    backbone = _backbone()
+    ensemble = DeepEnsemble(backbone, members=3)
+    assert ensemble.members[0] is backbone
+    trainable = {id(p) for group in ensemble.param_groups() for p in group["params"]}
+    assert not any(id(p) in trainable for p in backbone.parameters())
+    assert all(id(p) in trainable for m in ensemble.members[1:] for p in m.parameters())
+    assert DeepEnsemble.needs_for({"members": 3}) == Needs(True, True, "inputs")
+    assert DeepEnsemble.needs_for({}) == Needs(True, True, "inputs")  # 5 made, M tuned
+    assert DeepEnsemble.needs_for({"members": 1}) == Needs(True, False, "inputs")  # the base
+    # Members 1.. are drawn afresh: none keeps a tensor of the (trained) base.
+    for member in ensemble.members[1:]:
+        assert not torch.equal(member.classifier.weight, backbone.classifier.weight)
+    scaled = _backbone()
+    scaled.register_parameter("scale", torch.nn.Parameter(torch.ones(1)))
+    with pytest.raises(ConfigError, match="scale belong to no layer that has one"):
+        DeepEnsemble(scaled, members=2)
+
+
 def test_ensemble_score_is_the_entropy_of_the_mean_not_the_mean_entropy():
     ensemble = _ready(DeepEnsemble(_backbone(), members=2))
     x = next(iter(_loader()))[0]

@@ -1,8 +1,11 @@
 """Baselines end to end on digits: the post-hoc group shares one base, each trained method fits."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
+import torch
 
 from uqbench.cli import main
 from uqbench.metric_table import lookup
@@ -66,6 +69,32 @@ def test_each_other_baseline_fits(capsys, tmp_path, args):
     doc = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert 0 <= doc["metrics"]["id_vs_error"]["auroc"] <= 1
     assert doc["cost"]["forward_passes"] >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "method",
+    [["method=deep_ensemble", "method.members=2"], ["method=snapuq", "method.posthoc=true"]],
+    ids=["deep_ensemble", "snapuq-posthoc"],
+)
+def test_a_method_on_the_base_gives_the_same_numbers_with_it_cached_or_not(
+    capsys, tmp_path, method
+):
+    """Training the base in the run leaves the random generators as loading it does, so what
+    the method then draws (its data order, its initial weights) does not depend on the cache."""
+    for name in ("trained_here", "loaded"):
+        code = main(["fit", f"out={tmp_path}", f"name={name}", *FAST, *method])
+        assert code == 0, capsys.readouterr().err
+    first, second = (
+        json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("trained_here", "loaded")
+    )
+    assert not first["training"]["base_reused"] and second["training"]["base_reused"]
+    assert first["metrics"] == second["metrics"]
+    if "method=deep_ensemble" in method:  # member 0 is the cached base itself
+        (cached,) = (Path(os.environ["UQBENCH_CACHE"]) / "base").glob("*.pt")
+        base = torch.load(cached, weights_only=True)
+        run = torch.load(tmp_path / "loaded" / "checkpoint.pt", weights_only=True)["state_dict"]
+        assert all(torch.equal(run[f"members.0.{k}"], v) for k, v in base.items())
 
 
 def test_group_with_a_training_method_and_missing_base_are_clear_errors(capsys, tmp_path):

@@ -81,15 +81,11 @@ def test_a_ddp_fit_runs_on_two_processes_and_rank_0_alone_writes(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_run_that_would_train_twice_under_ddp_is_refused_up_front(tmp_path):
-    done = _uqbench(
-        "fit",
-        "method=snapuq",
-        "method.posthoc=true",
-        *DDP,
-        f"out={tmp_path / 'runs'}",
-        env=_env(tmp_path),
-    )
+@pytest.mark.parametrize(
+    "method", [["method=snapuq", "method.posthoc=true"], ["method=deep_ensemble"]]
+)
+def test_a_run_that_would_train_twice_under_ddp_is_refused_up_front(tmp_path, method):
+    done = _uqbench("fit", *method, *DDP, f"out={tmp_path / 'runs'}", env=_env(tmp_path))
     log, _ = done.communicate(timeout=300)
     assert done.returncode == 2 and "a run trains one module" in log
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
@@ -135,8 +131,12 @@ def test_a_killed_rank_leaves_nothing_that_looks_complete(tmp_path):
 )
 def test_each_method_family_runs_under_ddp(tmp_path, methods):
     """A post-hoc group (its base trained under DDP), an ensemble, MC dropout, a trained head
-    and early exits: each trains on two ranks and rank 0 writes every run of the group."""
+    and early exits: each trains on two ranks and rank 0 writes every run of the group. The
+    ensemble's member 0 is the cached base, trained first (by msp) as the refusal says."""
     out = tmp_path / "runs"
+    if methods == "deep_ensemble":
+        base = ["method=msp", "trainer.max_epochs=2", *DDP, f"out={tmp_path / 'base'}"]
+        _succeeds("fit", *base, tmp_path=tmp_path)
     _succeeds(
         "fit",
         f"method={methods}",

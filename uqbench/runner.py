@@ -23,6 +23,7 @@ from uqbench.config import RunConfig, logger_names
 from uqbench.dev_data import DevData
 from uqbench.errors import ConfigError, RunDirError
 from uqbench.metric_table import flat_metrics
+from uqbench.random_state import kept_random_state
 from uqbench.recorded_pass import TapRequest
 from uqbench.run_folder import RunFolder, atomic_write_json, check_writable_folder, clean_stale
 from uqbench.stages import base_model, train
@@ -193,20 +194,11 @@ def _write_all(
 def _isolated_setup(datamodule: Any) -> Any:
     """Run every ``setup`` call (ours, and Lightning's inside ``fit``) with the global random
     generators saved and restored, so a datamodule that reseeds them cannot move training."""
-    import random
-
-    import numpy as np
-
     setup = datamodule.setup
 
     def isolated(*args: Any, **kwargs: Any) -> Any:
-        python_state, numpy_state = random.getstate(), np.random.get_state()
-        with torch.random.fork_rng(devices=[]):
-            try:
-                return setup(*args, **kwargs)
-            finally:
-                random.setstate(python_state)
-                np.random.set_state(numpy_state)
+        with kept_random_state():
+            return setup(*args, **kwargs)
 
     datamodule.setup = isolated
     return datamodule

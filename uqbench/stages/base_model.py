@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from uqbench.errors import ConfigError
+from uqbench.random_state import kept_random_state
 from uqbench.run_folder import atomic_write_bytes, atomic_write_json
 from uqbench.stages.resolve import Resolved
 
@@ -154,7 +155,10 @@ def prepare_base(
             f"train_base=true to train it, or change the settings to those of a cached run"
         )
     if state is None:
-        fit(BaseClassifier(backbone, **training_config(resolved)))
+        # The generators come back as they were before training: the run then draws what it
+        # would draw with this base loaded from the cache (its numbers never depend on it).
+        with kept_random_state(device):
+            fit(BaseClassifier(backbone, **training_config(resolved)))
         save_base(key, backbone.state_dict(), spec)
     else:
         backbone.load_state_dict(state)
