@@ -71,8 +71,15 @@ def source_tree(rev: str, where: Path) -> Path:
     (shim / "sitecustomize.py").write_text(SITECUSTOMIZE.format(root=str(ROOT), tree=str(tree)))
     probe = "import uqbench.methods.msp as m, uqbench.cli as c; print(m.__file__, c.__file__)"
     env = {**os.environ, "PYTHONPATH": str(shim)}
+    # Run from ``where``: from the repository's root, ``python -c`` and ``-m`` would find this
+    # tree's uqbench on sys.path before the mapping.
     files = subprocess.run(
-        [sys.executable, "-c", probe], env=env, check=True, capture_output=True, text=True
+        [sys.executable, "-c", probe],
+        env=env,
+        cwd=where,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.split()
     if not all(f.startswith(str(tree)) for f in files):
         raise SystemExit(f"the baseline would not import from {tree}: {files}")
@@ -97,7 +104,7 @@ def bench(out: Path, jobs: int, pythonpath: Path | None) -> float:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with open(out / "bench.log", "w") as log:  # the bench's progress, for a failed run
-        subprocess.run(command, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+        subprocess.run(command, check=True, env=env, cwd=out, stdout=log, stderr=subprocess.STDOUT)
     return time.perf_counter() - started
 
 

@@ -126,12 +126,21 @@ def test_a_killed_rank_leaves_nothing_that_looks_complete(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "methods",
-    ["msp,energy,mahalanobis", "deep_ensemble", "mc_dropout", "evidential", "early_exit"],
-    ids=["posthoc-group", "deep_ensemble", "mc_dropout", "evidential", "early_exit"],
+    [
+        "msp,energy,mahalanobis",
+        "temperature",
+        "odin",
+        "deep_ensemble",
+        "mc_dropout",
+        "evidential",
+        "early_exit",
+    ],
+    ids=lambda methods: "posthoc-group" if "," in methods else methods,
 )
 def test_each_method_family_runs_under_ddp(tmp_path, methods):
-    """A post-hoc group (its base trained under DDP), an ensemble, MC dropout, a trained head
-    and early exits: each trains on two ranks and rank 0 writes every run of the group. The
+    """A post-hoc group (its base trained under DDP), temperature scaling and ODIN (which
+    differentiates its input) on their own, an ensemble, MC dropout, a trained head and early
+    exits: each trains on two ranks and rank 0 writes every run of the group. The
     ensemble's member 0 is the cached base, trained first (by msp) as the refusal says."""
     out = tmp_path / "runs"
     if methods == "deep_ensemble":
