@@ -5,7 +5,8 @@ averaged. Where it acts (``placement``):
 
 - ``taps`` (default): on the output of every tapped block (forward hooks on the backbone's tap
   modules) and on the classifier's input. Each of the N passes runs the whole network, as the
-  paper's MCD does, so it costs N forward passes.
+  paper's MCD does, so it costs N forward passes (on the host the first tap module, before any
+  dropout, computes once for the N passes of a batch: the same output N times).
 - ``head``: only on the classifier's input (last-layer MC dropout): the trunk runs once, the
   classifier N times.
 
@@ -232,14 +233,18 @@ def _first_stage_once(modules: Iterable[nn.Module], x: Tensor) -> Iterator[None]
     digits CNN, the stem is about half of a pass). The result is exact, not approximate: it is
     the output the module computes. An output or input changed in place since (its version
     counter moved) is computed again."""
-    once = [(module, _Once(module.forward, x)) for module in modules]
-    for module, forward in once:
-        module.forward = forward  # an instance attribute: nn.Module calls it, hooks included
+    own = [(module, module.__dict__.get("forward")) for module in modules]
+    for module, _ in own:
+        # An instance attribute: nn.Module calls it, hooks included.
+        module.forward = _Once(module.forward, x)
     try:
         yield
     finally:
-        for module, _ in once:
-            del module.forward
+        for module, forward in own:  # each module as it was
+            if forward is None:
+                del module.forward
+            else:
+                module.forward = forward
 
 
 class _Once:

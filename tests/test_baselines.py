@@ -216,6 +216,11 @@ def test_first_stage_once_computes_again_what_changed_in_place():
         assert torch.equal(module(x), torch.full((3,), 6.0)) and len(calls) == 4
     module(x)
     assert len(calls) == 5 and "forward" not in module.__dict__
+    own = module.forward  # a forward set on the instance is put back, not removed
+    module.forward = own
+    with _first_stage_once([module], x):
+        assert module.forward is not own
+    assert module.__dict__["forward"] is own
 
 
 @pytest.mark.parametrize("mutual", [False, True])
