@@ -78,7 +78,8 @@ class DeepEnsemble(UQMethod):
         if count < 1:
             raise ConfigError(f"method.members (M) and method.trained must be >= 1, got {count}")
         super().__init__(backbone, **kwargs)
-        check_resettable(backbone)
+        if count > 1:  # members to draw afresh
+            check_resettable(backbone)
         base_seed = torch.initial_seed()
         self.members = nn.ModuleList(
             [backbone, *(reinitialized(backbone, base_seed + 7919 * m) for m in range(1, count))]

@@ -325,6 +325,7 @@ def test_ensemble_member_0_is_the_base_and_only_the_others_train():
     scaled.register_parameter("scale", torch.nn.Parameter(torch.ones(1)))
     with pytest.raises(ConfigError, match="scale belong to no layer that has one"):
         DeepEnsemble(scaled, members=2)
+    assert len(DeepEnsemble(scaled, members=1).members) == 1  # the base alone: nothing drawn
 
 
 def test_ensemble_score_is_the_entropy_of_the_mean_not_the_mean_entropy():
