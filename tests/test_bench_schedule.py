@@ -26,6 +26,16 @@ def test_a_job_waits_while_another_trains_its_base_and_others_run_meanwhile() ->
     assert schedule.next() is odin
 
 
+def test_a_job_waits_until_the_base_is_cached_not_until_its_trainer_ends() -> None:
+    cached: set[str] = set()
+    ensemble, group = _job("deep_ensemble", 13, "b13"), _job("msp", 13, "b13")
+    schedule = Schedule([ensemble, group], is_cached=cached.__contains__)
+    schedule.started("slot-1", schedule.next())  # the ensemble trains b13, then its members
+    assert schedule.next() is None
+    cached.add("b13")
+    assert schedule.next() is group
+
+
 def test_a_cached_base_blocks_nobody() -> None:
     group, odin = _job("msp", 13, "b13"), _job("odin", 13, "b13")
     schedule = Schedule([group, odin], is_cached=lambda key: True)

@@ -417,6 +417,7 @@ class Launcher:
 
 
 QUEUE_POLL_S = 2.0  # how often a waiting bench asks squeue about its job
+BASE_POLL_S = 1.0  # how often a free slot checks whether a waited-for base is cached
 GONE_GRACE_S = 15.0  # how long a job may be out of the queue before its result must be there
 
 
@@ -492,7 +493,11 @@ def run(matrix: Matrix) -> dict[str, Any]:
                     pending[pool.submit(_ahead, ahead.pop(0), matrix)] = None
                 else:
                     break
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            # A free slot with jobs waiting for a base: look again soon, the base may be
+            # cached before the job training it ends.
+            idle = len(pending) < matrix.jobs and bool(schedule.queue)
+            timeout = BASE_POLL_S if idle else None
+            finished, _ = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
             for future in finished:
                 job = pending.pop(future)
                 if job is None:

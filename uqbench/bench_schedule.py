@@ -2,8 +2,8 @@
 
 Two rules, both about the wall time of the matrix, neither about any number a cell produces:
 
-- a job whose base model another running job is training waits (the others run meanwhile),
-  then loads it from the cache instead of training it again;
+- a job whose base model another running job is training waits (the others run meanwhile)
+  until that base is cached, then loads it from the cache instead of training it again;
 - among the jobs that can start, one of a kind not seen finishing yet starts first, in the
   matrix's order; then the kind that took longest. A kind is the job's methods and data set,
   so the first seed of each method measures it, and the later seeds run longest first, which
@@ -41,7 +41,9 @@ class Schedule:
 
     def next(self) -> Schedulable | None:
         """The job to start now, taken off the queue; None when every queued job waits."""
-        busy = set(self.training_base.values())
+        # A base is busy while its job trains it: until it is cached, not until that job ends
+        # (a deep ensemble trains its base first, then its other members).
+        busy = {key for key in self.training_base.values() if not self.is_cached(key)}
         ready = [job for job in self.queue if job.base not in busy]
         if not ready:
             return None
