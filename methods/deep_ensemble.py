@@ -48,7 +48,7 @@ def check_resettable(module: nn.Module) -> None:
         id(tensor)
         for layer in module.modules()
         if hasattr(layer, "reset_parameters")
-        for tensor in (*layer._parameters.values(), *layer._buffers.values())
+        for tensor in (*layer.parameters(recurse=False), *layer.buffers(recurse=False))
     }
     kept = [
         n

@@ -1,14 +1,13 @@
 """Baselines end to end on digits: the post-hoc group shares one base, each trained method fits."""
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
 
 from uqbench.cli import main
 from uqbench.metric_table import lookup
+from uqbench.stages.base_model import cache_root
 
 FAST = ["trainer.max_epochs=2"]
 POSTHOC = ["msp", "entropy", "temperature", "energy", "mahalanobis", "react", "ash"]
@@ -91,7 +90,7 @@ def test_a_method_on_the_base_gives_the_same_numbers_with_it_cached_or_not(
     assert not first["training"]["base_reused"] and second["training"]["base_reused"]
     assert first["metrics"] == second["metrics"]
     if "method=deep_ensemble" in method:  # member 0 is the cached base itself
-        (cached,) = (Path(os.environ["UQBENCH_CACHE"]) / "base").glob("*.pt")
+        (cached,) = (cache_root() / "base").glob("*.pt")
         base = torch.load(cached, weights_only=True)
         run = torch.load(tmp_path / "loaded" / "checkpoint.pt", weights_only=True)["state_dict"]
         assert all(torch.equal(run[f"members.0.{k}"], v) for k, v in base.items())
