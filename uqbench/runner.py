@@ -338,13 +338,13 @@ def _finish_logger(
         import wandb
 
         run = wandb.run
-        if run is not None:
-            from uqbench.stages.wandb_run import log_run
+        from uqbench.stages.wandb_run import finish_written, log_run
 
+        if run is not None:
             log_run(run, folder.path, folder.final.name, document)
         where = Path(run.dir).parent if run is not None else None
         url = run.url if run is not None and not run.offline else None
-        wandb.finish()
+        finish_written()
         # W&B's "latest-run" link points into the partial folder: make it relative.
         link = folder.path / "wandb" / "latest-run"
         if link.is_symlink():

@@ -24,6 +24,19 @@ def per_set_rows(metrics: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
+def finish_written() -> None:
+    """Finish the current W&B run and return once its files are written.
+
+    ``wandb.finish()`` only informs W&B's service process, which closes the run's transaction
+    log (``run-*.wandb``) later, on its own; a run folder committed or read before then holds a
+    partial log (seen in CI: the header alone). Tearing the service down waits for it; the next
+    ``wandb.init`` starts a new one."""
+    import wandb
+
+    wandb.finish()
+    wandb.teardown()
+
+
 def log_run(run: Any, folder: Path, name: str, document: dict[str, Any]) -> None:
     """Log the written run ``folder`` (named ``name`` once committed) to the W&B ``run``."""
     import wandb
@@ -67,4 +80,4 @@ def log_leaderboard(folder: Path, group: str | None) -> None:
             tables[f"tables/{path.stem}"] = wandb.Table(columns=header, data=rows)
         run.log(images | tables)
     finally:
-        run.finish()
+        finish_written()
