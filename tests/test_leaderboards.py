@@ -181,12 +181,40 @@ def test_the_command_writes_a_folder_per_data_set(runs, tmp_path, capsys):
         rows = list(csv.reader(handle))
     assert rows[0][:2] == ["method", "AUROC"] and len(rows) > 2
     assert rows[1][0] in readme and "**" not in "".join(rows[1])
+    for path in (folder / "tables").glob("*.csv"):  # every row as wide as its header
+        with path.open() as handle:
+            widths = {len(row) for row in csv.reader(handle)}
+        assert len(widths) == 1, path.name
     tex = (folder / "tables.tex").read_text()
     tables = readme.count("\n|---")
     assert tex.count("\\toprule") == tex.count("\\bottomrule") == tables
     assert "ID ok \\textbar{} ID err" in tex
     page = (folder / "index.html").read_text()
     assert page.count("<img") == readme.count("![") and page.count("<table>") == tables
+
+
+def test_exported_tables_read_escaped_pipes_and_bold_labels():
+    from uqbench.leaderboards.exports import tables
+
+    markdown = """## Fitted: ID ok | ID err
+
+| method | objective |
+|---|---|
+| energy | AUROC of ID ok \\| ID err |
+
+**gaussian_noise**
+
+| method | sev 1 |
+|---|---|
+| msp | 0.785 |
+| energy |  |
+"""
+    first, second = tables(markdown)
+    assert first.heading == "Fitted: ID ok | ID err"
+    assert first.rows == [["method", "objective"], ["energy", "AUROC of ID ok | ID err"]]
+    assert second.heading == "Fitted: ID ok | ID err: gaussian_noise"
+    assert second.slug == "fitted-id-ok-id-err-gaussian-noise"
+    assert second.rows[-1] == ["energy", ""]  # an empty last cell is kept
 
 
 def test_the_stream_layout_is_an_option(runs, tmp_path, capsys):

@@ -28,15 +28,24 @@ class Table:
 
 
 def _cells(line: str) -> list[str]:
-    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+    """A pipe-table row's cells; ``\\|`` inside a cell is a literal ``|`` (GitHub's escape)."""
+    row = line.strip()
+    cells = re.split(r"(?<!\\)\|", row)[1:]  # nothing stands before the first pipe
+    if re.search(r"(?<!\\)\|$", row):  # nor after a closing one
+        cells.pop()
+    return [cell.strip().replace("\\|", "|") for cell in cells]
 
 
 def tables(markdown: str) -> list[Table]:
-    """The pipe tables of ``markdown``, each with the heading it stands under."""
-    found, heading, rows = [], "", []
+    """The pipe tables of ``markdown``, each with the heading it stands under; a table under a
+    bold label line (``**gaussian_noise**``) within a section is named by both."""
+    found, heading, section, rows = [], "", "", []
     for line in markdown.splitlines() + [""]:
         if line.startswith("#"):
-            heading = line.lstrip("#").strip()
+            heading = section = line.lstrip("#").strip()
+        label = re.fullmatch(r"\*\*(.+)\*\*", line.strip())
+        if label:
+            heading = f"{section}: {label.group(1)}"
         if line.startswith("|"):
             if not re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", line.strip()):  # not the rule row
                 rows.append(_cells(line))
