@@ -47,8 +47,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     p = Predictions.load(args.run / SCORES) if args.run else synthetic(args.examples)
-    print(f"{len(p.score)} examples, {len(p.group_names)} evaluation sets, "
-          f"{args.resamples} resamples, torch threads {args.threads}")  # fmt: skip
+    print(
+        f"{len(p.score)} examples, {len(p.group_names)} evaluation sets, "
+        f"{args.resamples} resamples, torch threads {args.threads}"
+    )
     start = time.perf_counter()
     ci = intervals(bootstrap(p, args.resamples))
     counts_form = time.perf_counter() - start
@@ -56,13 +58,18 @@ def main() -> None:
     counts = resample_counts(p.group, args.loop_resamples, seed=0)
     for row in counts.numpy():
         index = np.repeat(np.arange(len(p.score)), row.astype(int))
-        compute_metrics(Predictions(p.probs[index], p.score[index], p.label[index],
-                                    p.group[index], p.group_names))  # fmt: skip
+        compute_metrics(
+            Predictions(
+                p.probs[index], p.score[index], p.label[index], p.group[index], p.group_names
+            )
+        )
     loop = (time.perf_counter() - start) / args.loop_resamples * args.resamples
     print(f"counts form: {counts_form:.2f} s for {len(ci)} metrics")
     print(f"expand-and-recompute loop: {loop:.1f} s (scaled from {args.loop_resamples})")
-    print(f"speed-up {loop / counts_form:.0f}x; target under 10 s: "
-          f"{'met' if counts_form < 10 else 'NOT met'}")  # fmt: skip
+    print(
+        f"speed-up {loop / counts_form:.0f}x; target under 10 s: "
+        f"{'met' if counts_form < 10 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

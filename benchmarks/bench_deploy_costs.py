@@ -27,8 +27,21 @@ from uqbench.cli import main as uqbench
 from uqbench.runner import deploy_boards
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ["msp", "entropy", "temperature", "energy", "mahalanobis", "react", "ash", "odin",
-           "evidential", "mc_dropout", "deep_ensemble", "early_exit", "snapuq"]  # fmt: skip
+METHODS = [
+    "msp",
+    "entropy",
+    "temperature",
+    "energy",
+    "mahalanobis",
+    "react",
+    "ash",
+    "odin",
+    "evidential",
+    "mc_dropout",
+    "deep_ensemble",
+    "early_exit",
+    "snapuq",
+]
 DATA = {"resnet8": "cifar10", "ds-cnn": "speechcommands"}
 
 
@@ -53,9 +66,19 @@ def _fit(backbone: str, method: str, root: Path, out: Path) -> Path:
     if (folder / "metrics.json").is_file():
         return folder
     extra = ["data.corruptions=[fog,contrast]"] if backbone == "resnet8" else []
-    code = uqbench(["fit", f"method={method}", f"data={DATA[backbone]}", f"data.root={root}",
-                    f"backbone={backbone}", "trainer.max_epochs=1", f"out={out}",
-                    f"name={folder.name}", *extra])  # fmt: skip
+    code = uqbench(
+        [
+            "fit",
+            f"method={method}",
+            f"data={DATA[backbone]}",
+            f"data.root={root}",
+            f"backbone={backbone}",
+            "trainer.max_epochs=1",
+            f"out={out}",
+            f"name={folder.name}",
+            *extra,
+        ]
+    )
     if code != 0:
         raise SystemExit(f"fit {method} on {backbone} failed with status {code}")
     return folder

@@ -84,8 +84,10 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="build folder (default: a temporary one)")
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="uqbench-kernels-"))
-    print("| model | board | layer | MACs | instr/MAC ref | instr/MAC DSP | cycles/MAC ref | "
-          "cycles/MAC DSP | speed-up |")  # fmt: skip
+    print(
+        "| model | board | layer | MACs | instr/MAC ref | instr/MAC DSP | cycles/MAC ref | "
+        "cycles/MAC DSP | speed-up |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
         factory, shape = MODELS[name]
@@ -132,8 +134,10 @@ def main() -> None:
                     f"{rows[0][1] / count:.2f} | {rows[1][1] / count:.2f} | "
                     f"{rows[0][1] / max(rows[1][1], 1):.1f}x |"
                 )
-            print(f"| {name} | {board.name} | kernels' flash (bytes) | | | | {flash[True]:,} | "
-                  f"{flash[False]:,} | |")  # fmt: skip
+            print(
+                f"| {name} | {board.name} | kernels' flash (bytes) | | | | {flash[True]:,} | "
+                f"{flash[False]:,} | |"
+            )
 
 
 if __name__ == "__main__":

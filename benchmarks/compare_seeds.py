@@ -26,11 +26,19 @@ def main() -> None:
     parser.add_argument("--out", default="runs/seeds")
     parser.add_argument("--table", default="leaderboards/digits-seeds.md")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
-    parser.add_argument("--deploy", default=None, help="boards, e.g. small-mcu,big-mcu: deploy "
-                        "every run and add the cost table (method x board)")  # fmt: skip
-    parser.add_argument("--keep-previous-costs", action="store_true", help="carry the cost "
-                        "table of the table file being replaced into a 'previous release' "
-                        "section, so a change of kernels or model stays visible")  # fmt: skip
+    parser.add_argument(
+        "--deploy",
+        default=None,
+        help="boards, e.g. small-mcu,big-mcu: deploy "
+        "every run and add the cost table (method x board)",
+    )
+    parser.add_argument(
+        "--keep-previous-costs",
+        action="store_true",
+        help="carry the cost "
+        "table of the table file being replaced into a 'previous release' "
+        "section, so a change of kernels or model stays visible",
+    )
     args = parser.parse_args()
     rows = []
     threads: set[int] = set()

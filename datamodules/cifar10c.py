@@ -60,11 +60,26 @@ MEAN = torch.tensor([0.4914, 0.4822, 0.4465])[:, None, None]
 STD = torch.tensor([0.2023, 0.1994, 0.2010])[:, None, None]
 DEV_FRACTION = 0.1
 CIFAR10C_CORRUPTIONS = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur",
-    "motion_blur", "zoom_blur", "snow", "frost", "fog", "brightness", "contrast",
-    "elastic_transform", "pixelate", "jpeg_compression",
-    "speckle_noise", "gaussian_blur", "spatter", "saturate",
-)  # fmt: skip
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+    "speckle_noise",
+    "gaussian_blur",
+    "spatter",
+    "saturate",
+)
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 # The official sources with their published MD5s (those torchvision and Zenodo list).
 RESOURCES = {

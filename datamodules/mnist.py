@@ -52,10 +52,22 @@ from uqbench.errors import ConfigError, DataError
 ENGINE_CORRUPTIONS = tuple(c for c in CORRUPTIONS if c not in ("snow", "saturate"))
 # The 15 corruptions of the official MNIST-C archive (its ``identity`` folder is clean MNIST).
 MNISTC_CORRUPTIONS = (
-    "shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear", "scale", "rotate",
-    "brightness", "translate", "stripe", "fog", "spatter", "dotted_line", "zigzag",
+    "shot_noise",
+    "impulse_noise",
+    "glass_blur",
+    "motion_blur",
+    "shear",
+    "scale",
+    "rotate",
+    "brightness",
+    "translate",
+    "stripe",
+    "fog",
+    "spatter",
+    "dotted_line",
+    "zigzag",
     "canny_edges",
-)  # fmt: skip
+)
 CID_SOURCES = {"engine": ENGINE_CORRUPTIONS, "mnistc": MNISTC_CORRUPTIONS}
 MEAN, STD = 0.1307, 0.3081
 DEV_FRACTION = 0.1

@@ -51,9 +51,27 @@ from uqbench.errors import DataError
 FOLDER = "SpeechCommands/speech_commands_v0.02"
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 UNKNOWN_WORDS = (
-    "bed", "bird", "cat", "dog", "eight", "five", "four", "happy", "house", "marvin",
-    "nine", "one", "seven", "sheila", "six", "three", "tree", "two", "wow", "zero",
-)  # fmt: skip
+    "bed",
+    "bird",
+    "cat",
+    "dog",
+    "eight",
+    "five",
+    "four",
+    "happy",
+    "house",
+    "marvin",
+    "nine",
+    "one",
+    "seven",
+    "sheila",
+    "six",
+    "three",
+    "tree",
+    "two",
+    "wow",
+    "zero",
+)
 OOD_WORDS = ("backward", "follow", "forward", "learn", "visual")
 ID_NOISE = ("white_noise", "pink_noise", "doing_the_dishes")
 OOD_NOISE = ("dude_miaowing", "exercise_bike", "running_tap")
@@ -258,10 +276,15 @@ class SpeechCommands(UQDataModule):
         self.setup()
         waves, labels = self._test
         parts = [
-            corrupt_audio(waves[i : i + FEATURE_BATCH], corruption, severity, self.split_seed,
-                          self._noise_bank)
+            corrupt_audio(
+                waves[i : i + FEATURE_BATCH],
+                corruption,
+                severity,
+                self.split_seed,
+                self._noise_bank,
+            )
             for i in range(0, len(waves), FEATURE_BATCH)
-        ]  # fmt: skip
+        ]
         return TensorDataset(features(torch.cat(parts)), labels)
 
     def dev_shift_set(self) -> Dataset:
@@ -306,9 +329,13 @@ def time_shift(x: Tensor, steps: int, gen: torch.Generator | None = None) -> Ten
 
 
 def spec_augment(
-    x: Tensor, time_masks: int = 2, time_width: int = 20, freq_masks: int = 2, freq_width: int = 5,
+    x: Tensor,
+    time_masks: int = 2,
+    time_width: int = 20,
+    freq_masks: int = 2,
+    freq_width: int = 5,
     gen: torch.Generator | None = None,
-) -> Tensor:  # fmt: skip
+) -> Tensor:
     """SpecAugment masks per example: bands of up to ``freq_width`` Mel bins and spans of up to
     ``time_width`` frames set to zero, at uniformly drawn widths and positions."""
     b, _, m, t = x.shape

@@ -33,15 +33,23 @@ class Core:
 
 
 CORES = {
-    "cortex-m4": Core(("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
-                      "mps2-an386"),
-    "cortex-m7": Core(("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16"),
-                      "mps2-an500"),
+    "cortex-m4": Core(
+        ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"), "mps2-an386"
+    ),
+    "cortex-m7": Core(
+        ("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16"), "mps2-an500"
+    ),
     # Armv8-M with TrustZone: the AN505 image boots secure, code in SSRAM1's secure alias,
     # RAM in SSRAM2/3, peripherals at their secure addresses.
-    "cortex-m33": Core(("-mcpu=cortex-m33", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-sp-d16"),
-                       "mps2-an505", 0x10000000, 0x38000000, 0x50000000, 50),  # 20 MHz
-}  # fmt: skip
+    "cortex-m33": Core(
+        ("-mcpu=cortex-m33", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-sp-d16"),
+        "mps2-an505",
+        0x10000000,
+        0x38000000,
+        0x50000000,
+        50,
+    ),  # 20 MHz
+}
 
 
 CLOCK_MHZ = (1.0, 2000.0)  # the clocks a microcontroller runs at, with room to spare

@@ -299,8 +299,9 @@ class _Builder:
         peak = float(np.abs(value).max()) or 1.0
         params = QParams.tensor(peak / 127.0, 0)
         q = np.clip(np.round(value / params.scale[0]), -127, 127).astype(np.int8)
-        factor = self.graph.add(QTensor(f"{node.name}/factor", (1, *shape[1:]), params,
-                                        data=q.reshape(1, *shape[1:])))  # fmt: skip
+        factor = self.graph.add(
+            QTensor(f"{node.name}/factor", (1, *shape[1:]), params, data=q.reshape(1, *shape[1:]))
+        )
         last, activation = self._fused(node)
         out = self.activation(node.name, last)
         options = {**options, "activation": activation}

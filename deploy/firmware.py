@@ -201,13 +201,27 @@ def build(
     (folder / "link.ld").write_text(linker_script(board))
     sources = sorted(n for n in (*files, "startup.c") if n.endswith(".c"))
     command = [
-        "arm-none-eabi-gcc", *board.cflags, "-O3", "-ffunction-sections", "-fdata-sections",
+        "arm-none-eabi-gcc",
+        *board.cflags,
+        "-O3",
+        "-ffunction-sections",
+        "-fdata-sections",
         *(["-DUQ_REFERENCE_KERNELS"] if reference_kernels else []),
         f"-DUQH_TIMER0={board.memory.timer0:#x}u",
         f"-DUQH_TICK_INSTRUCTIONS={board.memory.tick_instructions}u",
-        "-Wall", "-nostartfiles", "-T", "link.ld", "-Wl,--gc-sections", "--specs=nano.specs",
-        *sources, "-o", "firmware.elf", "-lm", "-lc", "-lnosys",
-    ]  # fmt: skip
+        "-Wall",
+        "-nostartfiles",
+        "-T",
+        "link.ld",
+        "-Wl,--gc-sections",
+        "--specs=nano.specs",
+        *sources,
+        "-o",
+        "firmware.elf",
+        "-lm",
+        "-lc",
+        "-lnosys",
+    ]
     done = subprocess.run(command, cwd=folder, capture_output=True, text=True)
     if done.returncode != 0:
         overflows = re.findall(r"region `(\w+)' overflowed by (\d+) bytes", done.stderr)
@@ -286,10 +300,21 @@ class Emulation:
 def emulate(elf: Path, board: Board, examples: int, timeout: float = 60.0) -> Emulation:
     """Run ``elf`` under QEMU on the board's machine; parse what the harness printed."""
     command = [
-        "qemu-system-arm", "-M", board.qemu_machine, "-nographic", "-monitor", "none",
-        "-serial", "none", "-semihosting-config", "enable=on,target=native",
-        "-icount", "shift=0", "-kernel", str(elf),
-    ]  # fmt: skip
+        "qemu-system-arm",
+        "-M",
+        board.qemu_machine,
+        "-nographic",
+        "-monitor",
+        "none",
+        "-serial",
+        "none",
+        "-semihosting-config",
+        "enable=on,target=native",
+        "-icount",
+        "shift=0",
+        "-kernel",
+        str(elf),
+    ]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:

@@ -14,8 +14,17 @@ from typing import Any, Literal
 import numpy as np
 from uqbench.deploy.int8 import QParams
 
-OpKind = Literal["conv2d", "depthwise_conv2d", "fully_connected", "average_pool_2d",
-                 "max_pool_2d", "add", "mul", "pad", "reshape"]  # fmt: skip
+OpKind = Literal[
+    "conv2d",
+    "depthwise_conv2d",
+    "fully_connected",
+    "average_pool_2d",
+    "max_pool_2d",
+    "add",
+    "mul",
+    "pad",
+    "reshape",
+]
 Activation = Literal["none", "relu", "relu6"]
 
 

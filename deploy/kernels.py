@@ -12,17 +12,33 @@ from __future__ import annotations
 from pathlib import Path
 
 LAYER = {
-    "uq_conv2d": "conv", "uq_ref_conv2d": "conv", "rows_by_patches": "conv",
-    "requantize_conv": "conv", "requantize_pair": "conv",
-    "uq_depthwise": "depthwise", "uq_depthwise_planes": "depthwise",
-    "uq_ref_depthwise": "depthwise", "dw_groups": "depthwise",
-    "requantize_depthwise": "depthwise", "expand_planes": "depthwise", "dw_plane_s1": "depthwise",
-    "dw_plane_s2": "depthwise", "requantize_lines": "depthwise",
-    "uq_fully_connected": "fully connected", "uq_ref_fully_connected": "fully connected",
-    "uq_add": "add", "uq_ref_add": "add", "uq_mul": "mul", "uq_mul_dropout": "mul",
-    "uq_pad": "pad", "uq_ref_pad": "pad", "memset": "pad", "memcpy": "pad",
-    "uq_average_pool": "pool", "uq_max_pool": "pool",
-}  # fmt: skip
+    "uq_conv2d": "conv",
+    "uq_ref_conv2d": "conv",
+    "rows_by_patches": "conv",
+    "requantize_conv": "conv",
+    "requantize_pair": "conv",
+    "uq_depthwise": "depthwise",
+    "uq_depthwise_planes": "depthwise",
+    "uq_ref_depthwise": "depthwise",
+    "dw_groups": "depthwise",
+    "requantize_depthwise": "depthwise",
+    "expand_planes": "depthwise",
+    "dw_plane_s1": "depthwise",
+    "dw_plane_s2": "depthwise",
+    "requantize_lines": "depthwise",
+    "uq_fully_connected": "fully connected",
+    "uq_ref_fully_connected": "fully connected",
+    "uq_add": "add",
+    "uq_ref_add": "add",
+    "uq_mul": "mul",
+    "uq_mul_dropout": "mul",
+    "uq_pad": "pad",
+    "uq_ref_pad": "pad",
+    "memset": "pad",
+    "memcpy": "pad",
+    "uq_average_pool": "pool",
+    "uq_max_pool": "pool",
+}
 KERNELS = frozenset(name for name in LAYER if name not in ("memset", "memcpy"))
 
 

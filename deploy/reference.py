@@ -175,9 +175,14 @@ def run(graph: Graph, x: np.ndarray) -> dict[str, np.ndarray]:
         elif op.kind == "reshape":
             y = args[0].reshape((len(args[0]), *graph.tensors[op.outputs[0]].shape[1:]))
         else:
-            kernel = {"conv2d": conv2d, "depthwise_conv2d": depthwise_conv2d,
-                      "fully_connected": fully_connected, "average_pool_2d": average_pool_2d,
-                      "max_pool_2d": max_pool_2d, "pad": pad}[op.kind]  # fmt: skip
+            kernel = {
+                "conv2d": conv2d,
+                "depthwise_conv2d": depthwise_conv2d,
+                "fully_connected": fully_connected,
+                "average_pool_2d": average_pool_2d,
+                "max_pool_2d": max_pool_2d,
+                "pad": pad,
+            }[op.kind]
             y = kernel(args[0], op, graph)
         values[op.outputs[0]] = y
     return values

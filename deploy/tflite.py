@@ -80,10 +80,12 @@ def to_tflite(graph: Graph) -> bytes:
             options.fusedActivationFunction = act
             if not conv:
                 options.depthMultiplier = 1
-            o.opcodeIndex = opcode(s.BuiltinOperator.CONV_2D if conv else
-                                   s.BuiltinOperator.DEPTHWISE_CONV_2D)  # fmt: skip
-            o.builtinOptionsType = (s.BuiltinOptions.Conv2DOptions if conv else
-                                    s.BuiltinOptions.DepthwiseConv2DOptions)  # fmt: skip
+            o.opcodeIndex = opcode(
+                s.BuiltinOperator.CONV_2D if conv else s.BuiltinOperator.DEPTHWISE_CONV_2D
+            )
+            o.builtinOptionsType = (
+                s.BuiltinOptions.Conv2DOptions if conv else s.BuiltinOptions.DepthwiseConv2DOptions
+            )
         elif op.kind == "fully_connected":
             options = s.FullyConnectedOptionsT()
             options.fusedActivationFunction = act
@@ -96,8 +98,11 @@ def to_tflite(graph: Graph) -> bytes:
             options.strideH, options.strideW = op.options["stride"]
             options.filterHeight, options.filterWidth = op.options["filter"]
             options.fusedActivationFunction = act
-            o.opcodeIndex = opcode(s.BuiltinOperator.AVERAGE_POOL_2D if op.kind == "average_pool_2d"
-                                   else s.BuiltinOperator.MAX_POOL_2D)  # fmt: skip
+            o.opcodeIndex = opcode(
+                s.BuiltinOperator.AVERAGE_POOL_2D
+                if op.kind == "average_pool_2d"
+                else s.BuiltinOperator.MAX_POOL_2D
+            )
             o.builtinOptionsType = s.BuiltinOptions.Pool2DOptions
         elif op.kind == "add":
             options = s.AddOptionsT()

@@ -56,20 +56,44 @@ BRANCH = re.compile(rf"^(b|bl|bx|blx)({CONDITIONS})?$")
 # Cycles per instruction class and core (see the module docstring for the sources).
 CYCLES = {
     "cortex-m4": {
-        "alu": 1.0, "multiply": 1.0, "divide": 7.0, "load": 2.0, "load_pipelined": 1.0,
-        "store": 2.0, "store_pipelined": 1.0, "load_store_double": 3.0, "multiple_base": 1.0,
-        "multiple_per_register": 1.0, "branch_taken": 3.0, "branch_not_taken": 1.0,
-        "refill": 2.0, "fpu": 1.0, "fpu_multiply_accumulate": 3.0, "fpu_divide": 14.0,
+        "alu": 1.0,
+        "multiply": 1.0,
+        "divide": 7.0,
+        "load": 2.0,
+        "load_pipelined": 1.0,
+        "store": 2.0,
+        "store_pipelined": 1.0,
+        "load_store_double": 3.0,
+        "multiple_base": 1.0,
+        "multiple_per_register": 1.0,
+        "branch_taken": 3.0,
+        "branch_not_taken": 1.0,
+        "refill": 2.0,
+        "fpu": 1.0,
+        "fpu_multiply_accumulate": 3.0,
+        "fpu_divide": 14.0,
         "fpu_load_store": 2.0,
     },
     "cortex-m7": {
-        "alu": 0.5, "multiply": 1.0, "divide": 7.0, "load": 1.0, "load_pipelined": 1.0,
-        "store": 1.0, "store_pipelined": 1.0, "load_store_double": 1.0, "multiple_base": 1.0,
-        "multiple_per_register": 0.5, "branch_taken": 1.0, "branch_not_taken": 0.5,
-        "refill": 1.0, "fpu": 1.0, "fpu_multiply_accumulate": 1.0, "fpu_divide": 14.0,
+        "alu": 0.5,
+        "multiply": 1.0,
+        "divide": 7.0,
+        "load": 1.0,
+        "load_pipelined": 1.0,
+        "store": 1.0,
+        "store_pipelined": 1.0,
+        "load_store_double": 1.0,
+        "multiple_base": 1.0,
+        "multiple_per_register": 0.5,
+        "branch_taken": 1.0,
+        "branch_not_taken": 0.5,
+        "refill": 1.0,
+        "fpu": 1.0,
+        "fpu_multiply_accumulate": 1.0,
+        "fpu_divide": 14.0,
         "fpu_load_store": 1.0,
     },
-}  # fmt: skip
+}
 # The Cortex-M33's pipeline is an M4's in depth (3 stages, single issue, single-cycle MACs and
 # DSP instructions): it is charged with the M4's table, an approximation.
 CYCLES["cortex-m33"] = CYCLES["cortex-m4"]
@@ -180,10 +204,23 @@ def profile(elf: Path, machine: str, timeout: float = 120.0) -> Profile:
             f"{plugin_library()},begin={named['uqh_begin']:#x},end={named['uqh_end']:#x},out={out}"
         )
         command = [
-            "qemu-system-arm", "-M", machine, "-nographic", "-monitor", "none",
-            "-serial", "none", "-semihosting-config", "enable=on,target=native",
-            "-icount", "shift=0", "-kernel", str(elf), "-plugin", plugin,
-        ]  # fmt: skip
+            "qemu-system-arm",
+            "-M",
+            machine,
+            "-nographic",
+            "-monitor",
+            "none",
+            "-serial",
+            "none",
+            "-semihosting-config",
+            "enable=on,target=native",
+            "-icount",
+            "shift=0",
+            "-kernel",
+            str(elf),
+            "-plugin",
+            plugin,
+        ]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -209,8 +246,22 @@ def _registers(text: str) -> int:
     return max(1, len([r for r in inside.split(",") if r.strip()]))
 
 
-MULTIPLIES = ("mul", "mla", "mls", "smul", "smla", "smls", "smua", "smus", "smmul", "smmla",
-              "smmls", "umul", "umla", "umaal")  # fmt: skip
+MULTIPLIES = (
+    "mul",
+    "mla",
+    "mls",
+    "smul",
+    "smla",
+    "smls",
+    "smua",
+    "smus",
+    "smmul",
+    "smmla",
+    "smmls",
+    "umul",
+    "umla",
+    "umaal",
+)
 MULTIPLE = ("pop", "push", "ldm", "stm", "vpush", "vpop", "vldm", "vstm")
 FPU_MAC = ("vmla", "vmls", "vfma", "vfms", "vnmla", "vnmls", "vfnma", "vfnms")
 
@@ -232,8 +283,11 @@ def classify(item: Executed, previous: Executed | None, fell_through: int) -> di
         return {"branch_taken": n - not_taken, "branch_not_taken": not_taken}
     if m.startswith(MULTIPLE):
         returns = n if m == "pop" and "pc" in operands else 0
-        return {"multiple_base": n, "multiple_per_register": n * _registers(operands),
-                "refill": returns}  # fmt: skip
+        return {
+            "multiple_base": n,
+            "multiple_per_register": n * _registers(operands),
+            "refill": returns,
+        }
     if m in ("ldrd", "strd"):
         return {"load_store_double": n}
     if m in ("vldr", "vstr"):
@@ -283,8 +337,10 @@ def estimate(profile: Profile, core: str, elf: Path | None = None) -> Timing:
             before = ending_at.get(item.address)
             flowed = profile.edges.get((before.address, item.address), 0) if before else 0
             flowed = min(flowed, item.count)
-            parts = [(replace(item, count=flowed), before),
-                     (replace(item, count=item.count - flowed), None)]  # fmt: skip
+            parts = [
+                (replace(item, count=flowed), before),
+                (replace(item, count=item.count - flowed), None),
+            ]
         for part, predecessor in parts:
             share = fell_through * part.count // max(item.count, 1)
             for kind, executions in classify(part, predecessor, share).items():

@@ -545,8 +545,10 @@ class SNAPUQ(UQMethod):
             LUT_LEVELS,
         )
 
-        taps, constants = [], {"tap_weights": self.tap_weights.float().numpy(),
-                               "map": self.map_coef.float().numpy()}  # fmt: skip
+        taps, constants = (
+            [],
+            {"tap_weights": self.tap_weights.float().numpy(), "map": self.map_coef.float().numpy()},
+        )
         for h, tap in enumerate(self.taps):
             head = self.heads[tap]
             taps += [_predecessor(self.backbone, tap), tap]

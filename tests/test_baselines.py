@@ -248,8 +248,9 @@ def test_mc_dropout_passes_with_fixed_masks_are_the_method(mutual):
     layout = [Output(f"member {k} logits", (c,), k * c, 1e-5, 0) for k in range(4)]
     probs, score = export.score.host(codes, layout)
     torch.testing.assert_close(torch.from_numpy(probs), expected.probs, atol=1e-4, rtol=1e-3)
-    torch.testing.assert_close(torch.from_numpy(score).double(), expected.score.double(),
-                               atol=1e-4, rtol=1e-3)  # fmt: skip
+    torch.testing.assert_close(
+        torch.from_numpy(score).double(), expected.score.double(), atol=1e-4, rtol=1e-3
+    )
 
 
 def test_dropout_masks_are_the_counter_based_hash():
@@ -267,16 +268,18 @@ def test_dropout_masks_are_the_counter_based_hash():
     shape, p = (3, 4, 5), 0.3
     mask = masks.keep(shape, 2, 7, p)
     stream = masks.stream(2, 7)
-    expected = [float(mix((i * 0x9E3779B9 + stream) % 2**32) < round(0.7 * 2**32))
-                for i in range(60)]  # fmt: skip
+    expected = [
+        float(mix((i * 0x9E3779B9 + stream) % 2**32) < round(0.7 * 2**32)) for i in range(60)
+    ]
     assert mask.flatten().tolist() == expected
     big = masks.keep((100_000,), 0, 0, p)
     assert abs(float(big.mean()) - 0.7) < 0.01
     assert not torch.equal(masks.keep(shape, 2, 8, p), mask)  # another pass
     assert not torch.equal(masks.keep(shape, 3, 7, p), mask)  # another site
     x = torch.randn(4, *shape)
-    torch.testing.assert_close(torch.ops.uqbench.dropout(x, 2, 7, p)[1:],
-                               torch.ops.uqbench.dropout(x[1:], 2, 7, p))  # fmt: skip
+    torch.testing.assert_close(
+        torch.ops.uqbench.dropout(x, 2, 7, p)[1:], torch.ops.uqbench.dropout(x[1:], 2, 7, p)
+    )
     with pytest.raises(ValueError, match=r"p must be in \[0, 1\)"):
         masks.threshold(1.0)
 

@@ -15,8 +15,15 @@ from uqbench.cli import main
 
 def test_unknown_names_are_all_listed_before_anything_runs(tmp_path, capsys):
     out = tmp_path / "bench"
-    code = main(["bench", "method=[msp,nope,bad]", "data=[digits,cifar11]", "deploy=[tiny-mcu]",
-                 f"bench.out={out}"])  # fmt: skip
+    code = main(
+        [
+            "bench",
+            "method=[msp,nope,bad]",
+            "data=[digits,cifar11]",
+            "deploy=[tiny-mcu]",
+            f"bench.out={out}",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and not out.exists()
     for name in ("method 'nope'", "method 'bad'", "data 'cifar11'", "board 'tiny-mcu'"):
@@ -44,13 +51,23 @@ def test_a_cell_uqbench_fit_would_refuse_stops_the_bench_first(tmp_path, capsys,
 @pytest.mark.slow
 def test_cells_run_in_parallel_resume_and_fail_alone(tmp_path, capsys):
     out = tmp_path / "bench"
-    args = ["bench", "method=[msp,energy,evidential]", "seed=[13,17]", "trainer.max_epochs=1",
-            "bench.jobs=2", f"bench.out={out}"]  # fmt: skip
+    args = [
+        "bench",
+        "method=[msp,energy,evidential]",
+        "seed=[13,17]",
+        "trainer.max_epochs=1",
+        "bench.jobs=2",
+        f"bench.out={out}",
+    ]
     cells = parse_matrix(args[1:]).cells
     assert [c.name.rsplit("-", 1)[0] for c in cells] == [
-        "msp-digits-s13", "energy-digits-s13", "evidential-digits-s13",
-        "msp-digits-s17", "energy-digits-s17", "evidential-digits-s17",
-    ]  # fmt: skip
+        "msp-digits-s13",
+        "energy-digits-s13",
+        "evidential-digits-s13",
+        "msp-digits-s17",
+        "energy-digits-s17",
+        "evidential-digits-s17",
+    ]
     # The post-hoc cells of a seed are one group: one process, one recorded pass per split.
     cells = check_cells(parse_matrix(args[1:])).cells
     assert [c.group is not None for c in cells] == [True, True, False] * 2
@@ -116,8 +133,16 @@ def test_cells_run_as_submitit_jobs(tmp_path, capsys):
     """The cluster path end to end with submitit's local executor: each cell a submitted job
     (its pickled call and result in bench.out/submitit), one made to fail."""
     out = tmp_path / "bench"
-    args = ["bench", "method=[msp,evidential]", "seed=[13]", "trainer.max_epochs=1", "bench.jobs=2",
-            "bench.launcher=submitit-local", "bench.time_min=10", f"bench.out={out}"]  # fmt: skip
+    args = [
+        "bench",
+        "method=[msp,evidential]",
+        "seed=[13]",
+        "trainer.max_epochs=1",
+        "bench.jobs=2",
+        "bench.launcher=submitit-local",
+        "bench.time_min=10",
+        f"bench.out={out}",
+    ]
     cells = check_cells(parse_matrix(args[1:])).cells
     out.mkdir()
     (out / cells[1].name).write_text("in the way")
@@ -157,8 +182,16 @@ def test_a_killed_bench_leaves_no_orphan_and_a_rerun_finishes_the_cell(tmp_path,
     import time
 
     out = tmp_path / "bench"
-    command = [sys.executable, "-m", "uqbench", "bench", "method=msp", "seed=13",
-               "trainer.max_epochs=3", f"bench.out={out}"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "uqbench",
+        "bench",
+        "method=msp",
+        "seed=13",
+        "trainer.max_epochs=3",
+        f"bench.out={out}",
+    ]
     env = os.environ | {"UQBENCH_CACHE": str(tmp_path / "cache")}
     bench = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
     deadline = time.time() + 120

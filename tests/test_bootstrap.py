@@ -43,8 +43,9 @@ def _predictions(n_per_group: int = 60, seed: int = 0, coarse: bool = True) -> P
 
 def _expanded(p: Predictions, counts: np.ndarray) -> Predictions:
     index = np.repeat(np.arange(len(p.score)), counts.astype(int))
-    return Predictions(p.probs[index], p.score[index], p.label[index], p.group[index],
-                       p.group_names)  # fmt: skip
+    return Predictions(
+        p.probs[index], p.score[index], p.label[index], p.group[index], p.group_names
+    )
 
 
 def _flat(metrics: dict, keys) -> dict:
@@ -75,8 +76,7 @@ def test_each_resample_equals_the_metrics_of_the_expanded_examples():
         for key, value in values.items():
             if key.startswith("calibration_ts"):
                 continue
-            np.testing.assert_allclose(float(value[r]), lookup(exact, key), rtol=1e-10,
-                                       err_msg=key)  # fmt: skip
+            np.testing.assert_allclose(float(value[r]), lookup(exact, key), rtol=1e-10, err_msg=key)
         pooled = np.isin(q.group, [1, 2, 3, 4, 5])
         errors = q.probs[pooled].argmax(1) != q.label[pooled]
         sk = roc_auc_score(errors, q.score[pooled])
@@ -100,8 +100,13 @@ def test_resamples_are_stratified_and_reproducible():
 
 def test_paired_differences_use_the_same_resamples():
     p = _predictions(seed=1)
-    better = Predictions(p.probs, np.where(p.probs.argmax(1) != p.label, 1.0, 0.0) + p.score,
-                         p.label, p.group, p.group_names)  # fmt: skip
+    better = Predictions(
+        p.probs,
+        np.where(p.probs.argmax(1) != p.label, 1.0, 0.0) + p.score,
+        p.label,
+        p.group,
+        p.group_names,
+    )
     a, b = paired(better, p, resamples=200, seed=0)
     alone = bootstrap(better, resamples=200, seed=0)
     np.testing.assert_array_equal(a["id_vs_error/auroc"], alone["id_vs_error/auroc"])

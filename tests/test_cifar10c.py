@@ -155,9 +155,16 @@ def test_a_corrupt_file_is_named_never_loaded(tmp_path, damage, where, message):
 def test_snapuq_fits_on_cifar10c_as_typed(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("UQBENCH_DATA", str(make_root(tmp_path / "data")))
     code = main(
-        ["fit", "method=snapuq", "data=cifar10c", "data.corruptions=[fog,contrast]",
-         "trainer.max_epochs=1", f"out={tmp_path}", "name=c"]
-    )  # fmt: skip
+        [
+            "fit",
+            "method=snapuq",
+            "data=cifar10c",
+            "data.corruptions=[fog,contrast]",
+            "trainer.max_epochs=1",
+            f"out={tmp_path}",
+            "name=c",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "OOD cifar100 25, svhn 30" in out and "backbone=resnet8" in out

@@ -93,10 +93,14 @@ def test_sizes_agree_with_binutils(tmp_path):
     files["main.c"] = harness(quantize_input(graph, torch.randn(1, *shape)).reshape(1, -1))
     result = build(files, small_mcu(), tmp_path)
     flash, ram = elf_sizes(result.elf)
-    text = subprocess.run(["arm-none-eabi-size", "-A", str(result.elf)], capture_output=True,
-                          text=True, check=True).stdout  # fmt: skip
-    sizes = {line.split()[0]: int(line.split()[1]) for line in text.splitlines()[2:] if line.strip()
-             and line.split()[0].startswith(".")}  # fmt: skip
+    text = subprocess.run(
+        ["arm-none-eabi-size", "-A", str(result.elf)], capture_output=True, text=True, check=True
+    ).stdout
+    sizes = {
+        line.split()[0]: int(line.split()[1])
+        for line in text.splitlines()[2:]
+        if line.strip() and line.split()[0].startswith(".")
+    }
     loaded = (".isr_vector", ".text", ".ARM.exidx", ".data")
     assert flash == sum(sizes.get(section, 0) for section in loaded)
     assert ram == sizes[".data"] + sizes[".bss"] + sizes[".stack"]
@@ -140,8 +144,11 @@ def test_a_stack_used_to_its_last_byte_is_refused(tmp_path):
 
 def test_a_missing_toolchain_names_the_packages(monkeypatch):
     monkeypatch.setattr("shutil.which", lambda tool: None)
-    with pytest.raises(ToolchainMissing, match="apt-get install --no-install-recommends "
-                       "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"):  # fmt: skip
+    with pytest.raises(
+        ToolchainMissing,
+        match="apt-get install --no-install-recommends "
+        "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm",
+    ):
         check_toolchain()
 
 

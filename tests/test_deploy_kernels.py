@@ -60,12 +60,18 @@ def _random_body(rng: np.random.Generator) -> tuple[nn.Module, int, tuple[int, i
         stride = int(rng.choice([1, 2])) if k > 1 else 1
         if kind == "conv":
             out = int(rng.choice([1, 3, 6, 8, 17]))
-            layers.append(nn.Conv2d(channels, out, (k, int(rng.choice([1, k]))), stride,
-                                    padding=int(rng.integers(0, 2))))  # fmt: skip
+            layers.append(
+                nn.Conv2d(
+                    channels,
+                    out,
+                    (k, int(rng.choice([1, k]))),
+                    stride,
+                    padding=int(rng.integers(0, 2)),
+                )
+            )
             channels = out
         elif kind == "depthwise":
-            layers.append(nn.Conv2d(channels, channels, k, stride, padding=k // 2,
-                                    groups=channels))  # fmt: skip
+            layers.append(nn.Conv2d(channels, channels, k, stride, padding=k // 2, groups=channels))
         else:
             layers.append(_Residual(channels))
         layers.append(rng.choice([nn.ReLU(), nn.ReLU6(), nn.Identity()]))
@@ -292,8 +298,9 @@ def test_a_product_with_a_constant_is_bit_exact(size, dropout, kernel, tmp_path)
     torch.manual_seed(size)
     g = torch.Generator().manual_seed(size)
     factor = None if dropout else torch.rand((8, size, size), generator=g) * 3 - 1
-    body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), _Factor(factor),
-                         nn.Conv2d(8, 4, 3), nn.ReLU())  # fmt: skip
+    body = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), _Factor(factor), nn.Conv2d(8, 4, 3), nn.ReLU()
+    )
     net = _Layers(body, 4, 5).eval()
     graph = to_graph(net, [torch.randn(8, 3, size, size)])
     assert [op.kind for op in graph.ops].count("mul") == 1

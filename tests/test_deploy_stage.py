@@ -26,8 +26,16 @@ class _Runs:
     def __truediv__(self, name):
         if not (self.out / name).is_dir():
             method, extra = self.VARIANTS.get(name, (name, self.EXTRA.get(name, [])))
-            code = main(["fit", f"method={method}", "trainer.max_epochs=1", f"out={self.out}",
-                         f"name={name}", *extra])  # fmt: skip
+            code = main(
+                [
+                    "fit",
+                    f"method={method}",
+                    "trainer.max_epochs=1",
+                    f"out={self.out}",
+                    f"name={name}",
+                    *extra,
+                ]
+            )
             assert code == 0
         return self.out / name
 
@@ -157,8 +165,16 @@ def test_a_missing_toolchain_names_the_packages(runs, capsys, monkeypatch):
 
 @pytest.mark.slow
 def test_fit_deploys_at_the_end_and_reports_the_cost_table(tmp_path, capsys):
-    code = main(["fit", "method=msp", "trainer.max_epochs=1", f"out={tmp_path}", "name=f",
-                 "deploy=small-mcu"])  # fmt: skip
+    code = main(
+        [
+            "fit",
+            "method=msp",
+            "trainer.max_epochs=1",
+            f"out={tmp_path}",
+            "name=f",
+            "deploy=small-mcu",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "Deploy (int8, per board" in out
     assert "small-mcu" in out and "ms emulated (extras" in out
@@ -183,7 +199,7 @@ def test_fit_with_an_unknown_board_stops_before_training(tmp_path, capsys):
         "mc_dropout_head",
         "early_exit",
         "evidential",
-    ],  # fmt: skip
+    ],
 )
 def test_tap_scored_methods_export_their_heads(runs, capsys, method):
     """Pooled taps leave the int8 graph beside the logits (bit-exact); the score's float32
@@ -214,8 +230,7 @@ def test_an_ensemble_runs_its_members_in_one_arena_and_can_run_out_of_flash(runs
     assert 1.8 * count["backbone"] < count["uncertainty_extras"] < 2.2 * count["backbone"]
     assert doc["ram_bytes"]["arena"] == doc["arena_bytes"]["lower_bound"]  # one shared arena
     assert doc["checks"]["firmware_logits_equal_host_reference"]
-    code = main(["deploy", f"run={runs / 'deep_ensemble'}", "board=small-mcu",
-                 "board.flash_kb=64"])  # fmt: skip
+    code = main(["deploy", f"run={runs / 'deep_ensemble'}", "board=small-mcu", "board.flash_kb=64"])
     assert code == 0 and "small-mcu: OOM (FLASH by" in capsys.readouterr().out
 
 
@@ -285,8 +300,13 @@ def test_the_standalone_project_builds_with_its_makefile(runs, tmp_path):
     shutil.copytree(runs / "msp" / "deploy" / "small-mcu" / "project", project)
     done = subprocess.run(["make"], cwd=project, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    symbols = subprocess.run(["arm-none-eabi-nm", "libuqmodel.a"], cwd=project,
-                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    symbols = subprocess.run(
+        ["arm-none-eabi-nm", "libuqmodel.a"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert " T uq_infer" in symbols and " T uq_score" in symbols
 
 

@@ -55,7 +55,7 @@ def test_a_loop_is_charged_the_cortex_m4_table():
         (
             "push {r4, r5, r6, lr}",
             {"multiple_base": 4, "multiple_per_register": 16, "refill": 0},
-        ),  # fmt: skip
+        ),
         ("it ne", {"alu": 4}),
     ],
 )
@@ -86,8 +86,22 @@ def test_the_plugin_counts_what_the_timer_counts_and_attributes_it(board, tmp_pa
         leaving[origin] = leaving.get(origin, 0) + count
     runs: dict[int, int] = {}
     for item in executed.executed:
-        if item.mnemonic in ("bne", "beq", "blt", "bge", "bgt", "ble", "bhi", "bls", "blo",
-                             "bhs", "bcc", "bcs", "cbz", "cbnz"):  # fmt: skip
+        if item.mnemonic in (
+            "bne",
+            "beq",
+            "blt",
+            "bge",
+            "bgt",
+            "ble",
+            "bhi",
+            "bls",
+            "blo",
+            "bhs",
+            "bcc",
+            "bcs",
+            "cbz",
+            "cbnz",
+        ):
             runs[item.address] = runs.get(item.address, 0) + item.count
     assert len(runs) > 5
     assert sum(leaving.get(address) != n for address, n in runs.items()) <= 1

@@ -92,14 +92,24 @@ def test_mnist_downloads_from_a_mirror_and_records_the_files(server, tmp_path, m
     user_copy.parent.mkdir(parents=True)
     user_copy.write_bytes((served / "MNIST/raw/t10k-images-idx3-ubyte.gz").read_bytes())
     code = main(
-        ["fit", "data=mnist", "data.download=true", f"data.root={root}", "method=msp",
-         "trainer.max_epochs=1", f"out={tmp_path}", "name=m"]
-    )  # fmt: skip
+        [
+            "fit",
+            "data=mnist",
+            "data.download=true",
+            f"data.root={root}",
+            "method=msp",
+            "trainer.max_epochs=1",
+            f"out={tmp_path}",
+            "name=m",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert sorted(p.name for p in (root / "MNIST/raw").iterdir()) == [
-        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
-        "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-    ]  # fmt: skip
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+    ]
     files = json.loads((tmp_path / "m/config.json").read_text())["run"]["data_files"]
     assert files["MNIST/raw/train-images-idx3-ubyte.gz"] == "official"
     assert files["MNIST/raw/t10k-images-idx3-ubyte.gz"].startswith("not the official file")
@@ -185,7 +195,7 @@ def test_cifar10c_archives_are_unpacked_whole_and_fixtures_marked_unofficial(
         "cifar-10-batches-py",
         "cifar-100-python",
         "test_32x32.mat",
-    ]  # fmt: skip: no archive, scratch folder or partial file left
+    ]  # no archive, scratch folder or partial file left
     files = data.data_files()
     assert files["cifar-10-batches-py/test_batch"].startswith("not the official file")
     assert files["CIFAR-10-C/fog.npy"] == "no published checksum"

@@ -43,8 +43,14 @@ def _run_folder(root, method: str, seed: int, p: Predictions, fitted_on=()):
     folder = root / f"{method}-toy-s{seed}"
     folder.mkdir(parents=True)
     p.save(folder / "scores.npz")
-    doc = {"method": method, "data": "toy", "seed": seed, "metrics": compute_metrics(p),
-           "tuned": {}, "fitted_on": list(fitted_on)}  # fmt: skip
+    doc = {
+        "method": method,
+        "data": "toy",
+        "seed": seed,
+        "metrics": compute_metrics(p),
+        "tuned": {},
+        "fitted_on": list(fitted_on),
+    }
     (folder / "metrics.json").write_text(json.dumps(doc))
     return folder
 
@@ -66,10 +72,16 @@ def test_every_task_table_shows_the_seed_mean_and_the_averaged_bootstrap_interva
         scan(runs)[0], out, "uqbench leaderboard test", Options(resamples=200)
     )
     text = path.read_text()
-    for title in ("Failure detection: ID ok | ID err", "Failure detection by severity",
-                  "Out-of-distribution", "Selective prediction", "Calibration",
-                  "Failure detection per corruption", "Paired differences against msp",
-                  "How each method was fitted"):  # fmt: skip
+    for title in (
+        "Failure detection: ID ok | ID err",
+        "Failure detection by severity",
+        "Out-of-distribution",
+        "Selective prediction",
+        "Calibration",
+        "Failure detection per corruption",
+        "Paired differences against msp",
+        "How each method was fitted",
+    ):
         assert f"## {title}" in text
     # The msp row's AUROC cell, recomputed here: mean of the seeds' values, mean of the ends.
     values, lows, highs = [], [], []
@@ -110,8 +122,11 @@ def test_a_run_that_did_not_record_its_splits_is_not_called_unfitted(runs, tmp_p
 def test_a_paired_difference_names_the_winner_with_its_interval(runs, tmp_path):
     (path,) = write_leaderboards(scan(runs)[0], tmp_path / "b", "cmd", Options(resamples=200))
     text = path.read_text()
-    sentence = re.search(r"- oracle beats msp on toy ID ok vs ID err AUROC by ([0-9.]+) "
-                         r"\[([0-9.]+), ([0-9.]+)\]\.", text)  # fmt: skip
+    sentence = re.search(
+        r"- oracle beats msp on toy ID ok vs ID err AUROC by ([0-9.]+) "
+        r"\[([0-9.]+), ([0-9.]+)\]\.",
+        text,
+    )
     assert sentence, text
     gap, low, high = map(float, sentence.groups())
     assert 0 < low <= gap <= high
@@ -224,8 +239,9 @@ def test_the_stream_layout_is_an_option(runs, tmp_path, capsys):
         "stream.test_streams=1",
         "stream.severities=[1,2]",
     ]  # the toy runs have two severities
-    code = main(["leaderboard", f"runs={runs}", f"out={tmp_path / 'out'}", "resamples=100",
-                 *layout])  # fmt: skip
+    code = main(
+        ["leaderboard", f"runs={runs}", f"out={tmp_path / 'out'}", "resamples=100", *layout]
+    )
     text = (tmp_path / "out" / "toy" / "README.md").read_text()
     assert code == 0 and "ID 500 frames, then for each severity 400 CID frames" in text
     assert "a dev stream and 1 test streams" in text

@@ -38,9 +38,11 @@ def test_cifar_recipe_is_the_default_and_every_part_an_override(tmp_path):
     assert {k: r.method_args[k] for k in CIFAR10C.recipe} == CIFAR10C.recipe
     assert r.trainer_args["gradient_clip_val"] == 1.0 and r.trainer_args["max_epochs"] == 200
     r = _resolved(
-        tmp_path / "b", method="msp", method_args={"lr": "0.05", "optimizer": "adam"},
+        tmp_path / "b",
+        method="msp",
+        method_args={"lr": "0.05", "optimizer": "adam"},
         trainer_args={"gradient_clip_val": "0.5"},
-    )  # fmt: skip
+    )
     assert r.method_args["lr"] == 0.05 and r.method_args["optimizer"] == "adam"
     assert r.method_args["label_smoothing"] == 0.1
     assert r.trainer_args["gradient_clip_val"] == 0.5

@@ -145,10 +145,19 @@ def test_mel_power_is_torchaudios(tmp_path):
     private folder, and its MelSpectrogram (float32) is the reference, to 1e-5 relative."""
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
-         "torchaudio==2.11.0"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(target),
+            "torchaudio==2.11.0",
+        ],
         check=True,
-    )  # fmt: skip
+    )
     sys.path.insert(0, str(target))
     try:
         import torchaudio
@@ -297,9 +306,16 @@ def test_training_batches_are_waveforms_mixed_with_train_noise_then_features(dat
 def test_fit_runs_end_to_end(tmp_path, capsys):
     root = make_root(tmp_path / "data")
     code = main(
-        ["fit", "data=speechcommands", f"data.root={root}", "method=msp",
-         "trainer.max_epochs=2", f"out={tmp_path}", "name=s"]
-    )  # fmt: skip
+        [
+            "fit",
+            "data=speechcommands",
+            f"data.root={root}",
+            "method=msp",
+            "trainer.max_epochs=2",
+            f"out={tmp_path}",
+            "name=s",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "OOD words 5" in out

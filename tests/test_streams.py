@@ -35,8 +35,12 @@ def _predictions(seed: int = 0, knows_errors: float = 0.0, n: int = 300) -> Pred
     names = ["dev", "id", *[f"cid/{c}/{s}" for c in CORRUPTIONS for s in range(1, 6)], "ood/far"]
     rng = np.random.default_rng(seed)
     group = np.repeat(np.arange(len(names)), n).astype(np.int32)
-    severity = np.array([int(names[g].split("/")[2]) if "/" in names[g] and
-                         names[g].startswith("cid") else 0 for g in group])  # fmt: skip
+    severity = np.array(
+        [
+            int(names[g].split("/")[2]) if "/" in names[g] and names[g].startswith("cid") else 0
+            for g in group
+        ]
+    )
     label = rng.integers(0, 4, len(group)).astype(np.int32)
     right = rng.random(len(group)) < 0.95 - 0.15 * severity
     predicted = np.where(right, label, (label + 1) % 4)
@@ -141,8 +145,17 @@ def _constructed(late: int, seed: int = 0) -> tuple[Predictions, StreamSpec]:
     example is wrong; OOD too. A CID or OOD example's score is 1, except that ``late`` marks
     the examples that will fill the first ``late`` frames of each shift with score 0. The
     stream has one severity (ID 400 frames, CID 400 frames), so it has one shift, at 400."""
-    spec = StreamSpec(id_frames=400, cid_frames=400, cycle=400, severities=(1,), window=50,
-                      alarm_window=1, band_frames=2000, test_streams=2, seed=seed)  # fmt: skip
+    spec = StreamSpec(
+        id_frames=400,
+        cid_frames=400,
+        cycle=400,
+        severities=(1,),
+        window=50,
+        alarm_window=1,
+        band_frames=2000,
+        test_streams=2,
+        seed=seed,
+    )
     names = ["dev", "id", "cid/fog/1", "ood/far"]
     n = 2000
     group = np.repeat(np.arange(4), n).astype(np.int32)
@@ -219,8 +232,13 @@ def test_a_run_without_corruptions_has_no_stream():
     keep = ~np.char.startswith(np.array(p.group_names)[p.group], "cid/")
     names = ["dev", "id", "ood/far"]
     remap = {p.group_names.index(n): i for i, n in enumerate(names)}
-    q = Predictions(p.probs[keep], p.score[keep], p.label[keep],
-                    np.array([remap[g] for g in p.group[keep]], dtype=np.int32), names)  # fmt: skip
+    q = Predictions(
+        p.probs[keep],
+        p.score[keep],
+        p.label[keep],
+        np.array([remap[g] for g in p.group[keep]], dtype=np.int32),
+        names,
+    )
     with pytest.raises(ValueError, match="no corruptions"):
         evaluate(q)
 

@@ -103,9 +103,18 @@ def test_corrupt_files_are_named(tmp_path):
 @pytest.mark.slow
 def test_fit_runs_end_to_end(root, tmp_path, capsys):
     code = main(
-        ["fit", "data=tinyimagenet", f"data.root={root}", "data.corruptions=[fog]", "method=msp",
-         "trainer.max_epochs=1", "backbone.width=0.25", f"out={tmp_path}", "name=t"]
-    )  # fmt: skip
+        [
+            "fit",
+            "data=tinyimagenet",
+            f"data.root={root}",
+            "data.corruptions=[fog]",
+            "method=msp",
+            "trainer.max_epochs=1",
+            "backbone.width=0.25",
+            f"out={tmp_path}",
+            "name=t",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "OOD heldout 40" in out

@@ -107,8 +107,12 @@ def ranking_on_counts(scores: Tensor, positive: Tensor, counts: Tensor) -> dict[
 # --------------------------------------------------------------------------- selective prediction
 def _harmonic(n: int) -> Tensor:
     """H[m] = sum_{i<=m} 1/i for m = 0..n."""
-    return torch.cat([torch.zeros(1, dtype=torch.float64),
-                      (1.0 / torch.arange(1, n + 1, dtype=torch.float64)).cumsum(0)])  # fmt: skip
+    return torch.cat(
+        [
+            torch.zeros(1, dtype=torch.float64),
+            (1.0 / torch.arange(1, n + 1, dtype=torch.float64)).cumsum(0),
+        ]
+    )
 
 
 def _selective(scores: Tensor, errors: Tensor, nll: Tensor, counts: Tensor) -> dict[str, Tensor]:

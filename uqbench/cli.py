@@ -56,13 +56,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def with_overrides(name: str, help: str, description: str, epilog: str | None = None,
-                       metavar: str = "key=value") -> None:  # fmt: skip
+    def with_overrides(
+        name: str,
+        help: str,
+        description: str,
+        epilog: str | None = None,
+        metavar: str = "key=value",
+    ) -> None:
         """A subcommand that takes ``key=value`` overrides, its epilog printed as written."""
         command = commands.add_parser(
-            name, help=help, description=description, epilog=epilog,
+            name,
+            help=help,
+            description=description,
+            epilog=epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
-        )  # fmt: skip
+        )
         command.add_argument("overrides", nargs="*", metavar=metavar)
 
     with_overrides(
@@ -301,8 +309,10 @@ def _sweep(file: Path, count: str | None) -> int:
     try:
         from uqbench import sweeps
     except ImportError:
-        raise ConfigError("uqbench sweep needs the sweeps package: pip install sweeps==0.2.0 "
-                          "jsonref (or the project's [sweeps] extra)") from None  # fmt: skip
+        raise ConfigError(
+            "uqbench sweep needs the sweeps package: pip install sweeps==0.2.0 "
+            "jsonref (or the project's [sweeps] extra)"
+        ) from None
     limit = None
     if count is not None:
         key, _, value = count.partition("=")

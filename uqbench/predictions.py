@@ -40,14 +40,14 @@ class Predictions:
         label = np.concatenate([c[2] for c in chunks]).astype(np.int32)
         group = np.concatenate([np.full(len(c[2]), c[3], np.int32) for c in chunks])
         kinds = chunks[0][4] if chunks and len(chunks[0]) > 4 else {}
-        variants = {k: np.concatenate([c[4][k] for c in chunks]).astype(np.float64)
-                    for k in kinds}  # fmt: skip
+        variants = {k: np.concatenate([c[4][k] for c in chunks]).astype(np.float64) for k in kinds}
         return cls(probs, score, label, group, names, variants)
 
     def with_score(self, name: str) -> Predictions:
         """The same examples scored by the variant ``name`` (no variants of its own)."""
-        return Predictions(self.probs, self.variants[name], self.label, self.group,
-                           self.group_names)  # fmt: skip
+        return Predictions(
+            self.probs, self.variants[name], self.label, self.group, self.group_names
+        )
 
     def save(self, path: Path) -> None:
         with open(path, "wb") as handle:

@@ -125,8 +125,9 @@ def split_halves(p: Predictions, seed: int) -> tuple[dict[str, np.ndarray], dict
 def build(p: Predictions, pools: dict[str, np.ndarray], spec: StreamSpec, seed: int) -> Stream:
     """One stream: ID, then per severity a CID segment (types cycled) and an OOD burst between
     severities (D.7's order)."""
-    corruptions = list(dict.fromkeys(n.split("/")[1] for n in p.group_names
-                                     if n.startswith("cid/")))  # fmt: skip
+    corruptions = list(
+        dict.fromkeys(n.split("/")[1] for n in p.group_names if n.startswith("cid/"))
+    )
     oods = [n for n in p.group_names if n.startswith("ood/")]
     if not corruptions:
         raise ValueError("a stream needs CID sets: this run's data set has no corruptions")
@@ -284,8 +285,9 @@ def streams(p: Predictions, spec: StreamSpec) -> tuple[Stream, list[Stream], tup
     return dev, tests, id_band(p, spec)
 
 
-def evaluate(p: Predictions, spec: StreamSpec | None = None,
-             resamples: int = RESAMPLES) -> StreamResult:  # fmt: skip
+def evaluate(
+    p: Predictions, spec: StreamSpec | None = None, resamples: int = RESAMPLES
+) -> StreamResult:
     """Every stream metric of the run whose predictions are ``p``."""
     spec = spec or StreamSpec()
     dev, tests, band = streams(p, spec)

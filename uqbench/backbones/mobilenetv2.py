@@ -22,8 +22,15 @@ from torch import Tensor, nn
 
 from uqbench.backbones.base import Backbone, check_width
 
-STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-          (6, 160, 3, 1), (6, 320, 1, 1))  # fmt: skip
+STAGES = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 1),
+    (6, 320, 1, 1),
+)
 LAST_CHANNELS = 1280
 
 
@@ -33,8 +40,9 @@ def divisible(value: float, divisor: int = 8) -> int:
     return rounded + divisor if rounded < 0.9 * value else rounded
 
 
-def conv_bn_relu6(c_in: int, c_out: int, kernel: int = 1, stride: int = 1, groups: int = 1,
-                  relu: bool = True) -> nn.Sequential:  # fmt: skip
+def conv_bn_relu6(
+    c_in: int, c_out: int, kernel: int = 1, stride: int = 1, groups: int = 1, relu: bool = True
+) -> nn.Sequential:
     layers: list[nn.Module] = [
         nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=False),
         nn.BatchNorm2d(c_out),

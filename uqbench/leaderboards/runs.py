@@ -176,8 +176,16 @@ def load(ref: RunRef, options: Options) -> list[Run]:
     predictions = Predictions.load(scores)
     doc = json.loads((ref.folder / METRICS).read_text())
     key = f"{digest}-score"
-    rows = [Run(ref, doc, predictions, _samples(predictions, key, options.resamples),
-                _stream(predictions, key, options), deploy)]  # fmt: skip
+    rows = [
+        Run(
+            ref,
+            doc,
+            predictions,
+            _samples(predictions, key, options.resamples),
+            _stream(predictions, key, options),
+            deploy,
+        )
+    ]
     for name in predictions.variants:
         p, key = predictions.with_score(name), f"{digest}-{name}"
         variant = dataclasses.replace(ref, label=f"{ref.label} ({name})")
@@ -187,8 +195,15 @@ def load(ref: RunRef, options: Options) -> list[Run]:
             "tuned": {"variant of": ref.label, "score": name},
             "tuning": None,
         }
-        rows.append(Run(variant, variant_doc, p, _samples(p, key, options.resamples),
-                        _stream(p, key, options)))  # fmt: skip
+        rows.append(
+            Run(
+                variant,
+                variant_doc,
+                p,
+                _samples(p, key, options.resamples),
+                _stream(p, key, options),
+            )
+        )
     return rows
 
 

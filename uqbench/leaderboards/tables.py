@@ -111,46 +111,71 @@ def tasks(example: Run) -> list[tuple[str, str, list[tuple[str, str]]]]:
     """(title, what it measures, columns) for every task this data set has."""
     m = example.metrics["metrics"]
     tasks = [
-        ("Failure detection: ID ok | ID err",
-         "Positives: misclassified inputs of the ID test split and of every CID set, pooled; "
-         "negatives: correctly classified ones. The last column averages the AUROC over the "
-         "corruption x severity sets (the paper's F.2 rule).",
-         [("AUROC", "id_vs_error/auroc"), ("AUPRC", "id_vs_error/auprc"),
-          ("FPR@95", "id_vs_error/fpr95")]
-         + ([("AUROC, mean over CID sets", "id_vs_error_cid_mean/auroc")]
-            if "id_vs_error_cid_mean" in m else [])),
-    ]  # fmt: skip
+        (
+            "Failure detection: ID ok | ID err",
+            "Positives: misclassified inputs of the ID test split and of every CID set, pooled; "
+            "negatives: correctly classified ones. The last column averages the AUROC over the "
+            "corruption x severity sets (the paper's F.2 rule).",
+            [
+                ("AUROC", "id_vs_error/auroc"),
+                ("AUPRC", "id_vs_error/auprc"),
+                ("FPR@95", "id_vs_error/fpr95"),
+            ]
+            + (
+                [("AUROC, mean over CID sets", "id_vs_error_cid_mean/auroc")]
+                if "id_vs_error_cid_mean" in m
+                else []
+            ),
+        ),
+    ]
     if "id_vs_error_by_severity" in m:
         severities = sorted(m["id_vs_error_by_severity"], key=int)
-        tasks.append((
-            "Failure detection by severity: AUROC ID ok | ID err",
-            "Severity 0 is the clean ID test split; severity s pools every corruption at s.",
-            [(f"sev {s}", f"id_vs_error_by_severity/{s}") for s in severities],
-        ))  # fmt: skip
+        tasks.append(
+            (
+                "Failure detection by severity: AUROC ID ok | ID err",
+                "Severity 0 is the clean ID test split; severity s pools every corruption at s.",
+                [(f"sev {s}", f"id_vs_error_by_severity/{s}") for s in severities],
+            )
+        )
     if "id_vs_ood" in m:
         sets = [s for s in m["id_vs_ood"] if s != "mean"]
-        tasks.append((
-            "Out-of-distribution: ID ok | OOD",
-            "Positives: the OOD set's inputs; negatives: correctly classified ID test inputs.",
-            [(f"AUROC {s}", f"id_vs_ood/{s}/auroc") for s in sets]
-            + [("AUROC mean", "id_vs_ood/mean/auroc"), ("FPR@95 mean", "id_vs_ood/mean/fpr95")],
-        ))  # fmt: skip
+        tasks.append(
+            (
+                "Out-of-distribution: ID ok | OOD",
+                "Positives: the OOD set's inputs; negatives: correctly classified ID test inputs.",
+                [(f"AUROC {s}", f"id_vs_ood/{s}/auroc") for s in sets]
+                + [("AUROC mean", "id_vs_ood/mean/auroc"), ("FPR@95 mean", "id_vs_ood/mean/fpr95")],
+            )
+        )
     selective = [("AURC ID", "selective/id/aurc"), ("risk@90 ID", "selective/id/risk@90")]
     if "id+cid" in m.get("selective", {}):
-        selective += [("AURC ID+CID", "selective/id+cid/aurc"),
-                      ("risk@90 ID+CID", "selective/id+cid/risk@90"),
-                      ("sNLL@90 ID+CID", "selective/id+cid/snll@90")]  # fmt: skip
-    tasks.append((
-        "Selective prediction",
-        "Inputs accepted least uncertain first; risk is the error rate of the accepted.",
-        selective,
-    ))  # fmt: skip
-    calibration = [("acc ID", "accuracy/id"), ("NLL", "calibration/nll"),
-                   ("Brier", "calibration/brier"), ("ECE", "calibration/ece")]  # fmt: skip
+        selective += [
+            ("AURC ID+CID", "selective/id+cid/aurc"),
+            ("risk@90 ID+CID", "selective/id+cid/risk@90"),
+            ("sNLL@90 ID+CID", "selective/id+cid/snll@90"),
+        ]
+    tasks.append(
+        (
+            "Selective prediction",
+            "Inputs accepted least uncertain first; risk is the error rate of the accepted.",
+            selective,
+        )
+    )
+    calibration = [
+        ("acc ID", "accuracy/id"),
+        ("NLL", "calibration/nll"),
+        ("Brier", "calibration/brier"),
+        ("ECE", "calibration/ece"),
+    ]
     if "calibration_ts" in m:
         calibration.append(("ECE, T-scaled on dev", "calibration_ts/ece"))
-    tasks.append(("Calibration", "On the ID test split, with each method's probabilities "
-                  "(ECE: 15 equal-mass bins).", calibration))  # fmt: skip
+    tasks.append(
+        (
+            "Calibration",
+            "On the ID test split, with each method's probabilities (ECE: 15 equal-mass bins).",
+            calibration,
+        )
+    )
     return tasks
 
 
@@ -165,8 +190,11 @@ HEADLINE = [
 def differences(methods: dict[str, list[Run]], reference: str, data: str) -> list[str]:
     """The paired table against ``reference`` and one sentence per method on the first
     headline metric."""
-    present = [(n, k) for n, k in HEADLINE if lookup(methods[reference][0].metrics["metrics"], k)
-               is not None]  # fmt: skip
+    present = [
+        (n, k)
+        for n, k in HEADLINE
+        if lookup(methods[reference][0].metrics["metrics"], k) is not None
+    ]
     lines = [
         f"Each cell: the method's value minus {reference}'s, mean over seeds, with the 95% "
         "interval of the paired bootstrap (both runs resampled on the same indices per seed). "
@@ -194,13 +222,17 @@ def differences(methods: dict[str, list[Run]], reference: str, data: str) -> lis
 
 def _sentence(method: str, reference: str, data: str, name: str, key: str, d: Estimate) -> str:
     if d.low is None or d.low <= 0 <= d.high:
-        return (f"- {method} and {reference} do not differ on {data} {name}: "
-                f"{d.mean:+.3f} [{d.low:.3f}, {d.high:.3f}] includes zero.")  # fmt: skip
+        return (
+            f"- {method} and {reference} do not differ on {data} {name}: "
+            f"{d.mean:+.3f} [{d.low:.3f}, {d.high:.3f}] includes zero."
+        )
     better = (d.mean > 0) == _higher_is_better(key)
     verb = "beats" if better else "trails"
     low, high = (d.low, d.high) if d.mean > 0 else (-d.high, -d.low)  # the gap's magnitude
-    return (f"- {method} {verb} {reference} on {data} {name} by {abs(d.mean):.3f} "
-            f"[{low:.3f}, {high:.3f}].")  # fmt: skip
+    return (
+        f"- {method} {verb} {reference} on {data} {name} by {abs(d.mean):.3f} "
+        f"[{low:.3f}, {high:.3f}]."
+    )
 
 
 def _cid_aurocs(p: Predictions) -> dict[str, float]:
@@ -238,18 +270,31 @@ def per_corruption(methods: dict[str, list[Run]]) -> tuple[list[str], list[str]]
     by_severity = []
     for corruption in corruptions:
         severities = [n.split("/")[1] for n in sets if n.startswith(f"{corruption}/")]
-        by_severity += ["", f"**{corruption}**", "",
-                        *_header(["method", *(f"sev {s}" for s in severities)])]  # fmt: skip
-        by_severity += [_row([m, *(cell(m, f"{corruption}/{s}") for s in severities)])
-                        for m in methods]  # fmt: skip
+        by_severity += [
+            "",
+            f"**{corruption}**",
+            "",
+            *_header(["method", *(f"sev {s}" for s in severities)]),
+        ]
+        by_severity += [
+            _row([m, *(cell(m, f"{corruption}/{s}") for s in severities)]) for m in methods
+        ]
     return pooled, by_severity
 
 
 def stream_table(methods: dict[str, list[Run]], spec: streams.StreamSpec) -> list[str]:
     """The streaming metrics per method, mean over seeds (intervals' ends averaged)."""
-    lines = _header(["method", "event AUPRC", "median delay (frames)", "miss rate",
-                     "FPR on clean ID at 90% recall", "abstained (budget)",
-                     "accuracy of the accepted"])  # fmt: skip
+    lines = _header(
+        [
+            "method",
+            "event AUPRC",
+            "median delay (frames)",
+            "miss rate",
+            "FPR on clean ID at 90% recall",
+            "abstained (budget)",
+            "accuracy of the accepted",
+        ]
+    )
     budget = spec.budget
     for method, runs in methods.items():
         results = [r.stream for r in runs if isinstance(r.stream, StreamResult)]
@@ -260,26 +305,35 @@ def stream_table(methods: dict[str, list[Run]], spec: streams.StreamSpec) -> lis
             for f in dataclasses.fields(StreamResult)
             if not f.name.endswith("interval")
         }
-        ends = {name: (mean_defined([getattr(r, name)[0] for r in results]),
-                       mean_defined([getattr(r, name)[1] for r in results]))
-                for name in ("auprc_interval", "delay_interval")}  # fmt: skip
-        lines.append(_row([
-            method,
-            Estimate(mean["auprc"], *ends["auprc_interval"]).cell(),
-            Estimate(mean["median_delay"], *ends["delay_interval"]).cell(".0f"),
-            Estimate(mean["miss_rate"], None, None).cell(),
-            Estimate(mean["id_fpr"], None, None).cell(),
-            f"{mean['abstention']:.3f} ({budget})",
-            Estimate(mean["accepted_accuracy"], None, None).cell(),
-        ]))  # fmt: skip
+        ends = {
+            name: (
+                mean_defined([getattr(r, name)[0] for r in results]),
+                mean_defined([getattr(r, name)[1] for r in results]),
+            )
+            for name in ("auprc_interval", "delay_interval")
+        }
+        lines.append(
+            _row(
+                [
+                    method,
+                    Estimate(mean["auprc"], *ends["auprc_interval"]).cell(),
+                    Estimate(mean["median_delay"], *ends["delay_interval"]).cell(".0f"),
+                    Estimate(mean["miss_rate"], None, None).cell(),
+                    Estimate(mean["id_fpr"], None, None).cell(),
+                    f"{mean['abstention']:.3f} ({budget})",
+                    Estimate(mean["accepted_accuracy"], None, None).cell(),
+                ]
+            )
+        )
     return lines
 
 
 def provenance(methods: dict[str, list[Run]]) -> list[str]:
     """Per method: the splits it was fitted on, what it searched on dev and by which objective,
     and what it chose (first seed)."""
-    lines = _header(["method", "fitted on", "searched on dev (objective)",
-                     "fitted values, first seed"])  # fmt: skip
+    lines = _header(
+        ["method", "fitted on", "searched on dev (objective)", "fitted values, first seed"]
+    )
     for method, runs in methods.items():
         doc = runs[0].metrics
         splits = doc.get("fitted_on")
