@@ -248,20 +248,31 @@ def _first_stage_once(modules: Iterable[nn.Module], x: Tensor) -> Iterator[None]
 
 
 class _Once:
-    """A module's ``forward`` that keeps its output for one input tensor (see above)."""
+    """A module's ``forward`` that keeps its output for one input tensor, or for each slice of it
+    (the CPU runs a large batch through the backbone in slices; see above)."""
 
     def __init__(self, forward: Callable[..., Any], x: Tensor) -> None:
         self.forward, self.x, self.x_version = forward, x, x._version
-        self.out: Tensor | None = None
-        self.out_version = 0
+        self.base = x if x._base is None else x._base  # what a slice of x is a view of
+        self.kept: dict[tuple[Any, ...], tuple[Tensor, int]] = {}  # slice -> output, version
+
+    def _slice(self, t: Any) -> tuple[Any, ...] | None:
+        """Where ``t`` lies in ``x`` if it is ``x`` or a view of the same tensor; None else."""
+        if not isinstance(t, Tensor) or self.x._version != self.x_version:
+            return None  # x changed in place since the passes began
+        if t is not self.x and t._base is not self.base:
+            return None
+        return t.storage_offset(), tuple(t.shape), t.stride()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if kwargs or len(args) != 1 or args[0] is not self.x or self.x._version != self.x_version:
+        where = self._slice(args[0]) if len(args) == 1 and not kwargs else None
+        if where is None:
             return self.forward(*args, **kwargs)
-        if self.out is None or self.out._version != self.out_version:
-            self.out = self.forward(self.x)
-            self.out_version = self.out._version
-        return self.out
+        out, version = self.kept.get(where, (None, 0))
+        if out is None or out._version != version:
+            out = self.forward(args[0])
+            self.kept[where] = out, out._version
+        return out
 
 
 class _FixedPass(torch.nn.Module):

@@ -56,6 +56,64 @@ def test_fold_batchnorm_counts_one_bias_per_channel():
     assert unfolded - count_parameters(model) == bn_channels  # weight+bias -> one bias
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    "factory,shape",
+    [(digits_cnn, (1, 28, 28)), (resnet8, (3, 32, 32)), (ds_cnn, (1, 40, 98))],
+    ids=["digits-cnn", "resnet8", "ds-cnn"],
+)
+def test_a_large_eval_batch_runs_in_slices_with_the_same_bits(factory, shape, threads):
+    """On the CPU in eval mode a batch larger than the backbone's slice runs in slices: logits,
+    every tap and the pooled vector equal the whole batch's bit for bit, whatever the slice
+    (a last slice of one example, which oneDNN computes with other kernels, joins the one
+    before)."""
+    torch.manual_seed(0)
+    model = factory(num_classes=7, input_shape=shape)
+    for module in model.modules():  # running statistics that are not the identity
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+    model.eval()
+    x = torch.rand(2 * model.cpu_eval_slice + 1, *shape)
+    calls = []
+    original = model.forward_features
+    model.forward_features = lambda part: calls.append(len(part)) or original(part)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            whole = model._forward(x)
+            assert calls == [len(x)]
+            for size in (model.cpu_eval_slice, 2, 3, 7, 33):
+                calls.clear()
+                model.cpu_eval_slice = size
+                sliced = model(x)
+                assert sum(calls) == len(x) and min(calls) >= 2 and max(calls) <= size + 1
+                assert torch.equal(sliced.logits, whole.logits), size
+                assert torch.equal(sliced.pooled, whole.pooled), size
+                for name in whole.taps:
+                    assert torch.equal(sliced.taps[name], whole.taps[name]), (size, name)
+    finally:
+        torch.set_num_threads(before)
+    calls.clear()
+    model.train()  # batch statistics: never sliced
+    model(x)
+    assert calls == [len(x)]
+
+
+def test_backbones_whose_kernels_depend_on_the_batch_are_not_sliced():
+    """oneDNN computes MobileNetV2's depthwise layers and timm's models with kernels chosen by
+    batch size: their batches run whole, so a plugin's numbers never depend on a slice."""
+    for factory, shape in [(mobilenetv2, (3, 64, 64)), (timm_factory("resnet10t"), (1, 28, 28))]:
+        model = factory(num_classes=7, input_shape=shape).eval()
+        calls = []
+        original = model.forward_features
+        model.forward_features = lambda part, c=calls, f=original: c.append(len(part)) or f(part)
+        with torch.no_grad():
+            model(torch.rand(130, *shape))
+        assert model.cpu_eval_slice is None and calls == [130]
+
+
 @pytest.mark.parametrize(
     "factory,shape",
     [

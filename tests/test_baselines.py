@@ -193,6 +193,16 @@ def test_mc_dropout_runs_its_first_stage_once_a_batch_with_the_same_bits():
     with torch.no_grad():
         one_by_one = torch.stack([member(x) for member in method.device_export().members])
     assert torch.equal(probs, one_by_one.softmax(-1))
+    # A batch the CPU runs in slices: the stem once a slice, the same probabilities.
+    size = backbone.cpu_eval_slice
+    many = torch.cat([x] * (2 * size // len(x) + 1))
+    convolutions.update(stem=0, mid=0)
+    with torch.no_grad():
+        probs = method.sample_probs(many, 4)
+        slices = -(-len(many) // size)
+        assert slices == 3 and convolutions == {"stem": slices, "mid": 4 * slices}
+        one_by_one = torch.stack([member(many) for member in method.device_export().members])
+    assert torch.equal(probs, one_by_one.softmax(-1))
 
 
 def test_first_stage_once_computes_again_what_changed_in_place():
@@ -212,10 +222,14 @@ def test_first_stage_once_computes_again_what_changed_in_place():
         first.add_(1)  # the kept output changed: computed again
         assert torch.equal(module(x), torch.full((3,), 2.0)) and len(calls) == 2
         module(torch.ones(3))  # another input (equal, not the same tensor): computed
+        assert module(x[:2]) is module(x[:2]) and len(calls) == 4  # a slice of x: kept
+        assert torch.equal(module(x[1:]), torch.full((2,), 2.0)) and len(calls) == 5
         x.mul_(3)  # the input itself changed
-        assert torch.equal(module(x), torch.full((3,), 6.0)) and len(calls) == 4
+        assert torch.equal(module(x), torch.full((3,), 6.0)) and len(calls) == 6
+        module(x[:2])  # and so did its slices
+        assert len(calls) == 7
     module(x)
-    assert len(calls) == 5 and "forward" not in module.__dict__
+    assert len(calls) == 8 and "forward" not in module.__dict__
     own = module.forward  # a forward set on the instance is put back, not removed
     module.forward = own
     with _first_stage_once([module], x):

@@ -106,3 +106,47 @@ def test_group_with_a_training_method_and_missing_base_are_clear_errors(capsys, 
     assert main(["fit", "method=energy", "train_base=false", f"out={tmp_path}", *FAST]) == 2
     assert "no usable cached base model" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "methods",
+    [
+        POSTHOC,
+        ["odin"],
+        ["mc_dropout"],
+        ["deep_ensemble", "method.trained=2"],
+        ["early_exit"],
+        ["evidential"],
+        ["snapuq"],
+    ],
+    ids=lambda methods: methods[0] if len(methods) <= 2 else "posthoc",
+)
+def test_no_number_depends_on_the_cpu_slices(capsys, tmp_path, monkeypatch, methods):
+    """An evaluation batch runs through the backbone in slices on the CPU, for speed: every
+    score, metric and tuned value equals the one computed on whole batches, as before slices
+    existed, and with slices of 7 (each split cut differently, a last slice shorter)."""
+    import numpy as np
+
+    from uqbench.backbones.digits_cnn import DigitsCNN
+
+    method, *options = methods
+    names = methods if len(methods) > 2 else [method]
+    selector = f"method=[{','.join(names)}]" if len(names) > 1 else f"method={method}"
+    documents = {}
+    for size in (None, 64, 7):
+        monkeypatch.setattr(DigitsCNN, "cpu_eval_slice", size)
+        args = [selector, *(options if len(names) == 1 else []), f"out={tmp_path}"]
+        assert main(["fit", *args, f"name=s{size}", *FAST]) == 0, capsys.readouterr().err
+        capsys.readouterr()
+        for name in names:
+            folder = tmp_path / (f"s{size}-{name}" if len(names) > 1 else f"s{size}")
+            scores = dict(np.load(folder / "scores.npz"))
+            metrics = json.loads((folder / "metrics.json").read_text())
+            documents.setdefault(name, []).append((scores, metrics["metrics"], metrics["tuned"]))
+    for name, (whole, *sliced) in documents.items():
+        for other in sliced:
+            assert whole[0].keys() == other[0].keys()
+            for key in whole[0]:
+                np.testing.assert_array_equal(whole[0][key], other[0][key], err_msg=f"{name} {key}")
+            assert whole[1] == other[1] and whole[2] == other[2], name

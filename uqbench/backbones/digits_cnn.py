@@ -17,6 +17,7 @@ from uqbench.backbones.pooling import MaxPool2d
 
 class DigitsCNN(Backbone):
     tap_names = ("stem", "mid", "penultimate")
+    cpu_eval_slice = 64  # same bits in slices (see Backbone)
 
     def __init__(self, num_classes: int, input_shape: tuple[int, ...], width: int = 16) -> None:
         super().__init__()

@@ -24,6 +24,7 @@ def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 class DSCNN(Backbone):
     tap_names = ("stem", "block1", "mid", "block3", "penultimate")
+    cpu_eval_slice = 64  # same bits in slices (see Backbone)
 
     def __init__(self, num_classes: int, input_shape: tuple[int, ...], filters: int = 64) -> None:
         super().__init__()

@@ -34,6 +34,7 @@ class _Stage(nn.Module):
 
 class ResNet8(Backbone):
     tap_names = ("stem", "stage1", "mid", "penultimate")
+    cpu_eval_slice = 64  # same bits in slices (see Backbone)
 
     def __init__(self, num_classes: int, input_shape: tuple[int, ...], width: int = 16) -> None:
         super().__init__()
