@@ -35,4 +35,5 @@ class AbstentionController:
 
     def run(self, stream: Tensor) -> Tensor:
         """Abstention decisions [T] (bool) for a stream of uncertainties [T], in order."""
-        return torch.tensor([self.step(float(u)) for u in stream], dtype=torch.bool)
+        # tolist(): the same Python floats as float() of each element, without a tensor each.
+        return torch.tensor([self.step(u) for u in stream.tolist()], dtype=torch.bool)
