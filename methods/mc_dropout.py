@@ -227,12 +227,12 @@ class MCDropout(UQMethod):
 @contextmanager
 def _first_stage_once(modules: Iterable[nn.Module], x: Tensor) -> Iterator[None]:
     """While open, a module of ``modules`` (the tap modules) called on ``x`` itself, the
-    network's input, computes once and returns that output again. Such a module is a first
-    stage: every dropout site comes after it (its dropout is a hook on its output), so the N
-    passes of a batch compute it N times from the same input with the same weights (on the
-    digits CNN, the stem is about half of a pass). The result is exact, not approximate: it is
-    the output the module computes. An output or input changed in place since (its version
-    counter moved) is computed again."""
+    network's input, or on a slice of it, computes once and returns that output again. Such a
+    module is a first stage: every dropout site comes after it (its dropout is a hook on its
+    output), so the N passes of a batch compute it N times from the same input with the same
+    weights (on the digits CNN, the stem is about half of a pass). The result is exact, not
+    approximate: it is the output the module computes. An output or input changed in place
+    since (its version counter moved) is computed again."""
     own = [(module, module.__dict__.get("forward")) for module in modules]
     for module, _ in own:
         # An instance attribute: nn.Module calls it, hooks included.

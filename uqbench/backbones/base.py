@@ -17,7 +17,9 @@ The contract (checked by :func:`check_backbone`, which the runner calls on every
   classifier reads (``pool_tap`` unless the backbone has its own head pooling);
 - ``forward_head(pooled)`` maps ``[B, D]`` to logits ``[B, num_classes]``;
 - ``tap_modules()`` (optional) names the module whose output is each tap, so a method can hook
-  it (MC dropout at the taps does).
+  it (MC dropout at the taps does);
+- ``cpu_eval_slice`` (optional, default None) lets an eval-mode batch on the CPU run in slices
+  of that many examples, for speed; set it only where the slices give the same bits.
 """
 
 from __future__ import annotations
