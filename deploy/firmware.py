@@ -297,12 +297,13 @@ class Emulation:
     score_instructions: int | None = None  # executed by the first score
 
 
-def emulate(elf: Path, board: Board, examples: int, timeout: float = 60.0) -> Emulation:
-    """Run ``elf`` under QEMU on the board's machine; parse what the harness printed."""
-    command = [
+def qemu_command(machine: str, elf: Path) -> list[str]:
+    """QEMU running ``elf`` on ``machine`` headless: semihosting for the harness's output and
+    exit, one instruction per virtual clock tick (``-icount shift=0``)."""
+    return [
         "qemu-system-arm",
         "-M",
-        board.qemu_machine,
+        machine,
         "-nographic",
         "-monitor",
         "none",
@@ -315,6 +316,11 @@ def emulate(elf: Path, board: Board, examples: int, timeout: float = 60.0) -> Em
         "-kernel",
         str(elf),
     ]
+
+
+def emulate(elf: Path, board: Board, examples: int, timeout: float = 60.0) -> Emulation:
+    """Run ``elf`` under QEMU on the board's machine; parse what the harness printed."""
+    command = qemu_command(board.qemu_machine, elf)
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from uqbench.deploy.codegen import C_DIR
+from uqbench.deploy.firmware import qemu_command
 
 from uqbench.errors import UQBenchError
 
@@ -203,24 +204,7 @@ def profile(elf: Path, machine: str, timeout: float = 120.0) -> Profile:
         plugin = (
             f"{plugin_library()},begin={named['uqh_begin']:#x},end={named['uqh_end']:#x},out={out}"
         )
-        command = [
-            "qemu-system-arm",
-            "-M",
-            machine,
-            "-nographic",
-            "-monitor",
-            "none",
-            "-serial",
-            "none",
-            "-semihosting-config",
-            "enable=on,target=native",
-            "-icount",
-            "shift=0",
-            "-kernel",
-            str(elf),
-            "-plugin",
-            plugin,
-        ]
+        command = [*qemu_command(machine, elf), "-plugin", plugin]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
