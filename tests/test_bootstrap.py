@@ -8,12 +8,15 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from uqbench import bootstrap as B
 from uqbench.bootstrap import (
+    _Blocks,
     _metrics,
     _Run,
     bootstrap,
     interval,
     paired,
+    ranking_on_counts,
     resample_counts,
 )
 from uqbench.metric_table import compute_metrics, lookup
@@ -96,6 +99,72 @@ def test_resamples_are_stratified_and_reproducible():
     assert torch.equal(counts, chunks)
     assert not torch.equal(counts, resample_counts(p.group, 20, seed=4))
     assert (counts.std(0) > 0).any()  # resampling, not the identity
+
+
+def test_each_row_is_drawn_by_the_documented_rule():
+    """Row r: a generator seeded with seed * 1_000_003 + first + r draws each set's members,
+    set by set in the order of their ids. Cached leaderboards and paired runs rely on it."""
+    p = _predictions(n_per_group=30)
+    counts = resample_counts(p.group, 3, seed=5, first=2)
+    for r in range(3):
+        gen = torch.Generator().manual_seed(5 * 1_000_003 + 2 + r)
+        expected = np.zeros(len(p.score))
+        for g in np.unique(p.group):
+            members = np.flatnonzero(p.group == g)
+            drawn = torch.randint(len(members), (len(members),), generator=gen).numpy()
+            np.add.at(expected, members[drawn], 1)
+        np.testing.assert_array_equal(counts[r].numpy(), expected)
+
+
+def test_drawn_resamples_are_kept_per_process_and_handed_out_as_copies(monkeypatch):
+    monkeypatch.setattr(B, "_drawn", {})
+    group = np.repeat(np.arange(3), 50).astype(np.int32)
+    first = resample_counts(group, 10, seed=1)
+    first += 1  # the caller's own tensor: the kept rows are untouched
+    again = resample_counts(group, 10, seed=1)
+    assert again.dtype == torch.float64
+    assert torch.equal(again + 1, first)
+    assert len(B._drawn) == 1
+    # Beyond the budget the oldest rows go first; a draw larger than it is not kept at all.
+    monkeypatch.setattr(B, "COUNTS_CACHE_BYTES", 2 * 10 * 150)
+    resample_counts(group, 10, seed=2)
+    resample_counts(group, 10, seed=3)
+    assert [key[2] for key in B._drawn] == [2, 3]
+    resample_counts(group, 40, seed=4)
+    assert [key[2] for key in B._drawn] == [2, 3]
+
+
+@pytest.mark.parametrize("coarse", [True, False])
+def test_block_sums_by_running_sums_are_bit_identical(coarse):
+    """Whole-number weights (counts) summed per block of ties through one running sum equal
+    the sums added up block by block, and their running sums, bit for bit."""
+    p = _predictions(coarse=coarse)
+    scores = torch.from_numpy(p.score).double()
+    blocks = _Blocks.of(scores)
+    assert (blocks.blocks < len(scores)) == coarse  # ties, or none
+    weights = resample_counts(p.group, 30, seed=2) * torch.from_numpy(p.label >= 2)
+    per_block = torch.zeros(30, blocks.blocks, dtype=torch.float64)
+    per_block.index_add_(1, blocks.block, weights[:, blocks.order])
+    sums, running = blocks.counted(weights[:, blocks.order])
+    assert torch.equal(sums, per_block) and torch.equal(running, per_block.cumsum(1))
+    assert torch.equal(blocks.sums(weights), per_block)
+
+
+def test_block_sums_without_ties_turn_negative_zero_positive_as_adding_does():
+    blocks = _Blocks.of(torch.tensor([0.3, 0.1, 0.2], dtype=torch.float64))
+    summed = blocks.sums(torch.tensor([[-0.0, 1.5, -2.0]], dtype=torch.float64))
+    assert summed.tolist() == [[0.0, -2.0, 1.5]]
+    assert not torch.signbit(summed[0, 0]).item()  # -0.0 would print as "-0.000"
+
+
+def test_ranking_computes_only_what_is_asked_and_the_same_values():
+    p = _predictions()
+    scores, positive = torch.from_numpy(p.score).double(), torch.from_numpy(p.label == 1)
+    counts = resample_counts(p.group, 20, seed=0)
+    every = ranking_on_counts(scores, positive, counts)
+    alone = ranking_on_counts(scores, positive, counts, metrics=("auprc",))
+    assert list(alone) == ["auprc"]
+    assert torch.equal(alone["auprc"].nan_to_num(-1), every["auprc"].nan_to_num(-1))
 
 
 def test_paired_differences_use_the_same_resamples():

@@ -19,6 +19,7 @@ temperature of ``calibration_ts``; the interval is over test examples only.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -42,16 +43,41 @@ def resample_counts(group: np.ndarray, resamples: int, seed: int, first: int = 0
 
     Row ``r`` depends only on (``seed``, ``first + r``) and ``group``: two runs of the same
     evaluation sets get the same resamples (the paired bootstrap), and chunks of rows can be
-    drawn separately."""
+    drawn separately. Every run of a data set draws the same rows, so this process keeps the
+    last ones drawn (:data:`COUNTS_CACHE_BYTES`); the caller gets a tensor of its own."""
+    key = (
+        hashlib.sha256(np.ascontiguousarray(group).tobytes()).hexdigest(),
+        resamples,
+        seed,
+        first,
+    )
+    if key in _drawn:
+        return _drawn[key].to(torch.float64)
     n = len(group)
     counts = torch.zeros(resamples, n, dtype=torch.float64)
-    members = [np.flatnonzero(group == g) for g in np.unique(group)]
+    members = [torch.from_numpy(np.flatnonzero(group == g)) for g in np.unique(group)]
+    gen = torch.Generator()
     for r in range(resamples):
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + first + r)
-        for index in members:
-            drawn = torch.from_numpy(index)[torch.randint(len(index), (len(index),), generator=gen)]
-            counts[r].index_add_(0, drawn, torch.ones(len(index), dtype=torch.float64))
+        gen.manual_seed(seed * 1_000_003 + first + r)
+        drawn = [
+            index[torch.randint(len(index), (len(index),), generator=gen)] for index in members
+        ]
+        counts[r] = torch.bincount(torch.cat(drawn), minlength=n)
+    _keep(key, counts)
     return counts
+
+
+COUNTS_CACHE_BYTES = 64 * 2**20  # the resamples kept per process, one byte per count
+_drawn: dict[tuple, Tensor] = {}  # uint8 counts, oldest first
+
+
+def _keep(key: tuple, counts: Tensor) -> None:
+    """Keep ``counts`` (as bytes, when every count fits one) within the budget, oldest out."""
+    if counts.numel() > COUNTS_CACHE_BYTES or (counts.numel() and counts.max() > 255):
+        return
+    _drawn[key] = counts.to(torch.uint8)
+    while sum(c.numel() for c in _drawn.values()) > COUNTS_CACHE_BYTES:
+        del _drawn[next(iter(_drawn))]
 
 
 # --------------------------------------------------------------------------- ranking metrics
@@ -61,47 +87,72 @@ class _Blocks:
 
     order: Tensor  # [n] example indices, highest score first
     block: Tensor  # [n] block index of each sorted example
+    last: Tensor  # [blocks] sorted position of each block's last example
     blocks: int
 
     @classmethod
     def of(cls, scores: Tensor) -> _Blocks:
         order = torch.argsort(scores, descending=True, stable=True)
-        _, block = torch.unique_consecutive(scores[order], return_inverse=True)
-        return cls(order, block, int(block.max()) + 1 if len(block) else 0)
+        _, block, sizes = torch.unique_consecutive(
+            scores[order], return_inverse=True, return_counts=True
+        )
+        return cls(order, block, sizes.cumsum(0) - 1, len(sizes))
 
     def sums(self, weights: Tensor) -> Tensor:
-        """[R, blocks] per-block sums of ``weights`` [R, n] (given in example order)."""
+        """[R, blocks] per-block sums of ``weights`` [R, n] (given in example order), each
+        added up in sorted order from 0."""
+        if self.blocks == len(self.order):  # no ties: the sum of one is itself (-0 is +0)
+            return weights[:, self.order] + 0.0
         out = torch.zeros(len(weights), self.blocks, dtype=torch.float64)
         return out.index_add_(1, self.block, weights[:, self.order])
 
+    def counted(self, weights: Tensor) -> tuple[Tensor, Tensor]:
+        """(per-block sums, their running sums) [R, blocks] each, of non-negative whole-number
+        ``weights`` [R, n] already in sorted order. Whole numbers add up exactly in any order,
+        so one running sum over the examples gives both, equal to :meth:`sums` and its cumsum
+        bit for bit."""
+        if self.blocks == len(self.order):
+            return weights, weights.cumsum(1)
+        through = weights.cumsum(1)[:, self.last]
+        zero = torch.zeros(len(weights), 1, dtype=weights.dtype)
+        return torch.diff(through, dim=1, prepend=zero), through
 
-def ranking_on_counts(scores: Tensor, positive: Tensor, counts: Tensor) -> dict[str, Tensor]:
-    """AUROC, AUPRC and FPR at 95% TPR of each resample: [R] each, NaN where undefined."""
+
+RANKING = ("auroc", "auprc", "fpr95")
+
+
+def ranking_on_counts(
+    scores: Tensor, positive: Tensor, counts: Tensor, metrics: tuple[str, ...] = RANKING
+) -> dict[str, Tensor]:
+    """AUROC, AUPRC and FPR at 95% TPR of each resample (those of ``metrics``): [R] each, NaN
+    where undefined."""
     b = _Blocks.of(scores)
-    pos = b.sums(counts * positive)
-    neg = b.sums(counts * ~positive)
+    weights, positive = counts[:, b.order], positive[b.order]
+    pos, tps = b.counted(weights * positive)  # per block, and predicting positive down to it
+    neg, fps = b.counted(weights * ~positive)
     n_pos, n_neg = pos.sum(1), neg.sum(1)
-    tps, fps = pos.cumsum(1), neg.cumsum(1)  # predicting positive down to each block
-    # AUROC: each positive against the negatives ranked below it, ties half.
-    auroc = (pos * (n_neg[:, None] - fps + 0.5 * neg)).sum(1) / (n_pos * n_neg)
-    # AUPRC: precision at each block's threshold, weighted by the recall step (empty steps: 0).
-    precision = torch.where(pos > 0, tps / (tps + fps).clamp_min(1e-300), 0.0)
-    auprc = (pos * precision).sum(1) / n_pos
-    # FPR at the ROC point whose TPR is nearest 0.95, the lower FPR on ties (the (0, 0) start
-    # included; an empty block repeats the point before it, which changes nothing).
-    zero = torch.zeros(len(counts), 1, dtype=torch.float64)
-    tpr = torch.cat([zero, tps / n_pos[:, None]], 1)
-    fpr = torch.cat([zero, fps / n_neg[:, None]], 1)
-    distance = (tpr - 0.95).abs()
-    nearest = distance <= distance.amin(1, keepdim=True)
-    fpr95 = torch.where(nearest, fpr, math.inf).amin(1)
     undefined = (n_pos == 0) | (n_neg == 0)
-    nan = torch.full_like(auroc, math.nan)
-    return {
-        "auroc": torch.where(undefined, nan, auroc),
-        "auprc": torch.where(n_pos == 0, nan, auprc),
-        "fpr95": torch.where(undefined, nan, fpr95),
-    }
+    nan = torch.full_like(n_pos, math.nan)
+    out = {}
+    if "auroc" in metrics:  # each positive against the negatives ranked below it, ties half
+        auroc = (pos * (n_neg[:, None] - fps + 0.5 * neg)).sum(1) / (n_pos * n_neg)
+        out["auroc"] = torch.where(undefined, nan, auroc)
+    if "auprc" in metrics:
+        # Precision at each block's threshold, weighted by the recall step (empty steps: 0).
+        precision = torch.where(pos > 0, tps / (tps + fps).clamp_min(1e-300), 0.0)
+        auprc = (pos * precision).sum(1) / n_pos
+        out["auprc"] = torch.where(n_pos == 0, nan, auprc)
+    if "fpr95" in metrics:
+        # FPR at the ROC point whose TPR is nearest 0.95, the lower FPR on ties (the (0, 0)
+        # start included; an empty block repeats the point before it, which changes nothing).
+        zero = torch.zeros(len(counts), 1, dtype=torch.float64)
+        tpr = torch.cat([zero, tps / n_pos[:, None]], 1)
+        fpr = torch.cat([zero, fps / n_neg[:, None]], 1)
+        distance = (tpr - 0.95).abs()
+        nearest = distance <= distance.amin(1, keepdim=True)
+        fpr95 = torch.where(nearest, fpr, math.inf).amin(1)
+        out["fpr95"] = torch.where(undefined, nan, fpr95)
+    return out
 
 
 # --------------------------------------------------------------------------- selective prediction
@@ -124,10 +175,10 @@ def _selective(scores: Tensor, errors: Tensor, nll: Tensor, counts: Tensor) -> d
     sum to (A - e K / n) (H[K + n] - H[K]) + e: the area needs no per-example curve.
     """
     b = _Blocks.of(-scores)  # ascending uncertainty
-    n = b.sums(counts)
-    e = b.sums(counts * errors)
+    weights = counts[:, b.order]
+    n, ends = b.counted(weights)
+    e, errors_to = b.counted(weights * errors[b.order])
     total = n.sum(1)
-    ends, errors_to = n.cumsum(1), e.cumsum(1)
     starts, errors_before = ends - n, errors_to - e
     h = _harmonic(int(total.max()))
     rate = torch.where(n > 0, e / n.clamp_min(1), 0.0)

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from uqbench import metrics as M
-from uqbench.bootstrap import RESAMPLES, interval, ranking_on_counts, resample_counts
+from uqbench.bootstrap import CHUNK, RESAMPLES, interval, ranking_on_counts, resample_counts
 from uqbench.controller import AbstentionController
 from uqbench.metric_table import EvalGroups
 from uqbench.predictions import Predictions
@@ -305,9 +305,7 @@ def evaluate(
         scores = alarm(p.score[test.index], spec.alarm_window)
         if labels.any() and not labels.all():
             auprcs.append(M.auprc(scores, labels))
-            counts = resample_counts(np.zeros(len(scores), dtype=np.int32), resamples, spec.seed)
-            frames = ranking_on_counts(torch.from_numpy(scores), torch.from_numpy(labels), counts)
-            low, high = interval(frames["auprc"].numpy())
+            low, high = interval(_resampled_auprc(scores, labels, resamples, spec.seed))
             lows.append(low), highs.append(high)
         all_delays.append(delays(scores, intervals, true_onsets(test, intervals), threshold))
         clean = (test.kind == ID) & ~labels
@@ -331,6 +329,22 @@ def evaluate(
         events=len(found),
         threshold=threshold,
     )
+
+
+def _resampled_auprc(
+    scores: np.ndarray, labels: np.ndarray, resamples: int, seed: int
+) -> np.ndarray:
+    """[resamples] frame-level AUPRC of a stream, its frames resampled, a chunk of resamples at
+    a time (rows of [resamples, frames] arrays in one pass would not stay in the caches)."""
+    every = np.zeros(len(scores), dtype=np.int32)  # frames are resampled as one set
+    auprcs = []
+    for first in range(0, resamples, CHUNK):
+        counts = resample_counts(every, min(CHUNK, resamples - first), seed, first)
+        ranking = ranking_on_counts(
+            torch.from_numpy(scores), torch.from_numpy(labels), counts, metrics=("auprc",)
+        )
+        auprcs.append(ranking["auprc"].numpy())
+    return np.concatenate(auprcs)
 
 
 def _delay_interval(found: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
