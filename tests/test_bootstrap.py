@@ -167,6 +167,19 @@ def test_ranking_computes_only_what_is_asked_and_the_same_values():
     assert torch.equal(alone["auprc"].nan_to_num(-1), every["auprc"].nan_to_num(-1))
 
 
+def test_metrics_in_passes_of_a_few_rows_are_bit_identical_to_one_pass(monkeypatch):
+    p = _predictions(n_per_group=200)
+    counts = resample_counts(p.group, 50, seed=9)
+    monkeypatch.setattr(B, "PASS_ELEMENTS", 2**40)  # every row in one pass
+    whole = _metrics(_Run(p), counts)
+    monkeypatch.setattr(B, "PASS_ELEMENTS", 7 * 1000)  # 7 rows a pass over 1,000 examples
+    passes = _metrics(_Run(p), counts)
+    assert whole.keys() == passes.keys()
+    for key in whole:
+        bits = [v.numpy().view(np.int64) for v in (whole[key], passes[key])]
+        np.testing.assert_array_equal(*bits, err_msg=key)
+
+
 def test_paired_differences_use_the_same_resamples():
     p = _predictions(seed=1)
     better = Predictions(

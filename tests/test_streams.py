@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from uqbench import bootstrap as B
 from uqbench import metrics as M
 from uqbench.bootstrap import CHUNK, ranking_on_counts, resample_counts
 from uqbench.predictions import Predictions
@@ -266,15 +267,18 @@ def test_a_nonsense_stream_layout_is_refused(change):
         StreamSpec(**change)
 
 
-def test_resampled_auprc_in_chunks_equals_one_pass():
-    """The stream AUPRC's resamples go through in chunks; every value is the one a single pass
-    over all rows gives, bit for bit (and the point estimate's, with counts of one)."""
+def test_resampled_auprc_in_chunks_equals_one_pass(monkeypatch):
+    """The stream AUPRC's resamples go through in chunks and passes; every value is the one a
+    single pass over all rows gives, bit for bit (and the point estimate's, with counts of
+    one)."""
     rng = np.random.default_rng(0)
     scores = np.round(rng.normal(size=700), 1)  # ties
     labels = rng.random(700) < 0.2
     resamples = CHUNK * 2 + 17
     counts = resample_counts(np.zeros(700, dtype=np.int32), resamples, seed=4)
+    monkeypatch.setattr(B, "PASS_ELEMENTS", 2**40)
     one_pass = ranking_on_counts(torch.from_numpy(scores), torch.from_numpy(labels), counts)
+    monkeypatch.setattr(B, "PASS_ELEMENTS", 700 * 9)
     chunked = _resampled_auprc(scores, labels, resamples, seed=4)
     np.testing.assert_array_equal(chunked, one_pass["auprc"].numpy())
     ones = torch.ones(1, 700, dtype=torch.float64)

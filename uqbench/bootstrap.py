@@ -19,9 +19,12 @@ temperature of ``calibration_ts``; the interval is over test examples only.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +38,7 @@ RESAMPLES = 1000
 MAX_RESAMPLES = 100_000  # beyond it the samples of one run take gigabytes, for no gain
 LEVEL = 0.95
 CHUNK = 125  # resamples per pass: [CHUNK, N] float64 arrays stay small
+PASS_ELEMENTS = 2**18  # a ranking's or selective pass: [rows, examples] float64, 2 MiB
 
 
 # --------------------------------------------------------------------------- resampling
@@ -80,6 +84,30 @@ def _keep(key: tuple, counts: Tensor) -> None:
         del _drawn[next(iter(_drawn))]
 
 
+# --------------------------------------------------------------------------- passes over rows
+Metrics = Callable[..., dict[str, Tensor]]
+
+
+def in_passes(function: Metrics) -> Metrics:
+    """``function(..., counts, **options)`` (counts [R, n] its last positional argument) over a
+    few rows of the counts at a time (:data:`PASS_ELEMENTS`), the results joined. Each
+    resample's values depend on its own row alone, bit for bit at any number of rows, and a
+    pass over arrays wider than the caches is several times slower."""
+
+    @functools.wraps(function)
+    def passes(*args: Tensor, **options: Any) -> dict[str, Tensor]:
+        *given, counts = args
+        rows = max(1, PASS_ELEMENTS // max(1, counts.shape[1]))
+        if rows >= len(counts):
+            return function(*args, **options)
+        parts = [
+            function(*given, counts[r : r + rows], **options) for r in range(0, len(counts), rows)
+        ]
+        return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+
+    return passes
+
+
 # --------------------------------------------------------------------------- ranking metrics
 @dataclass
 class _Blocks:
@@ -121,6 +149,7 @@ class _Blocks:
 RANKING = ("auroc", "auprc", "fpr95")
 
 
+@in_passes
 def ranking_on_counts(
     scores: Tensor, positive: Tensor, counts: Tensor, metrics: tuple[str, ...] = RANKING
 ) -> dict[str, Tensor]:
@@ -166,6 +195,7 @@ def _harmonic(n: int) -> Tensor:
     )
 
 
+@in_passes
 def _selective(scores: Tensor, errors: Tensor, nll: Tensor, counts: Tensor) -> dict[str, Tensor]:
     """AURC, risk at each coverage and selective NLL at 90% of each resample ([R] each).
 

@@ -334,8 +334,8 @@ def evaluate(
 def _resampled_auprc(
     scores: np.ndarray, labels: np.ndarray, resamples: int, seed: int
 ) -> np.ndarray:
-    """[resamples] frame-level AUPRC of a stream, its frames resampled, a chunk of resamples at
-    a time (rows of [resamples, frames] arrays in one pass would not stay in the caches)."""
+    """[resamples] frame-level AUPRC of a stream, its frames resampled (drawn a chunk of rows
+    at a time, as the bootstrap draws them: [resamples, frames] counts at once take memory)."""
     every = np.zeros(len(scores), dtype=np.int32)  # frames are resampled as one set
     auprcs = []
     for first in range(0, resamples, CHUNK):
