@@ -1,10 +1,12 @@
 """Evaluation over CIFAR-10-C-shaped files: uqbench's recorded pass against a plain loop.
 
     python benchmarks/bench_eval_cifar10c.py [--corruptions 19] [--threads 1] [--dir DIR]
+                                             [--images 10000] [--device cpu|cuda]
 
-Writes (once, reused) a synthetic data root in the official formats and sizes: 50,000 training
-and 10,000 test images, and
-``--corruptions`` CIFAR-10-C ``.npy`` files of 50,000 images each (19: the full 950,000, 2.9 GB).
+Writes (once, reused, under ``DIR/n<images>``) a synthetic data root in the official formats
+and sizes: 50,000 training and 10,000 test images, and ``--corruptions`` CIFAR-10-C ``.npy``
+files of 50,000 images each (19: the full 950,000, 2.9 GB). ``--images 64`` writes 64 per batch
+and severity instead: the GPU check's dry run reads such a root through both sides.
 Then, each in a fresh process so that peak memory is its own:
 
 - **uqbench**: the evaluate stage of ``uqbench fit data=cifar10c`` (ID test, every CID set
@@ -32,27 +34,31 @@ import numpy as np
 N_TEST = 10_000
 
 
-def make_root(root: Path, corruptions: list[str]) -> None:
+def make_root(root: Path, corruptions: list[str], n_test: int = N_TEST) -> None:
+    """The data root, in the official formats: 5 training batches and the test batch of
+    ``n_test`` images each (officially 10,000), each CIFAR-10-C file 5 severities of
+    ``n_test``; SVHN and CIFAR-100 test files of 100 images (the OOD sets)."""
     rng = np.random.default_rng(0)
     batches = root / "cifar-10-batches-py"
     batches.mkdir(parents=True, exist_ok=True)
     # The official sizes (50,000 training images), so the data module holds what it really does.
-    for name, n in [(f"data_batch_{i}", 10_000) for i in range(1, 6)] + [("test_batch", N_TEST)]:
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         if not (batches / name).exists():
-            data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+            data = rng.integers(0, 256, (n_test, 3072), dtype=np.uint8)
+            labels = rng.integers(0, 10, n_test).tolist()  # Python ints, as the official files
             with open(batches / name, "wb") as f:
-                pickle.dump({b"data": data, b"labels": list(rng.integers(0, 10, n))}, f)
+                pickle.dump({b"data": data, b"labels": labels}, f)
     c = root / "CIFAR-10-C"
     c.mkdir(exist_ok=True)
     if not (c / "labels.npy").exists():
-        np.save(c / "labels.npy", rng.integers(0, 10, 5 * N_TEST).astype(np.uint8))
-    shape = (5 * N_TEST, 32, 32, 3)
+        np.save(c / "labels.npy", rng.integers(0, 10, 5 * n_test).astype(np.uint8))
+    shape = (5 * n_test, 32, 32, 3)
     for name in corruptions:
         if not (c / f"{name}.npy").exists():
             out = np.lib.format.open_memmap(c / f"{name}.npy", "w+", np.uint8, shape)
             for s in range(5):
-                block = rng.integers(0, 256, (N_TEST, 32, 32, 3), dtype=np.uint8)
-                out[s * N_TEST : (s + 1) * N_TEST] = block
+                block = rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8)
+                out[s * n_test : (s + 1) * n_test] = block
             out.flush()
             del out
     if not (root / "test_32x32.mat").exists():
@@ -90,7 +96,9 @@ def run_uqbench(root: Path, corruptions: list[str], device: str = "cpu") -> dict
     return {"images": int(len(predictions.label)), "seconds": seconds}
 
 
-def run_plain(root: Path, corruptions: list[str], device: str = "cpu") -> dict:
+def run_plain(
+    root: Path, corruptions: list[str], device: str = "cpu", n_test: int = N_TEST
+) -> dict:
     import torch
     from uqbench.datamodules.cifar10c import MEAN, STD
 
@@ -105,7 +113,7 @@ def run_plain(root: Path, corruptions: list[str], device: str = "cpu") -> dict:
         for name in corruptions:
             array = np.load(root / "CIFAR-10-C" / f"{name}.npy", mmap_mode="r")
             for s in range(5):
-                yield array[s * N_TEST : (s + 1) * N_TEST].transpose(0, 3, 1, 2)
+                yield array[s * n_test : (s + 1) * n_test].transpose(0, 3, 1, 2)
 
     count, start = 0, time.perf_counter()
     with torch.no_grad():
@@ -120,6 +128,9 @@ def run_plain(root: Path, corruptions: list[str], device: str = "cpu") -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corruptions", type=int, default=19)
+    parser.add_argument(
+        "--images", type=int, default=N_TEST, help="per batch and severity (official: 10,000)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dir", default="/tmp/uqbench-cifar10c-bench")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -128,16 +139,19 @@ def main() -> None:
     from uqbench.datamodules.cifar10c import CIFAR10C_CORRUPTIONS
 
     names = list(CIFAR10C_CORRUPTIONS[: args.corruptions])
-    root = Path(args.dir)
+    root = Path(args.dir) / f"n{args.images}"
     if args.side:  # a child process: measure one side
         import torch
 
         torch.set_num_threads(args.threads)
-        result = (run_uqbench if args.side == "uqbench" else run_plain)(root, names, args.device)
+        if args.side == "uqbench":
+            result = run_uqbench(root, names, args.device)
+        else:
+            result = run_plain(root, names, args.device, args.images)
         result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
         return
-    make_root(root, names)
+    make_root(root, names, args.images)
     results = {}
     for side in ("uqbench", "plain"):
         done = subprocess.run(
@@ -151,17 +165,21 @@ def main() -> None:
                 "--threads",
                 str(args.threads),
                 "--dir",
-                str(root),
+                args.dir,
                 "--device",
                 args.device,
+                "--images",
+                str(args.images),
             ],
             capture_output=True,
             text=True,
-            check=True,
         )
+        if done.returncode != 0:
+            raise SystemExit(f"the {side} side failed:\n{done.stderr[-3000:]}")
         results[side] = json.loads(done.stdout.strip().splitlines()[-1])
     print(
-        f"{len(names)} CIFAR-10-C files ({len(names) * 5 * N_TEST:,} images) + 10,000 ID, "
+        f"{len(names)} CIFAR-10-C files ({len(names) * 5 * args.images:,} images) + "
+        f"{args.images:,} ID, "
         f"ResNet-8, torch threads {args.threads}"
     )
     for side, r in results.items():

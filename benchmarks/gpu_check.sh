@@ -18,8 +18,9 @@
 #   8. evaluate   evaluation throughput against a plain model(x) loop
 #
 # --dry-run checks that every step is well formed without a GPU (CI runs it): the commands
-# parse, the fit and bench configurations resolve, the tests collect, the benchmarks take
-# --device cuda; nothing trains.
+# parse, the fit and bench configurations resolve, the tests collect, the training benchmark
+# parses, the evaluation benchmark runs both sides on the CPU over 64 images per file of its
+# own official-format files; nothing trains.
 set -uo pipefail
 
 DRY=0
@@ -89,7 +90,9 @@ if [ $DRY = 1 ]; then
 check_cells(parse_matrix(['method=[msp,snapuq]', 'seed=[13]', 'bench.jobs=2', \
 'bench.out=$OUT/bench']))"
   step train 60 $PY benchmarks/bench_train_loop.py --help
-  step evaluate 60 $PY benchmarks/bench_eval_cifar10c.py --help
+  # Both sides read a tiny root in the official formats: the files the GPU run writes load.
+  step evaluate 120 $PY benchmarks/bench_eval_cifar10c.py --images 64 --corruptions 1 \
+    --dir "$OUT/cifar10c"
 else
   step gpu 20 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv \
 && $PY -c \"import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
