@@ -7,11 +7,13 @@ the caller); two methods compared on the *same* resampled indices (a paired boot
 Resamples are **stratified by evaluation set** (the ``group`` of :class:`Predictions`): each set
 keeps its size, so the ID / CID / OOD proportions of every pooled metric stay those of the run.
 A resample is a vector of counts (how often each example was drawn), and every metric here is
-written for counts: one sort of the scores per subset serves all resamples, and the metrics of
-1,000 resamples are a few array operations on [resamples, examples] (15,000 examples and every
-metric in about a second; ``benchmarks/bench_bootstrap.py``). With all counts 1 each function
-equals its exact counterpart in :mod:`uqbench.metrics` (ties included); the tests also hold the
-counts form to the metrics recomputed on explicitly expanded resamples.
+written for counts: one sort of the scores per subset serves a chunk of resamples, and their
+metrics are a few array operations on [resamples, examples] (15,000 examples, every metric,
+1,000 resamples: about 3 s at one thread; ``benchmarks/bench_bootstrap.py``). Counts are whole
+numbers, so their sums are exact in any order: the values never depend on how the rows are
+split into passes. With all counts 1 each function equals its exact counterpart in
+:mod:`uqbench.metrics` (ties included); the tests also hold the counts form to the metrics
+recomputed on explicitly expanded resamples.
 
 Kept fixed, not resampled: the fitted method (its map, its temperature) and the dev-fitted
 temperature of ``calibration_ts``; the interval is over test examples only.
