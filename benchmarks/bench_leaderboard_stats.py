@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from bench_matrix import ROOT, source_tree
+from bench_matrix import remove_tree, source_tree
 
 BASELINE = "259798c"  # the last commit before exact running sums and kept resamples
 
@@ -103,18 +103,7 @@ def main() -> int:
                 folders, args.resamples, result, shim if name == "baseline" else None
             )
     finally:
-        subprocess.run(
-            [
-                "git",
-                "-C",
-                str(ROOT),
-                "worktree",
-                "remove",
-                "--force",
-                str(where / "baseline" / "tree"),
-            ],
-            capture_output=True,
-        )
+        remove_tree(where / "baseline")
     found = differences(where / "baseline.pkl", where / "current.pkl")
     rows = len(pickle.loads((where / "current.pkl").read_bytes())[1])
     print(f"{len(folders)} run folders, {rows} rows (runs, variants), {args.resamples} resamples")

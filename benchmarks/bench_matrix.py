@@ -86,6 +86,13 @@ def source_tree(rev: str, where: Path) -> Path:
     return shim
 
 
+def remove_tree(where: Path) -> None:
+    """Remove the worktree that :func:`source_tree` made in ``where``, if there is one."""
+    if (where / "tree").exists():
+        git = ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where / "tree")]
+        subprocess.run(git, capture_output=True)
+
+
 def bench(out: Path, jobs: int, pythonpath: Path | None) -> float:
     """Wall seconds of the matrix into ``out`` (fresh caches under it)."""
     env = {**os.environ, "UQBENCH_CACHE": str(out / "cache")}
@@ -165,19 +172,7 @@ def main() -> int:
             print(f"{side}: {walls[side]:.1f} s", flush=True)
     finally:
         for side in revisions:
-            if (where / side / "tree").exists():
-                subprocess.run(
-                    [
-                        "git",
-                        "-C",
-                        str(ROOT),
-                        "worktree",
-                        "remove",
-                        "--force",
-                        str(where / side / "tree"),
-                    ],
-                    capture_output=True,
-                )
+            remove_tree(where / side)
     found = differences(where / "baseline" / "runs", where / "current" / "runs")
     print(f"{len(METHODS)} methods x {len(SEEDS)} seeds on digits, bench.jobs={args.jobs}")
     print(f"{'baseline ' + args.baseline:<24} {walls['baseline']:8.1f} s  1.00x")
