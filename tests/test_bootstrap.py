@@ -114,6 +114,7 @@ def test_each_row_is_drawn_by_the_documented_rule():
             drawn = torch.randint(len(members), (len(members),), generator=gen).numpy()
             np.add.at(expected, members[drawn], 1)
         np.testing.assert_array_equal(counts[r].numpy(), expected)
+    assert resample_counts(np.zeros(0, dtype=np.int32), 3, seed=5).shape == (3, 0)
 
 
 def test_drawn_resamples_are_kept_per_process_and_handed_out_as_copies(monkeypatch):

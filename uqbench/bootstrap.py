@@ -63,7 +63,7 @@ def resample_counts(group: np.ndarray, resamples: int, seed: int, first: int = 0
     counts = torch.zeros(resamples, n, dtype=torch.float64)
     members = [torch.from_numpy(np.flatnonzero(group == g)) for g in np.unique(group)]
     gen = torch.Generator()
-    for r in range(resamples):
+    for r in range(resamples if n else 0):  # no examples: no draws, rows of nothing
         gen.manual_seed(seed * 1_000_003 + first + r)
         drawn = [
             index[torch.randint(len(index), (len(index),), generator=gen)] for index in members
