@@ -23,25 +23,12 @@ import json
 import sys
 from pathlib import Path
 
+from uqbench import registry
 from uqbench.cli import main as uqbench
 from uqbench.runner import deploy_boards
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = [
-    "msp",
-    "entropy",
-    "temperature",
-    "energy",
-    "mahalanobis",
-    "react",
-    "ash",
-    "odin",
-    "evidential",
-    "mc_dropout",
-    "deep_ensemble",
-    "early_exit",
-    "snapuq",
-]
+METHODS = registry.own_names("method")  # SNAP-UQ and every baseline, not plugins
 DATA = {"resnet8": "cifar10", "ds-cnn": "speechcommands"}
 
 

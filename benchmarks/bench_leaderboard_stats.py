@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from bench_matrix import remove_tree, source_tree
+from bench_matrix import remove_tree, side_by_side, source_tree
 
 BASELINE = "259798c"  # the last commit before exact running sums and kept resamples
 
@@ -107,13 +107,8 @@ def main() -> int:
     found = differences(where / "baseline.pkl", where / "current.pkl")
     rows = len(pickle.loads((where / "current.pkl").read_bytes())[1])
     print(f"{len(folders)} run folders, {rows} rows (runs, variants), {args.resamples} resamples")
-    print(f"{'baseline ' + args.baseline:<20} {seconds['baseline']:8.1f} s  1.00x")
-    ratio = seconds["current"] / seconds["baseline"]
-    print(f"{'current (this tree)':<20} {seconds['current']:8.1f} s  {ratio:5.2f}x")
-    print("values: " + ("identical, bit for bit" if not found else f"{len(found)} differ"))
-    for line in found[:20]:
-        print(f"  {line}")
-    return 1 if found else 0
+    labels = {"baseline": f"baseline {args.baseline}", "current": "current (this tree)"}
+    return side_by_side(labels, seconds, "values (bit for bit)", found)
 
 
 if __name__ == "__main__":

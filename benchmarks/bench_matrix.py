@@ -93,6 +93,20 @@ def remove_tree(where: Path) -> None:
         subprocess.run(git, capture_output=True)
 
 
+def side_by_side(
+    labels: dict[str, str], seconds: dict[str, float], what: str, found: list[str]
+) -> int:
+    """Print both sides' seconds and their ratio, then whether ``what`` (their numbers) were
+    identical or which differ; returns the exit status: 1 when any differs."""
+    ratio = seconds["current"] / seconds["baseline"]
+    print(f"{labels['baseline']:<24} {seconds['baseline']:8.1f} s  1.00x")
+    print(f"{labels['current']:<24} {seconds['current']:8.1f} s  {ratio:5.2f}x")
+    print(f"{what}: identical" if not found else f"{what}: {len(found)} differ")
+    for line in found[:20]:
+        print(f"  {line}")
+    return 1 if found else 0
+
+
 def bench(out: Path, jobs: int, pythonpath: Path | None) -> float:
     """Wall seconds of the matrix into ``out`` (fresh caches under it)."""
     env = {**os.environ, "UQBENCH_CACHE": str(out / "cache")}
@@ -175,14 +189,9 @@ def main() -> int:
             remove_tree(where / side)
     found = differences(where / "baseline" / "runs", where / "current" / "runs")
     print(f"{len(METHODS)} methods x {len(SEEDS)} seeds on digits, bench.jobs={args.jobs}")
-    print(f"{'baseline ' + args.baseline:<24} {walls['baseline']:8.1f} s  1.00x")
-    ratio = walls["current"] / walls["baseline"]
     current = f"current {args.current}" if args.current else "current (this tree)"
-    print(f"{current:<24} {walls['current']:8.1f} s  {ratio:5.2f}x")
-    print("numbers: " + ("identical" if not found else f"{len(found)} differ"))
-    for line in found[:20]:
-        print(f"  {line}")
-    return 1 if found else 0
+    labels = {"baseline": f"baseline {args.baseline}", "current": current}
+    return side_by_side(labels, walls, "numbers", found)
 
 
 if __name__ == "__main__":

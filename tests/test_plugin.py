@@ -74,6 +74,15 @@ def test_list_shows_the_plugin_with_its_distribution_and_the_broken_one(site, tm
     assert done.returncode == 1  # a broken plugin makes `list` fail, for scripts
 
 
+def test_own_names_leave_a_plugins_names_out(site, monkeypatch):
+    from uqbench import registry
+
+    monkeypatch.syspath_prepend(str(site))
+    assert {"margin", "msp"} <= set(registry.names("method"))
+    own = registry.own_names("method")
+    assert "msp" in own and "margin" not in own and "broken" not in own
+
+
 def test_fit_runs_the_plugin_with_its_own_options(site, tmp_path):
     done = _uqbench(
         site,

@@ -85,6 +85,13 @@ def names(kind: str) -> list[str]:
     return list(_entry_points(kind))
 
 
+def own_names(kind: str) -> list[str]:
+    """The names of one kind that uqbench itself registers (its own methods, data sets, ...),
+    sorted; a plugin's are left out."""
+    points = _entry_points(kind).items()
+    return [name for name, ep in points if getattr(ep.dist, "name", None) == "uqbench"]
+
+
 def _distribution(ep: metadata.EntryPoint) -> str:
     dist = getattr(ep, "dist", None)
     return f"{dist.name} {dist.version}" if dist is not None else "?"
